@@ -1,0 +1,39 @@
+# One command sets up and trains, one sets up and tests. Set-up is idempotent (re-runs only when
+# pyproject.toml changes). TORCH_SPEC picks the torch build: torch==2.13.0 resolves to the local CPU wheel on
+# CPU-only machines here and to the CUDA build from the package index on GPU machines; it is installed
+# before anything else so no other requirement can pull a different (multi-GB CUDA) torch.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-fast lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]" "$(TORCH_SPEC)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) cli.py fit --config configs/classification.yaml
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/cli_startup.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,191 @@
+"""Labelled-image DataModule: any :mod:`datamodules.sources` source, seeded splits, exact DDP and resume.
+
+The source is loaded once per process; splits missing from the source are carved from ``train`` with a fixed
+seed (``val_fraction``, ``test_fraction``). Images are resized / channel-converted to ``image_size`` and
+``channels`` when set, scaled to [0, 1] and standardised with the training split's mean and std.
+``num_classes`` and ``input_shape`` are read by the CLI and linked into the model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from datamodules.samplers import ResumableSampler, ShardSampler
+from datamodules.sources import DigitsSource, ImageSource, ImageSplits
+
+__all__ = ["ImageDataModule", "conform_images", "split_indices"]
+
+log = logging.getLogger(__name__)
+
+
+def split_indices(n: int, fractions: list[float], seed: int) -> list[torch.Tensor]:
+    """Shuffle ``range(n)`` with ``seed`` and cut off one part per fraction; the remainder comes first."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sizes = [int(round(f * n)) for f in fractions]
+    rest = n - sum(sizes)
+    if rest <= 0 or any(s == 0 for s, f in zip(sizes, fractions, strict=True) if f > 0):
+        raise ValueError(f"cannot split {n} samples into fractions {fractions}: a part would be empty")
+    return list(torch.split(perm, [rest, *sizes]))
+
+
+def conform_images(x: torch.Tensor, channels: int | None, image_size: int | None) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float (N, channels, image_size, image_size) in [0, 1]."""
+    x = x.float().div_(255.0)
+    if channels is not None and x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x.contiguous()
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Labelled images from any image source, split train/val/test with a fixed seed."""
+
+    def __init__(
+        self,
+        source: ImageSource | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        image_size: int | None = None,
+        channels: int | None = None,
+        normalize: bool = True,
+        limit_train_samples: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            source: where the images come from; default: scikit-learn's bundled digits (no download).
+            batch_size: training batch size per process.
+            eval_batch_size: validation/test batch size per process (default: ``batch_size``).
+            val_fraction: part of ``train`` held out for validation when the source has no ``val`` split.
+            test_fraction: part of ``train`` held out for testing when the source has no ``test`` split.
+            image_size: resize images to this square size (None keeps the source's size).
+            channels: convert to this many channels (1 = grey, 3 = RGB; None keeps the source's).
+            normalize: standardise with the training split's per-channel mean and std.
+            limit_train_samples: keep only the first N (shuffled) training samples; for quick runs.
+            num_workers: DataLoader worker processes.
+            seed: seed of the splits and of the per-epoch shuffling.
+        """
+        super().__init__()
+        for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= frac < 1.0:
+                raise ValueError(f"ImageDataModule.{name} must be in [0, 1), got {frac}")
+        if batch_size < 1:
+            raise ValueError(f"ImageDataModule.batch_size must be >= 1, got {batch_size}")
+        if channels not in (None, 1, 3):
+            raise ValueError(f"ImageDataModule.channels must be 1, 3 or null, got {channels}")
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"ImageDataModule.image_size must be >= 1, got {image_size}")
+        self.save_hyperparameters(ignore=["source"])  # a source object would make checkpoints unsafe to load
+        self.source = source if source is not None else DigitsSource()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.image_size, self.channels, self.normalize = image_size, channels, normalize
+        self.limit_train_samples = limit_train_samples
+        self.num_workers, self.seed = num_workers, seed
+        self._data: dict[str, TensorDataset] | None = None
+        self.classes: list[str] = []
+
+    # ------------------------------------------------------------------ shapes read by the CLI
+    @property
+    def num_classes(self) -> int:
+        self._ensure_loaded()
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        self._ensure_loaded()
+        return tuple(self._data["train"].tensors[0].shape[1:])  # (C, H, W)
+
+    # ------------------------------------------------------------------ loading
+    def setup(self, stage: str | None = None) -> None:
+        self._ensure_loaded()
+
+    def _ensure_loaded(self) -> None:
+        if self._data is None:
+            self._data = self.build_splits(self.source.load())
+            log.info("%s: %s", self.source.describe(), {k: len(v) for k, v in self._data.items()})
+
+    def build_splits(self, loaded: ImageSplits) -> dict[str, TensorDataset]:
+        x, y = loaded.splits["train"]
+        fractions = [0.0 if "val" in loaded.splits else self.val_fraction,
+                     0.0 if "test" in loaded.splits else self.test_fraction]
+        train_idx, val_idx, test_idx = split_indices(len(y), fractions, self.seed)
+        parts = {"train": (x[train_idx], y[train_idx])}
+        parts["val"] = loaded.splits.get("val", (x[val_idx], y[val_idx]))
+        parts["test"] = loaded.splits.get("test", (x[test_idx], y[test_idx]))
+        if self.limit_train_samples is not None:
+            parts["train"] = tuple(t[: self.limit_train_samples] for t in parts["train"])
+        self.classes = list(loaded.classes)
+        for name, (_, labels) in parts.items():
+            if len(labels) and int(labels.max()) >= len(self.classes):
+                raise ValueError(f"{self.source.describe()}: split '{name}' has label {int(labels.max())} but only "
+                                 f"{len(self.classes)} classes")
+        conformed = {k: (conform_images(xi, self.channels, self.image_size), yi) for k, (xi, yi) in parts.items()}
+        if self.normalize:
+            train_x = conformed["train"][0]
+            mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+            std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+            conformed = {k: ((xi - mean) / std, yi) for k, (xi, yi) in conformed.items()}
+        return {k: TensorDataset(xi, yi) for k, (xi, yi) in conformed.items() if len(yi)}
+
+    # ------------------------------------------------------------------ loaders
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self._ensure_loaded()
+        world, rank = self._world()
+        sampler = ResumableSampler(len(self._data["train"]), world, rank, seed=self.seed, shuffle=True)
+        trainer = self.trainer
+        if trainer is not None and trainer.ckpt_path and not trainer.fit_loop.restarting and trainer.training:
+            rank_zero_warn(
+                "train_dataloader() was requested before the checkpoint's loop state was restored (for example by "
+                "`trainer.estimated_stepping_batches` in configure_optimizers); this resume cannot skip the batches "
+                "already seen in the interrupted epoch."
+            )
+        if trainer is not None and trainer.fit_loop.restarting:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if 0 < done < -(-sampler.num_samples // self.batch_size):
+                sampler.resume_from(trainer.current_epoch, done, self.batch_size)
+            else:
+                sampler.set_epoch(trainer.current_epoch)
+        return self._loader(self._data["train"], sampler, self.batch_size)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        self._ensure_loaded()
+        if split not in self._data:
+            raise ValueError(f"{self.source.describe()} has no '{split}' split (set {split}_fraction > 0)")
+        world, rank = self._world()
+        return self._loader(self._data[split], ShardSampler(len(self._data[split]), world, rank), self.eval_batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _loader(self, dataset: TensorDataset, sampler, batch_size: int) -> DataLoader:
+        # Own generator: creating an iterator must not consume the global RNG (dropout masks), or resume drifts.
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed),
+                          persistent_workers=self.num_workers > 0)

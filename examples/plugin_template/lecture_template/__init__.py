@@ -1,0 +1,1 @@
+"""A template lecture package for ml-lectures."""

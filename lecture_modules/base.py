@@ -1,0 +1,162 @@
+"""The base class every lecture plugin derives from, plus the helpers all lectures share.
+
+What lives here is what every lecture needs the same way:
+
+* ``combine_losses``: sums named loss terms, logs each under ``stage/loss_<term>`` and stops training with a
+  message naming the global step and the term as soon as one of them is not finite.
+* Exact resume: the global RNG states (torch, CUDA, NumPy, Python) travel in the checkpoint as plain tensors and
+  ints, so a checkpoint still loads with ``torch.load(weights_only=True)``.
+* ``log_figure``: a matplotlib figure goes to W&B as an image when a ``WandbLogger`` is attached, and is always
+  saved as a PNG in the run directory (never overwriting an existing file).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["LectureModule", "NonFiniteLossError", "log_figure", "figure_dir"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term becomes NaN or infinite; training stops at that step."""
+
+
+class LectureModule(L.LightningModule):
+    """Base class of every lecture. Subclasses set the docstring's first line: it is what the lecture list shows."""
+
+    # ------------------------------------------------------------------ losses
+    def combine_losses(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> torch.Tensor:
+        """Sum named loss terms, log them, and stop on the first non-finite one.
+
+        Args:
+            terms: loss name -> scalar tensor, already weighted. One term is logged as ``stage/loss``;
+                several are logged as ``stage/loss_<name>`` plus their sum as ``stage/loss``.
+            stage: metric prefix (``train``, ``val``, ``test``).
+
+        Raises:
+            NonFiniteLossError: naming the global step, the batch and the offending term.
+        """
+        if not terms:
+            raise ValueError("combine_losses() needs at least one loss term")
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"{type(self).__name__}: loss term '{name}' is {value.detach().float().mean().item()} at "
+                    f"global step {self.global_step} (epoch {self.current_epoch}, stage '{stage}'). Training "
+                    "stopped. Try a lower learning rate (optimizer.init_args.lr), gradient clipping "
+                    "(trainer.gradient_clip_val) or full precision (trainer.precision: 32-true)."
+                )
+        total = torch.stack([v for v in terms.values()]).sum()
+        on_step = stage == "train"
+        if len(terms) > 1:
+            for name, value in terms.items():
+                self.log(f"{stage}/loss_{name}", value.detach(), on_step=on_step, on_epoch=not on_step)
+        self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True)
+        return total
+
+    # ------------------------------------------------------------- schedules
+    def on_train_start(self) -> None:
+        """Fix the length of schedules left open (``total_steps: null``) once the train loader exists."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if getattr(scheduler, "total_steps", 0) is None and hasattr(scheduler, "set_total_steps"):
+                scheduler.set_total_steps(self.trainer.estimated_stepping_batches)
+
+    # ------------------------------------------------------------- exact resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = _capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states is not None:
+            _restore_rng_states(states)
+
+    # ------------------------------------------------------------------ figures
+    def log_figure(self, key: str, figure: Figure) -> Path | None:
+        """Log a matplotlib figure; see :func:`log_figure`."""
+        return log_figure(self.trainer, key, figure)
+
+
+def _capture_rng_states() -> dict[str, Any]:
+    """RNG states as tensors and ints only, so the checkpoint stays loadable with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached), "kind": str(kind)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np_state = states["numpy"]
+    np.random.set_state(
+        (np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"],
+         np_state["cached_gaussian"])
+    )
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def figure_dir(trainer: L.Trainer) -> Path:
+    """The run's own directory for figures: the W&B run's files folder, else the logger's versioned log dir."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return Path(logger.experiment.dir) / "figures"
+    base = trainer.log_dir or trainer.default_root_dir
+    return Path(base) / "figures"
+
+
+@rank_zero_only
+def log_figure(trainer: L.Trainer, key: str, figure: Figure) -> Path | None:
+    """Save ``figure`` as a PNG in the run directory and, with a ``WandbLogger``, log it as a W&B image.
+
+    Args:
+        trainer: the running trainer (its loggers decide where the figure goes).
+        key: metric-style name such as ``val/confusion_matrix``.
+        figure: a matplotlib figure; it is closed afterwards.
+
+    Returns:
+        The PNG path (rank zero only; other ranks return None).
+    """
+    import matplotlib.pyplot as plt
+    from lightning.pytorch.loggers import WandbLogger
+
+    out_dir = figure_dir(trainer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + f"-step{trainer.global_step}"
+    path = out_dir / f"{stem}.png"
+    n = 1
+    while path.exists():  # never overwrite an earlier figure
+        path = out_dir / f"{stem}-{n}.png"
+        n += 1
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+    plt.close(figure)
+    log.info("figure %s saved to %s", key, path)
+    return path

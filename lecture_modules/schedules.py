@@ -1,0 +1,64 @@
+"""Learning-rate schedules the lectures teach, usable from YAML as ``lr_scheduler.class_path``.
+
+A scheduler with ``interval = "step"`` is stepped every optimiser step by ``LectureCLI``; the others per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+__all__ = ["WarmupCosineLR", "warmup_cosine_factor"]
+
+
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the base lr: linear from 1/(warmup+1) to 1 over ``warmup_steps``, then cosine to the floor."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosineLR(LRScheduler):
+    """Linear warm-up then cosine decay, stepped per optimiser step."""
+
+    interval = "step"
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int | float = 0.05, total_steps: int | None = None,
+                 min_lr_ratio: float = 0.0, last_epoch: int = -1) -> None:
+        """
+        Args:
+            optimizer: wrapped optimiser (filled in by LightningCLI).
+            warmup_steps: warm-up length in steps, or as a fraction of ``total_steps`` when a float below 1.
+            total_steps: schedule length; None takes ``trainer.estimated_stepping_batches`` at fit start.
+            min_lr_ratio: final lr as a fraction of the base lr.
+            last_epoch: index of the last step (-1 starts fresh).
+        """
+        if isinstance(warmup_steps, float) and not 0.0 <= warmup_steps < 1.0:
+            raise ValueError(f"WarmupCosineLR.warmup_steps as a fraction must be in [0, 1), got {warmup_steps}")
+        if not isinstance(warmup_steps, float) and warmup_steps < 0:
+            raise ValueError(f"WarmupCosineLR.warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"WarmupCosineLR.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        self.warmup_steps, self.total_steps, self.min_lr_ratio = warmup_steps, total_steps, min_lr_ratio
+        super().__init__(optimizer, last_epoch)
+
+    def _warmup(self) -> int:
+        if isinstance(self.warmup_steps, float):
+            return int(self.warmup_steps * (self.total_steps or 0))
+        return self.warmup_steps
+
+    def get_lr(self) -> list[float]:
+        total = self.total_steps if self.total_steps is not None else self.last_epoch + 1
+        factor = warmup_cosine_factor(self.last_epoch, self._warmup(), total, self.min_lr_ratio)
+        return [base * factor for base in self.base_lrs]
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Fix the schedule length (called by the CLI when ``total_steps`` is None) and recompute the lr."""
+        self.total_steps = int(total_steps)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]

@@ -1,0 +1,73 @@
+"""Shared test helpers: repository paths, in-process and subprocess CLI runs, small test-only lectures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cli import LectureCLI, _rewrite_model_arg
+from lecture_modules.classification import Classification
+from lecture_modules.registry import discover, load_all
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+CLASSIFICATION = str(CONFIGS / "classification.yaml")
+SMOKE = str(CONFIGS / "trainer" / "smoke.yaml")
+CPU = str(CONFIGS / "trainer" / "cpu.yaml")
+
+# Small, quick settings for end-to-end runs on 2 CPU cores.
+QUICK = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def run_cli(*args: str) -> LectureCLI:
+    """Run the CLI in this process (like ``python cli.py ...``) and return the LectureCLI object."""
+    entries = load_all(discover())
+    return LectureCLI(args=_rewrite_model_arg(list(args), entries), entries=entries)
+
+
+def run_cli_subprocess(*args: str, env: dict | None = None, cwd: Path | None = None,
+                       timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python cli.py ...`` as a separate process (needed for DDP, which re-launches the script)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+def state_dict_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class MetricsDump(L.Callback):
+    """Writes each rank's final validation metrics to ``<out_dir>/<stage>-rank<r>.json`` (test-only)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def _dump(self, trainer: L.Trainer, stage: str) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        (self.out_dir / f"{stage}-rank{trainer.global_rank}.json").write_text(json.dumps(metrics))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._dump(trainer, trainer.state.fn.value)
+
+
+class NaNAfterSteps(Classification):
+    """Test-only lecture whose 'blowup' loss term turns NaN at global step ``nan_at``."""
+
+    def __init__(self, num_classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8), nan_at: int = 3) -> None:
+        super().__init__(num_classes=num_classes, input_shape=input_shape)
+        self.nan_at = nan_at
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        ce = torch.nn.functional.cross_entropy(self(x), y)
+        blowup = ce * (float("nan") if self.global_step >= self.nan_at else 0.0)
+        return self.combine_losses({"ce": ce, "blowup": blowup})

@@ -1,0 +1,177 @@
+"""Image sources in their exact on-disk formats, seeded splits, and the DDP/resume samplers."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.image import ImageDataModule, conform_images, split_indices
+from datamodules.samplers import ResumableSampler, ShardSampler
+from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource, read_idx
+
+
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    """Write an IDX file exactly as MNIST's: magic 0x0000 0x08 ndim, big-endian dims, raw uint8 data."""
+    payload = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    payload += array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(payload)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for prefix, n, compress in (("train", 60, True), ("t10k", 20, False)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte{'.gz' if compress else ''}",
+                  rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{'.gz' if compress else ''}", np.arange(n) % 10, compress)
+    return root
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_round_trip(tmp_path, compress):
+    array = np.random.default_rng(1).integers(0, 256, (5, 7, 3))
+    write_idx(tmp_path / "x.idx", array, compress)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x.idx"), array)
+
+
+def test_read_idx_rejects_bad_magic_and_truncation(tmp_path):
+    (tmp_path / "bad.idx").write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="bad.idx"):
+        read_idx(tmp_path / "bad.idx")
+    write_idx(tmp_path / "short.idx", np.zeros((4, 4)), compress=False)
+    data = (tmp_path / "short.idx").read_bytes()
+    (tmp_path / "short.idx").write_bytes(data[:-3])
+    with pytest.raises(ValueError, match="short.idx"):
+        read_idx(tmp_path / "short.idx")
+
+
+def test_idx_source_reads_mnist_layout_and_datamodule_splits(mnist_dir):
+    splits = IDXSource(str(mnist_dir)).load().splits
+    assert splits["train"][0].shape == (60, 1, 28, 28) and splits["test"][0].shape == (20, 1, 28, 28)
+    dm = ImageDataModule(IDXSource(str(mnist_dir)), val_fraction=0.2, seed=3)
+    dm.setup("fit")
+    assert {k: len(v) for k, v in dm._data.items()} == {"train": 48, "val": 12, "test": 20}
+    assert dm.num_classes == 10 and dm.input_shape == (1, 28, 28)
+
+
+def test_idx_source_missing_labels_names_the_file(mnist_dir):
+    (mnist_dir / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte"):
+        IDXSource(str(mnist_dir)).load()
+
+
+def _write_png(path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def test_image_folder_reads_classes_and_mixed_grey_rgb(tmp_path):
+    _write_png(tmp_path / "imgs" / "cat" / "a.png", np.full((6, 6), 10))
+    _write_png(tmp_path / "imgs" / "cat" / "b.png", np.full((6, 6, 3), 20))
+    _write_png(tmp_path / "imgs" / "dog" / "c.png", np.full((6, 6), 30))
+    loaded = ImageFolderSource(str(tmp_path / "imgs")).load()
+    x, y = loaded.splits["train"]
+    assert loaded.classes == ["cat", "dog"] and y.tolist() == [0, 0, 1]
+    assert x.shape == (3, 3, 6, 6) and x[0].unique().tolist() == [10]
+
+
+def test_image_folder_train_test_subtrees(tmp_path):
+    for split, n in (("train", 4), ("test", 2)):
+        for cls in ("a", "b"):
+            for i in range(n):
+                _write_png(tmp_path / split / cls / f"{i}.png", np.full((5, 5), i))
+    loaded = ImageFolderSource(str(tmp_path)).load()
+    assert len(loaded.splits["train"][1]) == 8 and len(loaded.splits["test"][1]) == 4
+
+
+def test_image_folder_errors_name_the_file_or_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing-folder"):
+        ImageFolderSource(str(tmp_path / "missing-folder")).load()
+    (tmp_path / "bad" / "cls").mkdir(parents=True)
+    (tmp_path / "bad" / "cls" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        ImageFolderSource(str(tmp_path / "bad")).load()
+
+
+def _hf_dataset():
+    import datasets
+    from PIL import Image
+
+    images = [Image.fromarray(np.full((4, 4), i * 20, dtype=np.uint8)) for i in range(6)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y", "z"])})
+    return datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 0, 1, 2]}, features=features)
+
+
+def test_hf_dataset_from_save_to_disk(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": _hf_dataset(), "test": _hf_dataset()}).save_to_disk(str(tmp_path / "saved"))
+    loaded = HFDatasetSource(str(tmp_path / "saved")).load()
+    assert loaded.classes == ["x", "y", "z"] and loaded.splits["train"][0].shape == (6, 1, 4, 4)
+    assert "test" in loaded.splits
+
+
+def test_hf_dataset_from_data_folder_and_column_errors(tmp_path):
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    _hf_dataset().to_parquet(str(folder / "train.parquet"))
+    loaded = HFDatasetSource(str(folder)).load()
+    assert loaded.splits["train"][1].tolist() == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ValueError, match="label_key"):
+        HFDatasetSource(str(folder), label_key="target").load()
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        HFDatasetSource(str(tmp_path / "nowhere")).load()
+
+
+def test_digits_default_is_real_and_offline():
+    loaded = DigitsSource().load()
+    x, y = loaded.splits["train"]
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == torch.uint8 and sorted(y.unique().tolist()) == list(range(10))
+
+
+def test_splits_are_seeded_disjoint_and_cover():
+    a = split_indices(100, [0.1, 0.2], seed=5)
+    b = split_indices(100, [0.1, 0.2], seed=5)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert [len(p) for p in a] == [70, 10, 20]
+    assert sorted(torch.cat(a).tolist()) == list(range(100))
+    assert not torch.equal(split_indices(100, [0.1, 0.2], seed=6)[1], a[1])
+
+
+def test_conform_images_channels_and_size():
+    x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    y = conform_images(x, channels=3, image_size=16)
+    assert y.shape == (2, 3, 16, 16) and 0.0 <= y.min() and y.max() <= 1.0
+    assert conform_images(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 1, None).shape == (1, 1, 4, 4)
+
+
+def test_datamodule_rejects_bad_settings():
+    with pytest.raises(ValueError, match="val_fraction"):
+        ImageDataModule(val_fraction=1.5)
+    with pytest.raises(ValueError, match="channels"):
+        ImageDataModule(channels=2)
+
+
+def test_resumable_sampler_shards_cover_and_resume_skips():
+    shards = [list(ResumableSampler(10, num_replicas=2, rank=r, seed=1)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(10))
+    sampler = ResumableSampler(10, seed=1)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    assert full != list(ResumableSampler(10, seed=1))  # epoch 0 differs from epoch 3
+    sampler.resume_from(epoch=3, batches_done=2, batch_size=3)
+    assert list(sampler) == full[6:]
+    assert list(sampler) == full  # the skip applies once
+
+
+def test_shard_sampler_has_no_padding():
+    parts = [list(ShardSampler(7, num_replicas=2, rank=r)) for r in range(2)]
+    assert parts == [[0, 2, 4, 6], [1, 3, 5]] and [len(ShardSampler(7, 2, r)) for r in range(2)] == [4, 3]
