@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.samplers import ResumableSampler, ShardSampler
+from datamodules.samplers import ResumableDataLoader, ResumableSampler, ShardSampler
 from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
 __all__ = ["ImageDataModule", "conform_images", "split_indices"]
@@ -186,6 +186,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: TensorDataset, sampler, batch_size: int) -> DataLoader:
         # Own generator: creating an iterator must not consume the global RNG (dropout masks), or resume drifts.
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+        loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
+        return loader_cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(self.seed),
                           persistent_workers=self.num_workers > 0)

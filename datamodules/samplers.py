@@ -16,9 +16,9 @@ import math
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-__all__ = ["ResumableSampler", "ShardSampler"]
+__all__ = ["ResumableDataLoader", "ResumableSampler", "ShardSampler"]
 
 
 class ResumableSampler(DistributedSampler):
@@ -75,3 +75,17 @@ class ShardSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.data_len, self.num_replicas))
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`ResumableSampler`, declared resumable to Lightning.
+
+    Its position is not kept in this state: the DataModule rebuilds it from the restored loop progress (the
+    number of batches already trained on), which also stays right when Lightning has prefetched a batch.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(getattr(self.sampler, "epoch", 0))}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Nothing to load: see the class docstring."""

@@ -71,6 +71,8 @@ def configure_wandb_init_args(init_args: dict, lecture: str, job_type: str, offl
         out["project"] = "ml-lectures"
     if not out.get("name"):
         out["name"] = f"{lecture}-{datetime.now():%Y%m%d-%H%M%S}"
-    out.setdefault("group", lecture)
-    out.setdefault("job_type", job_type)
+    if not out.get("group"):
+        out["group"] = lecture
+    if not out.get("job_type"):
+        out["job_type"] = job_type
     return out

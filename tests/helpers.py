@@ -59,6 +59,21 @@ class MetricsDump(L.Callback):
             self._dump(trainer, trainer.state.fn.value)
 
 
+class CrashAtStep(L.Callback):
+    """Simulates a preemption: raises once ``global_step`` reaches ``step`` (after that step's checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise SimulatedCrash(f"simulated crash at step {trainer.global_step}")
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
 class NaNAfterSteps(Classification):
     """Test-only lecture whose 'blowup' loss term turns NaN at global step ``nan_at``."""
 
