@@ -8,6 +8,7 @@ resolve, for built-in and third-party lectures alike. ``python cli.py lectures``
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Any
 
 import lightning as L
@@ -24,12 +25,11 @@ from lecture_modules.registry import (
     PluginLoadError,
     discover,
     load_all,
-    not_found_message,
     resolve,
 )
 from lecture_modules.tracking import WANDB_LOGGER_PATHS, configure_wandb_init_args, wandb_offline_reason
 
-__all__ = ["LectureCLI", "main"]
+__all__ = ["LectureCLI", "list_lectures", "main"]
 
 STEP_SCHEDULERS = (OneCycleLR, CyclicLR)
 
@@ -143,17 +143,15 @@ def main(args: list[str] | None = None) -> int:
             return 0
         argv = _rewrite_model_arg(argv, entries)
     except (LectureNotFoundError, PluginLoadError, PluginConflictError) as exc:
+        if exc.__cause__ is not None:  # show where the plugin broke, then the actionable summary
+            sys.stderr.write("".join(traceback.format_exception(exc.__cause__)))
         sys.stderr.write(f"error: {exc}\n")
-        if exc.__cause__ is not None:
-            sys.stderr.write(f"  caused by: {type(exc.__cause__).__name__}: {exc.__cause__}\n")
         return 2
     if args is None:  # keep sys.argv as run: DDP re-launches this script with it
         sys.argv[1:] = argv
     LectureCLI(args=None if args is None else argv, entries=entries)
     return 0
 
-
-__all__ += ["list_lectures", "not_found_message"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.samplers import ResumableDataLoader, ResumableSampler, ShardSampler
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def split_indices(n: int, fractions: list[float], seed: int) -> list[torch.Tensor]:
     """Shuffle ``range(n)`` with ``seed`` and cut off one part per fraction; the remainder comes first."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    sizes = [int(round(f * n)) for f in fractions]
+    sizes = [round(f * n) for f in fractions]
     rest = n - sum(sizes)
     if rest <= 0 or any(s == 0 for s, f in zip(sizes, fractions, strict=True) if f > 0):
         raise ValueError(f"cannot split {n} samples into fractions {fractions}: a part would be empty")
@@ -123,8 +123,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def build_splits(self, loaded: ImageSplits) -> dict[str, TensorDataset]:
         x, y = loaded.splits["train"]
-        fractions = [0.0 if "val" in loaded.splits else self.val_fraction,
-                     0.0 if "test" in loaded.splits else self.test_fraction]
+        fractions = [
+            0.0 if "val" in loaded.splits else self.val_fraction,
+            0.0 if "test" in loaded.splits else self.test_fraction,
+        ]
         train_idx, val_idx, test_idx = split_indices(len(y), fractions, self.seed)
         parts = {"train": (x[train_idx], y[train_idx])}
         parts["val"] = loaded.splits.get("val", (x[val_idx], y[val_idx]))
@@ -134,8 +136,10 @@ class ImageDataModule(L.LightningDataModule):
         self.classes = list(loaded.classes)
         for name, (_, labels) in parts.items():
             if len(labels) and int(labels.max()) >= len(self.classes):
-                raise ValueError(f"{self.source.describe()}: split '{name}' has label {int(labels.max())} but only "
-                                 f"{len(self.classes)} classes")
+                raise ValueError(
+                    f"{self.source.describe()}: split '{name}' has label {int(labels.max())} but only "
+                    f"{len(self.classes)} classes"
+                )
         conformed = {k: (conform_images(xi, self.channels, self.image_size), yi) for k, (xi, yi) in parts.items()}
         if self.normalize:
             train_x = conformed["train"][0]
@@ -187,6 +191,11 @@ class ImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: TensorDataset, sampler, batch_size: int) -> DataLoader:
         # Own generator: creating an iterator must not consume the global RNG (dropout masks), or resume drifts.
         loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
-        return loader_cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          generator=torch.Generator().manual_seed(self.seed),
-                          persistent_workers=self.num_workers > 0)
+        return loader_cls(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=self.num_workers > 0,
+        )

@@ -24,8 +24,15 @@ __all__ = ["ResumableDataLoader", "ResumableSampler", "ShardSampler"]
 class ResumableSampler(DistributedSampler):
     """Seeded, sharded, shuffling sampler that can resume part-way through an epoch."""
 
-    def __init__(self, data_len: int, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        data_len: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
         """
         Args:
             data_len: dataset size.
@@ -37,8 +44,9 @@ class ResumableSampler(DistributedSampler):
         """
         self.data_len = data_len
         self.start_index = 0  # per-rank position to start the current epoch from
-        super().__init__(range(data_len), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
+        super().__init__(
+            range(data_len), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
 
     def resume_from(self, epoch: int, batches_done: int, batch_size: int) -> None:
         """Start ``epoch`` after ``batches_done`` batches of ``batch_size`` that this rank already consumed."""

@@ -143,7 +143,9 @@ class IDXSource(ImageSource):
                 )
             x, y = read_idx(images), read_idx(labels)
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-                raise ValueError(f"IDXSource: {images} holds {x.shape}, {labels} holds {y.shape}; expected (N,H,W),(N,)")
+                raise ValueError(
+                    f"IDXSource: {images} holds {x.shape}, {labels} holds {y.shape}; expected (N,H,W),(N,)"
+                )
             splits[split] = (torch.from_numpy(x.astype(np.uint8)).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
         return ImageSplits(splits)
 
@@ -268,8 +270,10 @@ class HFDatasetSource(ImageSource):
         import datasets
 
         path = Path(self.name_or_path)
-        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
-                              and (path / "state.json").is_file()):
+        if path.is_dir() and (
+            (path / "dataset_dict.json").is_file()
+            or ((path / "dataset_info.json").is_file() and (path / "state.json").is_file())
+        ):
             loaded = datasets.load_from_disk(str(path))
         else:
             looks_local = self.name_or_path.startswith((".", "/", "~")) or path.suffix != ""

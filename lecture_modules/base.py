@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["LectureModule", "NonFiniteLossError", "log_figure", "figure_dir"]
+__all__ = ["LectureModule", "NonFiniteLossError", "figure_dir", "log_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,13 @@ def _capture_rng_states() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached), "kind": str(kind)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+            "kind": str(kind),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -110,8 +115,13 @@ def _restore_rng_states(states: Mapping[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     np_state = states["numpy"]
     np.random.set_state(
-        (np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"],
-         np_state["cached_gaussian"])
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
     )
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))

@@ -30,8 +30,9 @@ def _block(layer: nn.Module, width: int, batch_norm: bool, dropout: float, dims:
     return [layer, norm, nn.ReLU(inplace=True), drop]
 
 
-def build_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int], batch_norm: bool,
-              dropout: float) -> nn.Sequential:
+def build_mlp(
+    input_shape: tuple[int, ...], num_classes: int, hidden: list[int], batch_norm: bool, dropout: float
+) -> nn.Sequential:
     """Flatten -> [Linear -> BN -> ReLU -> Dropout] * len(hidden) -> Linear."""
     layers: list[nn.Module] = [nn.Flatten()]  # (B, C*H*W)
     width = int(torch.tensor(input_shape).prod())
@@ -42,14 +43,16 @@ def build_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int],
     return nn.Sequential(*layers)
 
 
-def build_cnn(input_shape: tuple[int, ...], num_classes: int, channels: list[int], batch_norm: bool,
-              dropout: float) -> nn.Sequential:
+def build_cnn(
+    input_shape: tuple[int, ...], num_classes: int, channels: list[int], batch_norm: bool, dropout: float
+) -> nn.Sequential:
     """[Conv3x3 -> BN -> ReLU -> Dropout2d -> MaxPool2 (while the map is >= 4 px)] per width -> GAP -> Linear."""
     in_ch, size = input_shape[0], min(input_shape[1:])
     layers: list[nn.Module] = []
     for out_ch in channels:
-        layers += _block(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=not batch_norm), out_ch, batch_norm,
-                         dropout, dims=2)  # (B, out_ch, H, W)
+        layers += _block(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=not batch_norm), out_ch, batch_norm, dropout, dims=2
+        )  # (B, out_ch, H, W)
         if size >= 4:
             layers.append(nn.MaxPool2d(2))  # (B, out_ch, H/2, W/2)
             size //= 2

@@ -188,7 +188,4 @@ def not_found_message(query: str, entries: dict[str, LectureEntry]) -> str:
         close = [lower[query.lower()]]
     hint = f" Did you mean '{close[0]}'?" if close else ""
     listing = ", ".join(f"{e.name} ({e.class_name})" for e in entries.values()) or "none installed"
-    return (
-        f"unknown lecture '{query}'.{hint} Installed lectures: {listing}. "
-        "Run 'python cli.py lectures' for details."
-    )
+    return f"unknown lecture '{query}'.{hint} Installed lectures: {listing}. Run 'python cli.py lectures' for details."

@@ -27,8 +27,14 @@ class WarmupCosineLR(LRScheduler):
 
     interval = "step"
 
-    def __init__(self, optimizer: Optimizer, warmup_steps: int | float = 0.05, total_steps: int | None = None,
-                 min_lr_ratio: float = 0.0, last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int | float = 0.05,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
         """
         Args:
             optimizer: wrapped optimiser (filled in by LightningCLI).

@@ -17,8 +17,12 @@ from urllib.parse import urlparse
 
 __all__ = ["WANDB_LOGGER_PATHS", "configure_wandb_init_args", "wandb_offline_reason"]
 
-WANDB_LOGGER_PATHS = ("lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.loggers.wandb.WandbLogger",
-                      "pytorch_lightning.loggers.WandbLogger", "WandbLogger")
+WANDB_LOGGER_PATHS = (
+    "lightning.pytorch.loggers.WandbLogger",
+    "lightning.pytorch.loggers.wandb.WandbLogger",
+    "pytorch_lightning.loggers.WandbLogger",
+    "WandbLogger",
+)
 
 
 def _wandb_host(env: Mapping[str, str]) -> str:

@@ -31,12 +31,19 @@ def run_cli(*args: str) -> LectureCLI:
     return LectureCLI(args=_rewrite_model_arg(list(args), entries), entries=entries)
 
 
-def run_cli_subprocess(*args: str, env: dict | None = None, cwd: Path | None = None,
-                       timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli_subprocess(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run ``python cli.py ...`` as a separate process (needed for DDP, which re-launches the script)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )
 
 
 def state_dict_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -68,20 +68,56 @@ def test_yaml_python_tags_are_rejected(tmp_path, capsys):
 
 def test_missing_data_path_is_named():
     with pytest.raises(FileNotFoundError, match="/no/such/mnist"):
-        run_cli("fit", "--config", CLASSIFICATION, "--config", SMOKE,
-                "--data.init_args.source", "datamodules.sources.IDXSource",
-                "--data.init_args.source.init_args.root", "/no/such/mnist")
+        run_cli(
+            "fit",
+            "--config",
+            CLASSIFICATION,
+            "--config",
+            SMOKE,
+            "--data.init_args.source",
+            "datamodules.sources.IDXSource",
+            "--data.init_args.source.init_args.root",
+            "/no/such/mnist",
+        )
 
 
 def test_non_finite_loss_stops_with_step_and_term():
     with pytest.raises(NonFiniteLossError, match=r"'blowup'.*global step 3"):
-        run_cli("fit", "--config", CLASSIFICATION, "--config", SMOKE, *QUICK,
-                "--model", "tests.helpers.NaNAfterSteps", "--trainer.fast_dev_run", "false", "--trainer.logger", "false",
-                "--trainer.callbacks=[]",
-                "--trainer.max_steps", "10")
+        run_cli(
+            "fit",
+            "--config",
+            CLASSIFICATION,
+            "--config",
+            SMOKE,
+            *QUICK,
+            "--model",
+            "tests.helpers.NaNAfterSteps",
+            "--trainer.fast_dev_run",
+            "false",
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks=[]",
+            "--trainer.max_steps",
+            "10",
+        )
 
 
 def test_fit_help_lists_lecture_arguments():
     out = run_cli_subprocess("fit", "--model.help", "Classification")
     assert out.returncode == 0, out.stderr
     assert "--model.backbone {mlp,cnn}" in out.stdout and "--model.dropout" in out.stdout
+
+
+def test_broken_plugin_stops_the_cli_with_its_name_and_cause(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import cli
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "tmp_plugin_cli_broken.py").write_text("raise KeyError('bad plugin state')\n")
+    ep = SimpleNamespace(name="broken", value="tmp_plugin_cli_broken:X", dist=SimpleNamespace(metadata={"Name": "bd"}))
+    monkeypatch.setattr(cli, "discover", lambda: discover([ep]))
+    assert cli.main(["fit", "--model", "Classification"]) == 2
+    err = capsys.readouterr().err
+    assert "tmp_plugin_cli_broken.py" in err and "KeyError" in err  # the original traceback
+    assert "lecture plugin 'broken' (distribution 'bd')" in err

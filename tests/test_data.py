@@ -27,8 +27,9 @@ def mnist_dir(tmp_path):
     root = tmp_path / "mnist"
     root.mkdir()
     for prefix, n, compress in (("train", 60, True), ("t10k", 20, False)):
-        write_idx(root / f"{prefix}-images-idx3-ubyte{'.gz' if compress else ''}",
-                  rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(
+            root / f"{prefix}-images-idx3-ubyte{'.gz' if compress else ''}", rng.integers(0, 256, (n, 28, 28)), compress
+        )
         write_idx(root / f"{prefix}-labels-idx1-ubyte{'.gz' if compress else ''}", np.arange(n) % 10, compress)
     return root
 
@@ -42,12 +43,12 @@ def test_read_idx_round_trip(tmp_path, compress):
 
 def test_read_idx_rejects_bad_magic_and_truncation(tmp_path):
     (tmp_path / "bad.idx").write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 8)
-    with pytest.raises(ValueError, match="bad.idx"):
+    with pytest.raises(ValueError, match=r"bad.idx"):
         read_idx(tmp_path / "bad.idx")
     write_idx(tmp_path / "short.idx", np.zeros((4, 4)), compress=False)
     data = (tmp_path / "short.idx").read_bytes()
     (tmp_path / "short.idx").write_bytes(data[:-3])
-    with pytest.raises(ValueError, match="short.idx"):
+    with pytest.raises(ValueError, match=r"short.idx"):
         read_idx(tmp_path / "short.idx")
 
 
@@ -97,7 +98,7 @@ def test_image_folder_errors_name_the_file_or_folder(tmp_path):
         ImageFolderSource(str(tmp_path / "missing-folder")).load()
     (tmp_path / "bad" / "cls").mkdir(parents=True)
     (tmp_path / "bad" / "cls" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="broken.png"):
+    with pytest.raises(ValueError, match=r"broken.png"):
         ImageFolderSource(str(tmp_path / "bad")).load()
 
 
@@ -149,7 +150,7 @@ def test_splits_are_seeded_disjoint_and_cover():
 def test_conform_images_channels_and_size():
     x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     y = conform_images(x, channels=3, image_size=16)
-    assert y.shape == (2, 3, 16, 16) and 0.0 <= y.min() and y.max() <= 1.0
+    assert y.shape == (2, 3, 16, 16) and y.min() >= 0.0 and y.max() <= 1.0
     assert conform_images(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 1, None).shape == (1, 1, 4, 4)
 
 

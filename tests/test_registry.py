@@ -79,7 +79,7 @@ def test_plugin_missing_a_module_is_listed_unavailable(plugin_dir):
 def test_entry_point_must_be_a_lecture_module(plugin_dir):
     (plugin_dir / "tmp_plugin_notlecture.py").write_text("class Lecture:\n    pass\n")
     entries = discover([fake_ep("nope", "tmp_plugin_notlecture:Lecture")])
-    with pytest.raises(PluginLoadError, match="not a subclass of lecture_modules.LectureModule"):
+    with pytest.raises(PluginLoadError, match=r"not a subclass of lecture_modules.LectureModule"):
         load_all(entries)
 
 

@@ -13,20 +13,42 @@ from tests.helpers import CLASSIFICATION, CPU, QUICK, SimulatedCrash, run_cli, s
 
 # 1,797 digits -> 1,077 train samples -> 17 batches of 64 per epoch; 2 epochs = 34 steps.
 BASE = [
-    "fit", "--config", CPU, "--config", CLASSIFICATION, *QUICK,
-    "--trainer.logger", "false", "--trainer.callbacks=[]", "--trainer.max_epochs", "2",
-    "--model.init_args.dropout", "0.3", "--data.init_args.limit_train_samples", "1077",
+    "fit",
+    "--config",
+    CPU,
+    "--config",
+    CLASSIFICATION,
+    *QUICK,
+    "--trainer.logger",
+    "false",
+    "--trainer.callbacks=[]",
+    "--trainer.max_epochs",
+    "2",
+    "--model.init_args.dropout",
+    "0.3",
+    "--data.init_args.limit_train_samples",
+    "1077",
 ]
 
 
 def _crash_after_checkpoint(step: int, root: Path) -> LectureCLI:
     """Run until a checkpoint at ``step`` is written, then crash as a preempted job would; return nothing."""
     with pytest.raises(SimulatedCrash):
-        run_cli(*BASE, "--trainer.default_root_dir", str(root),
-                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                "--trainer.callbacks.dirpath", str(root), "--trainer.callbacks.every_n_train_steps", str(step),
-                "--trainer.callbacks.save_top_k", "-1",
-                "--trainer.callbacks+=tests.helpers.CrashAtStep", "--trainer.callbacks.step", str(step))
+        run_cli(
+            *BASE,
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(root),
+            "--trainer.callbacks.every_n_train_steps",
+            str(step),
+            "--trainer.callbacks.save_top_k",
+            "-1",
+            "--trainer.callbacks+=tests.helpers.CrashAtStep",
+            "--trainer.callbacks.step",
+            str(step),
+        )
     return next(root.glob(f"*step={step}.ckpt"))
 
 
@@ -55,8 +77,15 @@ def test_without_rng_restore_resume_would_differ(tmp_path, monkeypatch):
     ckpt = _crash_after_checkpoint(5, tmp_path / "ckpt")
     monkeypatch.setattr(LectureModule, "on_load_checkpoint", lambda self, checkpoint: None)
     torch.manual_seed(1234)  # a different global RNG state than the interrupted run had
-    resumed = run_cli(*BASE, "--trainer.default_root_dir", str(tmp_path / "resumed"),
-                      "--ckpt_path", str(ckpt), "--seed_everything", "7")
+    resumed = run_cli(
+        *BASE,
+        "--trainer.default_root_dir",
+        str(tmp_path / "resumed"),
+        "--ckpt_path",
+        str(ckpt),
+        "--seed_everything",
+        "7",
+    )
     assert not state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
 
 

@@ -31,15 +31,28 @@ def test_offline_when_server_unreachable(tmp_path):
 
 
 def test_init_args_keep_user_values():
-    args = configure_wandb_init_args({"name": "mine", "group": None, "project": "p"}, "classification", "fit",
-                                     offline_reason="no credentials")
+    args = configure_wandb_init_args(
+        {"name": "mine", "group": None, "project": "p"}, "classification", "fit", offline_reason="no credentials"
+    )
     assert args["name"] == "mine" and args["project"] == "p" and args["group"] == "classification"
     assert args["offline"] is True and args["log_model"] is False and args["job_type"] == "fit"
 
 
 def test_offline_run_records_config_metrics_and_figure(tmp_path):
-    cli = run_cli("fit", "--config", CPU, "--config", CLASSIFICATION, *QUICK, "--trainer.max_epochs", "2",
-                  "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--optimizer.init_args.lr", "0.004")
+    cli = run_cli(
+        "fit",
+        "--config",
+        CPU,
+        "--config",
+        CLASSIFICATION,
+        *QUICK,
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+        "--optimizer.init_args.lr",
+        "0.004",
+    )
     [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
     run = read_run(log_file)
     assert run["name"].startswith("classification-") and run["group"] == "classification"
@@ -57,8 +70,18 @@ def test_offline_run_records_config_metrics_and_figure(tmp_path):
 
 
 def test_second_run_in_same_directory_loses_nothing(tmp_path):
-    args = ["fit", "--config", CPU, "--config", CLASSIFICATION, *QUICK, "--trainer.max_epochs", "1",
-            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+    args = [
+        "fit",
+        "--config",
+        CPU,
+        "--config",
+        CLASSIFICATION,
+        *QUICK,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+    ]
     run_cli(*args)
     first = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*.ckpt")}
     assert first

@@ -21,8 +21,9 @@ __all__ = ["LinearProbe"]
 class LinearProbe(LectureModule):
     """Softmax regression on flattened pixels (template plugin)."""
 
-    def __init__(self, num_classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8),
-                 weight_decay_l2: float = 0.0) -> None:
+    def __init__(
+        self, num_classes: int = 10, input_shape: tuple[int, int, int] = (1, 8, 8), weight_decay_l2: float = 0.0
+    ) -> None:
         """
         Args:
             num_classes: number of classes (linked from the DataModule by the CLI).

@@ -1,0 +1,107 @@
+"""Classification lecture: backbones, the taught optimiser knobs from YAML, the schedule, and learning."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from lecture_modules.classification import Classification, build_cnn, build_mlp
+from lecture_modules.schedules import WarmupCosineLR, warmup_cosine_factor
+from tests.helpers import CLASSIFICATION, CPU, QUICK, SMOKE, run_cli
+
+NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
+
+
+@pytest.mark.parametrize("build", [build_mlp, build_cnn])
+def test_backbones_map_images_to_logits(build):
+    net = build((3, 16, 16), 7, [8, 16], batch_norm=True, dropout=0.2)
+    assert net(torch.randn(4, 3, 16, 16)).shape == (4, 7)
+    kinds = {type(m) for m in net.modules()}
+    assert kinds & {nn.BatchNorm1d, nn.BatchNorm2d} and kinds & {nn.Dropout, nn.Dropout2d}
+    plain = build((3, 16, 16), 7, [8, 16], batch_norm=False, dropout=0.0)
+    assert not {type(m) for m in plain.modules()} & {nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d}
+
+
+def test_invalid_settings_name_the_argument():
+    with pytest.raises(ValueError, match=r"Classification.backbone"):
+        Classification(backbone="resnet")
+    with pytest.raises(ValueError, match=r"Classification.dropout"):
+        Classification(dropout=1.0)
+
+
+def test_warmup_cosine_endpoints_and_shape():
+    assert warmup_cosine_factor(0, 4, 20, 0.1) == pytest.approx(1 / 5)
+    assert warmup_cosine_factor(4, 4, 20, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
+    decay = [warmup_cosine_factor(s, 4, 20, 0.1) for s in range(4, 21)]
+    assert all(a >= b for a, b in itertools.pairwise(decay))
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosineLR(opt, warmup_steps=0.25, total_steps=None)
+    sched.set_total_steps(20)  # warm-up fraction resolves to 5 steps
+    assert opt.param_groups[0]["lr"] == pytest.approx(1 / 6)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupCosineLR(opt, warmup_steps=1.5)
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "cnn"])
+def test_config_runs_offline_smoke(backbone):
+    cli = run_cli("fit", "--config", CLASSIFICATION, "--config", SMOKE, "--model.init_args.backbone", backbone)
+    assert cli.trainer.global_step == 2 and "val/acc" in cli.trainer.callback_metrics
+    assert cli.model.hparams.input_shape == (1, 16, 16)  # linked from the DataModule
+
+
+def test_sgd_momentum_and_per_step_warmup_from_yaml(tmp_path):
+    cli = run_cli(
+        "fit",
+        "--config",
+        CPU,
+        "--config",
+        CLASSIFICATION,
+        *QUICK,
+        *NO_LOG,
+        "--trainer.max_steps",
+        "6",
+        "--trainer.limit_val_batches",
+        "0",
+        "--optimizer",
+        "torch.optim.SGD",
+        "--optimizer.lr",
+        "0.1",
+        "--optimizer.momentum",
+        "0.9",
+        "--optimizer.weight_decay",
+        "0.0005",
+        "--lr_scheduler.init_args.warmup_steps",
+        "4",
+        "--lr_scheduler.init_args.total_steps",
+        "6",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
+    opt = cli.trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    config = cli.trainer.lr_scheduler_configs[0]
+    assert config.interval == "step" and isinstance(config.scheduler, WarmupCosineLR)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * warmup_cosine_factor(6, 4, 6, 0.01))
+
+
+def test_learns_the_digits(tmp_path):
+    cli = run_cli(
+        "fit",
+        "--config",
+        CPU,
+        "--config",
+        CLASSIFICATION,
+        *QUICK,
+        *NO_LOG,
+        "--trainer.max_epochs",
+        "6",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
+    assert float(cli.trainer.callback_metrics["val/acc"]) > 0.9
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert float(cli.trainer.callback_metrics["test/acc"]) > 0.9

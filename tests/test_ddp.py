@@ -1,0 +1,72 @@
+"""The classification config runs unchanged under 2-process CPU DDP (gloo); validation metrics are reduced
+across ranks (both ranks report the same value) and equal a 1-process evaluation of the same weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import CLASSIFICATION, QUICK, run_cli_subprocess
+
+DDP2 = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
+
+
+def _dump(out_dir) -> list[str]:
+    return ["--trainer.callbacks+=tests.helpers.MetricsDump", "--trainer.callbacks.out_dir", str(out_dir)]
+
+
+def _metrics(path) -> dict[str, float]:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_ddp_fit_syncs_validation_metrics_and_matches_single_process(tmp_path):
+    fit = run_cli_subprocess(
+        "fit",
+        "--config",
+        CLASSIFICATION,
+        *DDP2,
+        *QUICK,
+        "--trainer.max_epochs",
+        "2",
+        *_dump(tmp_path / "fit"),
+        cwd=tmp_path,
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    rank0, rank1 = (_metrics(tmp_path / "fit" / f"fit-rank{r}.json") for r in (0, 1))
+    assert set(rank0) >= {"val/acc", "val/loss"} and rank0 == rank1  # synced across ranks
+
+    [last] = tmp_path.glob("runs/ml-lectures/*/checkpoints/last.ckpt")
+    common = [
+        "validate",
+        "--config",
+        CLASSIFICATION,
+        *QUICK,
+        "--trainer.logger",
+        "false",
+        "--trainer.callbacks=[]",
+        "--ckpt_path",
+        str(last),
+    ]
+    one = run_cli_subprocess(
+        *common,
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path / "one"),
+        *_dump(tmp_path / "one"),
+        cwd=tmp_path,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_cli_subprocess(
+        *common, *DDP2, "--trainer.default_root_dir", str(tmp_path / "two"), *_dump(tmp_path / "two"), cwd=tmp_path
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    single = _metrics(tmp_path / "one" / "validate-rank0.json")
+    for result in (rank0, *(_metrics(tmp_path / "two" / f"validate-rank{r}.json") for r in (0, 1))):
+        assert result["val/acc"] == pytest.approx(single["val/acc"], abs=1e-7)
+        assert result["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
