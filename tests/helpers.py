@@ -23,6 +23,8 @@ CPU = str(CONFIGS / "trainer" / "cpu.yaml")
 
 # Small, quick settings for end-to-end runs on 2 CPU cores.
 QUICK = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+# `fit` of the classification config on one CPU process.
+FIT_CPU = ["fit", "--config", CPU, "--config", CLASSIFICATION, *QUICK]
 
 
 def run_cli(*args: str) -> LectureCLI:

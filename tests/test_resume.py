@@ -9,16 +9,11 @@ import pytest
 import torch
 
 from cli import LectureCLI
-from tests.helpers import CLASSIFICATION, CPU, QUICK, SimulatedCrash, run_cli, state_dict_equal
+from tests.helpers import FIT_CPU, SimulatedCrash, run_cli, state_dict_equal
 
 # 1,797 digits -> 1,077 train samples -> 17 batches of 64 per epoch; 2 epochs = 34 steps.
 BASE = [
-    "fit",
-    "--config",
-    CPU,
-    "--config",
-    CLASSIFICATION,
-    *QUICK,
+    *FIT_CPU,
     "--trainer.logger",
     "false",
     "--trainer.callbacks=[]",

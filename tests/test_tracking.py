@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lecture_modules.tracking import configure_wandb_init_args, wandb_offline_reason
-from tests.helpers import CLASSIFICATION, CPU, QUICK, run_cli
+from tests.helpers import FIT_CPU, run_cli
 from tests.wandb_reader import read_run
 
 
@@ -40,12 +40,7 @@ def test_init_args_keep_user_values():
 
 def test_offline_run_records_config_metrics_and_figure(tmp_path):
     cli = run_cli(
-        "fit",
-        "--config",
-        CPU,
-        "--config",
-        CLASSIFICATION,
-        *QUICK,
+        *FIT_CPU,
         "--trainer.max_epochs",
         "2",
         "--trainer.logger.init_args.save_dir",
@@ -71,12 +66,7 @@ def test_offline_run_records_config_metrics_and_figure(tmp_path):
 
 def test_second_run_in_same_directory_loses_nothing(tmp_path):
     args = [
-        "fit",
-        "--config",
-        CPU,
-        "--config",
-        CLASSIFICATION,
-        *QUICK,
+        *FIT_CPU,
         "--trainer.max_epochs",
         "1",
         "--trainer.logger.init_args.save_dir",

@@ -10,7 +10,7 @@ from torch import nn
 
 from lecture_modules.classification import Classification, build_cnn, build_mlp
 from lecture_modules.schedules import WarmupCosineLR, warmup_cosine_factor
-from tests.helpers import CLASSIFICATION, CPU, QUICK, SMOKE, run_cli
+from tests.helpers import CLASSIFICATION, FIT_CPU, SMOKE, run_cli
 
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
 
@@ -55,12 +55,7 @@ def test_config_runs_offline_smoke(backbone):
 
 def test_sgd_momentum_and_per_step_warmup_from_yaml(tmp_path):
     cli = run_cli(
-        "fit",
-        "--config",
-        CPU,
-        "--config",
-        CLASSIFICATION,
-        *QUICK,
+        *FIT_CPU,
         *NO_LOG,
         "--trainer.max_steps",
         "6",
@@ -90,12 +85,7 @@ def test_sgd_momentum_and_per_step_warmup_from_yaml(tmp_path):
 
 def test_learns_the_digits(tmp_path):
     cli = run_cli(
-        "fit",
-        "--config",
-        CPU,
-        "--config",
-        CLASSIFICATION,
-        *QUICK,
+        *FIT_CPU,
         *NO_LOG,
         "--trainer.max_epochs",
         "6",
