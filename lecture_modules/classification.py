@@ -117,7 +117,7 @@ class Classification(LectureModule):
         x, y = batch
         logits = self(x)
         loss = self.combine_losses({"ce": F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)})
-        self.train_acc(logits.detach(), y)
+        self.train_acc.update(logits.detach(), y)  # accumulate only; the epoch value is computed once
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
