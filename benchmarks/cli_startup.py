@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 0.5
 PAIRS = (("--help",), ("fit", "--help"))
@@ -55,16 +57,6 @@ def time_pair(cmds: list[list[str]], warmup: int, repeats: int) -> list[list[flo
         for cmd, out in zip(cmds, times):
             out.append(run_once(cmd))
     return times
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else what ``platform`` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

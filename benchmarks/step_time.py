@@ -41,6 +41,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
+from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+
 from datamodules.image import ImageDataModule
 from datamodules.sources import DigitsSource, IDXSource, ImageSource
 from lecture_modules.classification import Classification
@@ -123,16 +125,6 @@ def run_plain(source: ImageSource, args: argparse.Namespace) -> float:
             if len(stamps) == total:
                 break
     return step_medians(stamps, args.warmup)
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else what ``platform`` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def machine_line() -> str:
