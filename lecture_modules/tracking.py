@@ -71,12 +71,13 @@ def configure_wandb_init_args(init_args: dict, lecture: str, job_type: str, offl
     if offline_reason is not None and not out.get("offline"):
         out["offline"] = True
         out["log_model"] = False  # models cannot be uploaded offline; WandbLogger rejects the combination
-    if not out.get("project"):
-        out["project"] = "ml-lectures"
-    if not out.get("name"):
-        out["name"] = f"{lecture}-{datetime.now():%Y%m%d-%H%M%S}"
-    if not out.get("group"):
-        out["group"] = lecture
-    if not out.get("job_type"):
-        out["job_type"] = job_type
+    defaults = {
+        "project": "ml-lectures",
+        "name": f"{lecture}-{datetime.now():%Y%m%d-%H%M%S}",
+        "group": lecture,
+        "job_type": job_type,
+    }
+    for key, value in defaults.items():
+        if not out.get(key):  # unset or null in the config
+            out[key] = value
     return out
