@@ -25,6 +25,8 @@ CPU = str(CONFIGS / "trainer" / "cpu.yaml")
 QUICK = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 # `fit` of the classification config on one CPU process.
 FIT_CPU = ["fit", "--config", CPU, "--config", CLASSIFICATION, *QUICK]
+# `fit` of the classification config for 2 batches (configs/trainer/smoke.yaml).
+SMOKE_FIT = ["fit", "--config", CLASSIFICATION, "--config", SMOKE]
 
 
 def run_cli(*args: str) -> LectureCLI:

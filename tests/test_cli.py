@@ -7,7 +7,7 @@ import pytest
 from cli import _rewrite_model_arg, main
 from lecture_modules import NonFiniteLossError
 from lecture_modules.registry import discover
-from tests.helpers import CLASSIFICATION, QUICK, SMOKE, run_cli, run_cli_subprocess
+from tests.helpers import CLASSIFICATION, QUICK, SMOKE_FIT, run_cli, run_cli_subprocess
 
 
 def test_lectures_command_lists_name_path_distribution_status_description():
@@ -69,11 +69,7 @@ def test_yaml_python_tags_are_rejected(tmp_path, capsys):
 def test_missing_data_path_is_named():
     with pytest.raises(FileNotFoundError, match="/no/such/mnist"):
         run_cli(
-            "fit",
-            "--config",
-            CLASSIFICATION,
-            "--config",
-            SMOKE,
+            *SMOKE_FIT,
             "--data.init_args.source",
             "datamodules.sources.IDXSource",
             "--data.init_args.source.init_args.root",
@@ -84,11 +80,7 @@ def test_missing_data_path_is_named():
 def test_non_finite_loss_stops_with_step_and_term():
     with pytest.raises(NonFiniteLossError, match=r"'blowup'.*global step 3"):
         run_cli(
-            "fit",
-            "--config",
-            CLASSIFICATION,
-            "--config",
-            SMOKE,
+            *SMOKE_FIT,
             *QUICK,
             "--model",
             "tests.helpers.NaNAfterSteps",

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import CLASSIFICATION, REPO, SMOKE, run_cli_subprocess
+from tests.helpers import REPO, SMOKE_FIT, run_cli_subprocess
 
 
 @pytest.mark.slow
@@ -39,11 +39,7 @@ def test_installed_plugin_is_listed_and_runs(tmp_path):
     assert "lecture_template.linear_probe.LinearProbe" in row and "ml-lectures-plugin-template" in row
 
     fit = run_cli_subprocess(
-        "fit",
-        "--config",
-        CLASSIFICATION,
-        "--config",
-        SMOKE,
+        *SMOKE_FIT,
         "--model",
         "LinearProbe",
         "--model.init_args.weight_decay_l2",

@@ -10,7 +10,7 @@ from torch import nn
 
 from lecture_modules.classification import Classification, build_cnn, build_mlp
 from lecture_modules.schedules import WarmupCosineLR, warmup_cosine_factor
-from tests.helpers import CLASSIFICATION, FIT_CPU, SMOKE, run_cli
+from tests.helpers import FIT_CPU, SMOKE_FIT, run_cli
 
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
 
@@ -48,7 +48,7 @@ def test_warmup_cosine_endpoints_and_shape():
 
 @pytest.mark.parametrize("backbone", ["mlp", "cnn"])
 def test_config_runs_offline_smoke(backbone):
-    cli = run_cli("fit", "--config", CLASSIFICATION, "--config", SMOKE, "--model.init_args.backbone", backbone)
+    cli = run_cli(*SMOKE_FIT, "--model.init_args.backbone", backbone)
     assert cli.trainer.global_step == 2 and "val/acc" in cli.trainer.callback_metrics
     assert cli.model.hparams.input_shape == (1, 16, 16)  # linked from the DataModule
 
