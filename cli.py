@@ -149,8 +149,32 @@ def main(args: list[str] | None = None) -> int:
         return 2
     if args is None:  # keep sys.argv as run: DDP re-launches this script with it
         sys.argv[1:] = argv
-    LectureCLI(args=None if args is None else argv, entries=entries)
+    try:
+        LectureCLI(args=None if args is None else argv, entries=entries)
+    except (ValueError, TypeError) as exc:
+        cause = _setting_error(exc)
+        if cause is None:
+            raise
+        sys.stderr.write("".join(traceback.format_exception(cause)))
+        sys.stderr.write(f"error: {type(cause).__name__}: {cause}\n")
+        return 2
     return 0
+
+
+def _raised_in_jsonargparse(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "jsonargparse" in frames[-1].filename
+
+
+def _setting_error(exc: BaseException) -> BaseException | None:
+    """The error a lecture, DataModule or callback ``__init__`` raised for a bad setting, when jsonargparse wrapped
+    it in its own "does not validate" message while instantiating; None for any other error."""
+    if not _raised_in_jsonargparse(exc):
+        return None
+    inner = exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    return inner if inner is not exc and not _raised_in_jsonargparse(inner) else None
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class ImageDataModule(L.LightningDataModule):
         channels: int | None = None,
         normalize: bool = True,
         limit_train_samples: int | None = None,
+        indexed: bool = False,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -77,6 +78,8 @@ class ImageDataModule(L.LightningDataModule):
             channels: convert to this many channels (1 = grey, 3 = RGB; None keeps the source's).
             normalize: standardise with the training split's per-channel mean and std.
             limit_train_samples: keep only the first N (shuffled) training samples; for quick runs.
+            indexed: training batches carry each sample's index as a third element, ``(x, y, index)`` (used by
+                caches keyed by sample, such as the distillation lecture's teacher logits).
             num_workers: DataLoader worker processes.
             seed: seed of the splits and of the per-epoch shuffling.
         """
@@ -97,6 +100,7 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.image_size, self.channels, self.normalize = image_size, channels, normalize
         self.limit_train_samples = limit_train_samples
+        self.indexed = indexed
         self.num_workers, self.seed = num_workers, seed
         self._data: dict[str, TensorDataset] | None = None
         self.classes: list[str] = []
@@ -146,7 +150,11 @@ class ImageDataModule(L.LightningDataModule):
             mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
             std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
             conformed = {k: ((xi - mean) / std, yi) for k, (xi, yi) in conformed.items()}
-        return {k: TensorDataset(xi, yi) for k, (xi, yi) in conformed.items() if len(yi)}
+        data = {k: TensorDataset(xi, yi) for k, (xi, yi) in conformed.items() if len(yi)}
+        if self.indexed:
+            x_train, y_train = conformed["train"]
+            data["train"] = TensorDataset(x_train, y_train, torch.arange(len(y_train)))  # (x, y, index)
+        return data
 
     # ------------------------------------------------------------------ loaders
     def _world(self) -> tuple[int, int]:

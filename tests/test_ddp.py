@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.helpers import CLASSIFICATION, QUICK, run_cli_subprocess
+from tests.helpers import CLASSIFICATION, CONFIGS, QUICK, run_cli_subprocess
 
 DDP2 = ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"]
 
@@ -70,3 +70,29 @@ def test_ddp_fit_syncs_validation_metrics_and_matches_single_process(tmp_path):
     for result in (rank0, *(_metrics(tmp_path / "two" / f"validate-rank{r}.json") for r in (0, 1))):
         assert result["val/acc"] == pytest.approx(single["val/acc"], abs=1e-7)
         assert result["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_distillation_with_frozen_teacher_and_hint_stage(tmp_path):
+    """2-process DDP with the default find_unused_parameters=False: the frozen teacher is outside DDP, and the
+    FitNets hint-only epoch (where the student's head gets no loss) must not raise an unused-parameter error."""
+    fit = run_cli_subprocess(
+        "fit",
+        "--config",
+        str(CONFIGS / "distillation.yaml"),
+        *DDP2,
+        *QUICK,
+        "--model.init_args.hint_layers",
+        "{'5': 'net.8'}",
+        "--model.init_args.hint_only_epochs",
+        "1",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "3",
+        *_dump(tmp_path / "fit"),
+        cwd=tmp_path,
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    rank0, rank1 = (_metrics(tmp_path / "fit" / f"fit-rank{r}.json") for r in (0, 1))
+    assert {"val/acc", "val/teacher_acc", "val/agreement"} <= set(rank0) and rank0 == rank1

@@ -1,0 +1,212 @@
+"""Loading frozen teachers: a Lightning checkpoint of any lecture, a state-dict file, or a Hugging Face model.
+
+Safety: checkpoints and state dicts are read with ``torch.load(weights_only=True)``, which refuses pickled code.
+The class named inside a Lightning checkpoint (``hyper_parameters._class_path``) is only imported when it is a
+registered lecture (entry-point group ``ml_lectures.lectures``); Hugging Face models load with
+``trust_remote_code=False``. A loaded teacher is frozen: eval mode and ``requires_grad=False`` everywhere.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "BUILTIN_TEACHERS",
+    "HFImageTeacher",
+    "TeacherSpec",
+    "export_checkpoint",
+    "freeze",
+    "load_teacher",
+    "resolve_teacher_path",
+]
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_TEACHERS = {"digits_cnn": ASSETS / "digits_cnn_teacher.ckpt"}
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+@dataclass
+class TeacherSpec:
+    """Where one teacher comes from.
+
+    Attributes:
+        path: a Lightning checkpoint (``.ckpt``), a state-dict file (``.pt``/``.pth``/``.bin``), a Hugging Face
+            model folder or hub name, or ``builtin:digits_cnn`` (the CNN shipped for the embedded default data).
+        kind: ``auto`` picks from ``path``; or ``lightning``, ``state_dict``, ``huggingface``.
+        lecture: lecture (entry name, class name or class path) that builds the network for a state dict;
+            for a Lightning checkpoint it overrides the class recorded in the file.
+        lecture_args: arguments of that lecture's ``__init__`` (merged over the checkpoint's own hyper-parameters).
+    """
+
+    path: str
+    kind: Literal["auto", "lightning", "state_dict", "huggingface"] = "auto"
+    lecture: str | None = None
+    lecture_args: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients for every parameter; returns the module."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def resolve_teacher_path(path: str) -> Path:
+    """``builtin:<name>`` -> the shipped file; anything else -> the path as given (expanded)."""
+    if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX) :]
+        if name not in BUILTIN_TEACHERS:
+            raise ValueError(
+                f"unknown built-in teacher '{path}'; available: {[BUILTIN_PREFIX + n for n in BUILTIN_TEACHERS]}"
+            )
+        return BUILTIN_TEACHERS[name]
+    return Path(path).expanduser()
+
+
+def _kind(spec: TeacherSpec, path: Path) -> str:
+    if spec.kind != "auto":
+        return spec.kind
+    if path.suffix == ".ckpt":
+        return "lightning"
+    if path.suffix in STATE_DICT_SUFFIXES:
+        return "state_dict"
+    if path.is_dir() or not path.suffix:
+        return "huggingface"
+    raise ValueError(
+        f"teacher '{spec.path}': cannot tell its kind from the file name; set kind to lightning, state_dict or "
+        "huggingface"
+    )
+
+
+def _safe_load(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher {what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"teacher {what} {path} holds objects other than tensors and plain containers, so it is not loaded "
+            "(weights_only=True refuses pickled code). Re-save it as a state dict of tensors."
+        ) from exc
+
+
+def _build_lecture(lecture: str, init_args: dict[str, Any], where: str) -> nn.Module:
+    from lightning.pytorch.cli import instantiate_module
+
+    from lecture_modules.base import LectureModule
+    from lecture_modules.registry import LectureNotFoundError, load_all, resolve
+
+    try:
+        entry = resolve(lecture, load_all())
+    except LectureNotFoundError as exc:
+        raise ValueError(f"{where}: {exc} Only registered lectures are built from a teacher file.") from exc
+    return instantiate_module(LectureModule, {"_class_path": entry.class_path, **init_args})
+
+
+def _load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], where: Path) -> None:
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"teacher weights in {where} do not fit {type(model).__name__}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}. Check the teacher's lecture and lecture_args."
+        )
+
+
+def _load_lightning(spec: TeacherSpec, path: Path) -> nn.Module:
+    ckpt = _safe_load(path, "checkpoint")
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"teacher checkpoint {path} has no 'state_dict'; is it a Lightning checkpoint?")
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    class_path = hparams.pop("_class_path", None)
+    hparams.pop("_instantiator", None)
+    lecture = spec.lecture or class_path
+    if lecture is None:
+        raise ValueError(
+            f"teacher checkpoint {path} does not record its lecture class (it was not written by cli.py); set the "
+            "teacher's 'lecture' field"
+        )
+    model = _build_lecture(lecture, {**hparams, **spec.lecture_args}, f"teacher checkpoint {path}")
+    _load_weights(model, ckpt["state_dict"], path)
+    return model
+
+
+def _load_state_dict(spec: TeacherSpec, path: Path) -> nn.Module:
+    if spec.lecture is None:
+        raise ValueError(f"teacher state dict {path}: set the teacher's 'lecture' (and 'lecture_args') to build it")
+    state = _safe_load(path, "state dict")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    model = _build_lecture(spec.lecture, dict(spec.lecture_args), f"teacher state dict {path}")
+    _load_weights(model, state, path)
+    return model
+
+
+class HFImageTeacher(nn.Module):
+    """A ``transformers`` image classifier as a teacher: images are resized / channel-converted to what it expects."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        config = model.config
+        self.channels = int(getattr(config, "num_channels", 3))
+        size = getattr(config, "image_size", None)
+        self.size = tuple(size) if isinstance(size, list | tuple) else (size, size) if size else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.channels:
+            x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x[:, :1].expand(-1, self.channels, -1, -1)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.model(pixel_values=x).logits  # (B, num_labels)
+
+
+def _load_huggingface(spec: TeacherSpec) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(spec.path, trust_remote_code=False)
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"teacher '{spec.path}': not a local Hugging Face model folder and not in the local cache ({exc})"
+        ) from exc
+    return HFImageTeacher(model)
+
+
+def load_teacher(spec: TeacherSpec | dict[str, Any]) -> nn.Module:
+    """Build and freeze one teacher. Its ``forward(x)`` returns logits (B, num_classes)."""
+    spec = spec if isinstance(spec, TeacherSpec) else TeacherSpec(**spec)
+    path = resolve_teacher_path(spec.path)
+    kind = _kind(spec, path)
+    if kind == "lightning":
+        model = _load_lightning(spec, path)
+    elif kind == "state_dict":
+        model = _load_state_dict(spec, path)
+    else:
+        model = _load_huggingface(spec)
+    return freeze(model)
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write a weights-only teacher file from a Lightning checkpoint: the weights, the lecture class and its
+    hyper-parameters, and the DataModule's hyper-parameters (so the data it was trained on is on record).
+    Optimiser and loop state are dropped. Refuses to overwrite ``dst``."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists; remove it first to replace it")
+    ckpt = _safe_load(src, "checkpoint")
+    keep = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", "pytorch-lightning_version")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: ckpt[k] for k in keep if k in ckpt}, dst)
+    return dst

@@ -1,0 +1,360 @@
+"""Distillation lecture: KD/hint losses, compact students, teacher loading and freezing, the budget gate,
+the teacher-logit cache, and end-to-end runs (resume exactness; the DDP run is in tests/test_ddp.py)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cli import main
+from lecture_modules.classification import Classification
+from lecture_modules.distillation import Distillation, ParameterBudgetError, TeacherSpec
+from lecture_modules.distillation.losses import HintAdapter, distillation_terms, kd_loss, soft_targets
+from lecture_modules.distillation.students import (
+    DepthwiseSeparableConv2d,
+    LowRankLinear,
+    build_student,
+    count_parameters,
+    separable_ratio,
+)
+from lecture_modules.distillation.teachers import export_checkpoint, load_teacher
+from tests.helpers import CONFIGS, CPU, QUICK, SMOKE, SimulatedCrash, run_cli, state_dict_equal
+
+DISTILLATION = str(CONFIGS / "distillation.yaml")
+NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
+FIT = ["fit", "--config", CPU, "--config", DISTILLATION, *QUICK, *NO_LOG]
+SCRATCH = ["--model.init_args.alpha", "0", "--model.init_args.teachers", "[]"]
+
+
+# ---------------------------------------------------------------------------------------------- losses
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_kd_loss_is_zero_when_student_equals_teacher(temperature):
+    z = torch.randn(5, 7)
+    assert kd_loss(z, soft_targets([z], temperature), temperature).item() == pytest.approx(0.0, abs=1e-6)
+    # softmax ignores a constant shift of the logits, so the loss does too
+    assert kd_loss(z + 3.0, soft_targets([z], temperature), temperature).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(torch.randn(5, 7), soft_targets([z], temperature), temperature).item() > 1e-4
+
+
+def test_kd_loss_matches_hand_computation_at_t2():
+    zs, zt, t = [1.0, 0.0, -1.0], [2.0, 0.5, 0.0], 2.0
+
+    def softmax(z):
+        e = [math.exp(v / t) for v in z]
+        return [v / sum(e) for v in e]
+
+    ps, pt = softmax(zs), softmax(zt)
+    expected = t * t * sum(p * math.log(p / q) for p, q in zip(pt, ps))
+    got = kd_loss(torch.tensor([zs]), soft_targets([torch.tensor([zt])], t), t)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    # and the full objective weighs KD by alpha and the hard-label CE by 1 - alpha
+    terms = distillation_terms(torch.tensor([zs]), soft_targets([torch.tensor([zt])], t), torch.tensor([2]), 0.7, t)
+    assert terms["kd"].item() == pytest.approx(0.7 * expected, rel=1e-5)
+    assert terms["ce"].item() == pytest.approx(0.3 * -math.log(softmax([v * t for v in zs])[2]), rel=1e-5)
+
+
+def test_ensemble_targets_average_the_softened_teachers():
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    expected = (F.softmax(a / 3, -1) + F.softmax(b / 3, -1)) / 2
+    assert torch.allclose(soft_targets([a, b], 3.0), expected)
+    assert torch.allclose(soft_targets([a], 1.0).sum(-1), torch.ones(4))
+    assert set(distillation_terms(a, None, torch.zeros(4, dtype=torch.long), 0.0, 2.0)) == {"ce"}
+    assert set(distillation_terms(a, soft_targets([b], 2.0), torch.zeros(4, dtype=torch.long), 1.0, 2.0)) == {"kd"}
+
+
+def test_hint_adapter_maps_student_features_to_teacher_shape():
+    conv = HintAdapter((8, 4, 4), (16, 2, 2))
+    assert conv(torch.randn(3, 8, 4, 4)).shape == (3, 16, 2, 2)
+    lin = HintAdapter((32,), (64,))
+    teacher = torch.randn(3, 64)
+    assert lin(torch.randn(3, 32)).shape == (3, 64)
+    assert lin.loss(torch.randn(3, 32), teacher) > 0
+    with pytest.raises(ValueError, match="hint features"):
+        HintAdapter((8, 4, 4), (64,))
+
+
+# ---------------------------------------------------------------------------------------------- students
+@pytest.mark.parametrize(("i", "o", "k"), [(16, 32, 3), (8, 64, 5)])
+def test_depthwise_separable_saves_1_over_o_plus_1_over_k2(i, o, k):
+    layer = DepthwiseSeparableConv2d(i, o, k)
+    standard = nn.Conv2d(i, o, k, bias=False)
+    n_sep, n_std = sum(count_parameters(layer)), sum(count_parameters(standard))
+    assert n_sep == k * k * i + i * o
+    assert n_sep / n_std == pytest.approx(separable_ratio(o, k)) == pytest.approx(1 / o + 1 / k**2)
+    assert layer(torch.randn(2, i, 9, 9)).shape == (2, o, 9, 9)
+    assert f"1/{o} + 1/{k * k}" in repr(layer)
+
+
+def test_low_rank_linear_from_svd():
+    linear = nn.Linear(12, 8)
+    full = LowRankLinear.from_linear(linear, rank=8)  # full rank: the same map
+    x = torch.randn(5, 12)
+    assert torch.allclose(full(x), linear(x), atol=1e-5)
+    low = LowRankLinear.from_linear(linear, rank=3)
+    w_low = low.up.weight @ low.down.weight  # (8, 12)
+    s = torch.linalg.svdvals(linear.weight.detach())
+    # Eckart-Young: the rank-3 error is exactly the discarded singular values
+    assert torch.linalg.matrix_norm(linear.weight - w_low).item() == pytest.approx(s[3:].norm().item(), rel=1e-4)
+    assert sum(count_parameters(low)) == 3 * (12 + 8) + 8
+    with pytest.raises(ValueError, match="rank"):
+        LowRankLinear(4, 4, 5)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "depthwise_separable", "mlp", "low_rank_mlp"])
+def test_students_map_images_to_logits(kind):
+    net = build_student(kind, (1, 16, 16), 10, [8, 16], rank=4)
+    assert net(torch.randn(3, 1, 16, 16)).shape == (3, 10)
+
+
+# ---------------------------------------------------------------------------------------------- budget gate
+def test_budget_gate_fires_with_the_actual_count():
+    ok = Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16])
+    n = ok.student_params
+    assert n == sum(p.numel() for p in ok.student.parameters())
+    with pytest.raises(ParameterBudgetError, match=f"{n:,} parameters") as info:
+        Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16], max_params=n - 1)
+    assert "max_params" in str(info.value)
+    Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16], max_params=n)  # at the budget is allowed
+
+
+def test_budget_counts_non_trainable_parameters():
+    model = Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16])
+    model.student[0].weight.requires_grad_(False)
+    trainable, frozen = count_parameters(model.student)
+    assert frozen == model.student[0].weight.numel() and trainable + frozen == model.student_params
+
+
+def test_budget_gate_stops_fit_from_the_cli(capsys):
+    code = main(["fit", "--config", DISTILLATION, "--config", SMOKE, "--model.init_args.max_params", "1000"])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # the cause itself, not jsonargparse's wrapper
+    assert last.startswith("error: ParameterBudgetError: the 'cnn' student with widths [8, 16, 16] has 3,778 par")
+    assert "max_params = 1,000" in last
+
+
+def test_settings_are_validated_by_name():
+    with pytest.raises(ValueError, match="teachers"):
+        Distillation(alpha=0.5)  # distillation without a teacher
+    with pytest.raises(ValueError, match="temperature"):
+        Distillation(alpha=0.0, temperature=0)
+    with pytest.raises(ValueError, match="hint_layers: the student has no layer 'nope'"):
+        Distillation(alpha=0.0, teachers=[TeacherSpec("builtin:digits_cnn")], hint_layers={"nope": "net.0"})
+
+
+# ---------------------------------------------------------------------------------------------- teachers
+def test_builtin_teacher_loads_weights_only_and_is_accurate():
+    teacher = load_teacher(TeacherSpec("builtin:digits_cnn"))
+    assert isinstance(teacher, Classification) and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    from datamodules.image import ImageDataModule
+
+    data = ImageDataModule(image_size=16, seed=0)
+    data.setup()
+    x, y = data._data["test"].tensors
+    with torch.no_grad():
+        acc = (teacher(x).argmax(-1) == y).float().mean().item()
+    assert acc > 0.95  # the split it never saw
+
+
+def test_teacher_from_state_dict_file_and_exported_checkpoint(tmp_path):
+    teacher = load_teacher(TeacherSpec("builtin:digits_cnn"))
+    x = torch.randn(4, 1, 16, 16)
+    path = tmp_path / "weights.pt"
+    torch.save(teacher.state_dict(), path)
+    spec = TeacherSpec(str(path), lecture="classification", lecture_args={"input_shape": [1, 16, 16]})
+    with torch.no_grad():
+        assert torch.equal(load_teacher(spec)(x), teacher(x))
+    with pytest.raises(ValueError, match="lecture"):
+        load_teacher(TeacherSpec(str(path)))  # a state dict alone does not say what network it is
+    wrong = TeacherSpec(str(path), lecture="classification", lecture_args={"hidden": [8, 8, 8]})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_teacher(wrong)
+    exported = export_checkpoint(load_teacher.__globals__["BUILTIN_TEACHERS"]["digits_cnn"], tmp_path / "t.ckpt")
+    with pytest.raises(FileExistsError):
+        export_checkpoint(exported, exported)  # never overwrites
+    assert torch.equal(load_teacher(TeacherSpec(str(exported)))(x), teacher(x))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_unsafe_or_unknown_teacher_files_are_refused(tmp_path):
+    bad = tmp_path / "evil.ckpt"
+    with open(bad, "wb") as fh:
+        pickle.dump({"state_dict": {}, "x": _Payload()}, fh)
+    with pytest.raises(ValueError, match="weights_only"):
+        load_teacher(TeacherSpec(str(bad)))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "os.system"}}, foreign)
+    with pytest.raises(ValueError, match="Only registered lectures"):
+        load_teacher(TeacherSpec(str(foreign)))
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
+        load_teacher(TeacherSpec(str(tmp_path / "missing.ckpt")))
+
+
+def test_teacher_from_a_local_hugging_face_model(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=10,
+    )
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    teacher = load_teacher(TeacherSpec(str(tmp_path / "vit")))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert teacher(torch.randn(2, 1, 16, 16)).shape == (2, 10)  # grey 16 px -> RGB 8 px for the ViT
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_teacher_is_frozen_outside_optimizer_and_checkpoint(tmp_path):
+    cli = run_cli(
+        *FIT,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(tmp_path / "ckpt"),
+    )
+    model = cli.model
+    [teacher] = model.teachers
+    reference = load_teacher(TeacherSpec("builtin:digits_cnn"))
+    assert state_dict_equal(teacher.state_dict(), reference.state_dict())  # unchanged by 4 steps
+    assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    optimised = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in model.parameters()}
+    assert not optimised & {id(p) for p in teacher.parameters()}
+    [path] = (tmp_path / "ckpt").glob("*.ckpt")
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["state_dict"] and all(k.startswith("student.") for k in ckpt["state_dict"])
+    assert "val/teacher_acc" in cli.trainer.callback_metrics and "train/loss_kd" in cli.trainer.callback_metrics
+    # the student alone reloads and predicts without the teacher
+    student = Distillation.load_from_checkpoint(path, weights_only=True)
+    assert not student.teachers
+
+
+def test_hints_from_yaml_build_adapters_and_train(tmp_path):
+    cli = run_cli(
+        *FIT,
+        "--model.init_args.hint_layers",
+        "{'5': 'net.8', '9': 'net.12'}",
+        "--model.init_args.hint_only_epochs",
+        "1",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
+    model = cli.model
+    assert set(model.hint_adapters) == {"5", "9"}
+    assert model.hint_adapters["5"].proj.out_channels == 64  # the teacher's second block has 64 channels
+    metrics = cli.trainer.callback_metrics
+    assert "train/loss_hint" in metrics and "train/loss_kd" in metrics  # epoch 2 is past the hint-only stage
+    with pytest.raises(ValueError, match=r"the teacher has no layer 'net\.99'"):
+        run_cli(
+            *FIT, "--model.init_args.hint_layers", "{'5': 'net.99'}", "--trainer.default_root_dir", str(tmp_path / "b")
+        )
+
+
+def test_cached_teacher_logits_equal_live_ones(tmp_path):
+    with pytest.raises(ValueError, match="indexed: true"):
+        run_cli(*FIT, "--model.init_args.cache_teacher_logits", "true", "--trainer.default_root_dir", str(tmp_path))
+    cli = run_cli(
+        *FIT,
+        "--model.init_args.cache_teacher_logits",
+        "true",
+        "--data.init_args.indexed",
+        "true",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path / "ok"),
+    )
+    model, train = cli.model, cli.datamodule._data["train"]
+    x, _, index = train[torch.arange(10, 20)]
+    cached = model.teacher_logits(x, index)[0]
+    live = model.teacher_logits(x)[0]
+    assert cached.shape == (10, 10) and torch.allclose(cached, live, atol=1e-5)
+
+
+def test_model_report_logs_sizes_and_cpu_latency(tmp_path):
+    cli = run_cli(
+        *FIT,
+        "--trainer.max_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.callbacks+=callbacks.model_report.ModelReport",
+        "--trainer.callbacks.batch_sizes",
+        "[1, 8]",
+        "--trainer.callbacks.repeats",
+        "2",
+    )
+    [report] = [c for c in cli.trainer.callbacks if type(c).__name__ == "ModelReport"]
+    assert report.results["model/student_params"] == cli.model.student_params
+    assert report.results["model/teacher_params"] > 10 * cli.model.student_params
+    assert all(report.results[f"model/{n}_cpu_ms_b{b}"] > 0 for n in ("student", "teacher") for b in (1, 8))
+
+
+# 640 train samples -> 10 batches of 64 per epoch; 2 epochs = 20 steps, interrupted mid-way through the second.
+RESUME = [
+    *FIT,
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.limit_val_batches",
+    "2",
+    "--model.init_args.dropout",
+    "0.2",
+    "--data.init_args.limit_train_samples",
+    "640",
+]
+
+
+def test_resume_mid_epoch_gives_identical_student(tmp_path):
+    full = run_cli(*RESUME, "--trainer.default_root_dir", str(tmp_path / "full"))
+    assert full.trainer.global_step == 20
+    root = tmp_path / "ckpt"
+    with pytest.raises(SimulatedCrash):
+        run_cli(
+            *RESUME,
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(root),
+            "--trainer.callbacks.every_n_train_steps",
+            "13",
+            "--trainer.callbacks+=tests.helpers.CrashAtStep",
+            "--trainer.callbacks.step",
+            "13",
+        )
+    [ckpt] = root.glob("*step=13.ckpt")
+    resumed = run_cli(*RESUME, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
+    assert resumed.trainer.global_step == 20
+    assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
