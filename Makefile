@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench clean-venv
+.PHONY: setup run test test-fast lint bench teacher clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/cli_startup.py
+
+# Re-create the teacher shipped for configs/distillation.yaml: train configs/classification.yaml, keep the best
+# checkpoint, export its weights and hyper-parameters only. Refuses to overwrite: delete TEACHER (and
+# runs/digits_teacher) first.
+TEACHER := lecture_modules/distillation/assets/digits_cnn_teacher.ckpt
+teacher: setup
+	$(PY) cli.py fit --config configs/classification.yaml --trainer.logger false --trainer.callbacks=[] \
+		--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint --trainer.callbacks.dirpath runs/digits_teacher \
+		--trainer.callbacks.monitor val/acc --trainer.callbacks.mode max --trainer.callbacks.filename best \
+		--trainer.default_root_dir runs/digits_teacher
+	$(PY) -c "from lecture_modules.distillation.teachers import export_checkpoint; \
+		export_checkpoint('runs/digits_teacher/best.ckpt', '$(TEACHER)')"
 
 clean-venv:
 	rm -rf $(VENV)

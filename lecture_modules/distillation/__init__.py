@@ -16,13 +16,14 @@ Run: ``python cli.py fit --config configs/distillation.yaml`` (uses the teacher 
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
@@ -78,12 +79,13 @@ class Distillation(LectureModule):
         dropout: float = 0.0,
         teachers: list[TeacherSpec] | None = None,
         alpha: float = 0.9,
-        temperature: float = 4.0,
+        temperature: float = 2.0,
         hint_layers: dict[str, str] | None = None,
         hint_weight: float = 1.0,
         hint_only_epochs: int = 0,
         cache_teacher_logits: bool = False,
         max_params: int | None = None,
+        compare_with_scratch: bool = False,
     ) -> None:
         """
         Args:
@@ -106,6 +108,9 @@ class Distillation(LectureModule):
                 of fit; needs ``data.init_args.indexed: true``. Logits only, so not with ``hint_layers``.
             max_params: parameter budget of the student (trainable and non-trainable parameters; the hint adapters,
                 used only in training, are not counted); ``fit`` stops at start-up when it is exceeded.
+            compare_with_scratch: also train an identical copy of the student (same initial weights, same batches
+                and optimiser) from the labels alone, logged as ``*/scratch_acc``: the with/without-distillation
+                comparison in one run. The copy is saved in checkpoints but not counted in the budget.
         """
         super().__init__()
         specs = [s if isinstance(s, TeacherSpec) else TeacherSpec(**s) for s in (teachers or [])]
@@ -130,6 +135,7 @@ class Distillation(LectureModule):
                 f"model.init_args.max_params = {max_params:,}. Use smaller widths, a smaller rank, or the "
                 "depthwise_separable / low_rank_mlp students."
             )
+        self.scratch = copy.deepcopy(self.student) if compare_with_scratch else None  # same initial weights
         self.example_input_array = torch.zeros(2, *input_shape)
         self.hint_adapters = nn.ModuleDict()  # built in setup(), once the teacher's feature shapes are known
         self._student_feats: dict[str, torch.Tensor] = {}
@@ -139,10 +145,12 @@ class Distillation(LectureModule):
         # Frozen teachers live in a plain list: not submodules, so not in parameters(), state_dict() or DDP.
         self._teachers: list[nn.Module] = []
         self._cache: torch.Tensor | None = None  # (num_teachers, N_train, K) when cache_teacher_logits
+        self._example: torch.Tensor | None = None  # one validation image for the end-of-fit figure
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes) for _ in range(3))
         self.val_teacher_acc, self.test_teacher_acc = MulticlassAccuracy(num_classes), MulticlassAccuracy(num_classes)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_agreement, self.test_agreement = MeanMetric(), MeanMetric()
+        self.val_scratch_acc, self.test_scratch_acc = MulticlassAccuracy(num_classes), MulticlassAccuracy(num_classes)
 
     @staticmethod
     def _validate(student, num_classes, input_shape, alpha, temperature, dropout, specs, hint_layers) -> None:
@@ -177,6 +185,7 @@ class Distillation(LectureModule):
         self._teachers = [load_teacher(spec).to(self.device) for spec in self.teacher_specs]
         for spec, teacher in zip(self.teacher_specs, self._teachers):
             self._check_teacher(spec, teacher)
+            self._check_split(spec, teacher)
         if self.hparams.hint_layers:
             self._build_hint_adapters()
 
@@ -194,6 +203,23 @@ class Distillation(LectureModule):
             raise ValueError(
                 f"teacher '{spec.path}' outputs {tuple(out.shape[1:])} per sample but the data has "
                 f"{self.hparams.num_classes} classes"
+            )
+
+    def _check_split(self, spec: TeacherSpec, teacher: nn.Module) -> None:
+        """Warn when the teacher's run split the data differently: it may have trained on our val/test samples."""
+        theirs = getattr(teacher, "trained_on", None) or {}
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        ours = dict(getattr(datamodule, "hparams", {}) or {})
+        keys = ("seed", "val_fraction", "test_fraction")
+        differ = [
+            f"{k}: teacher {theirs[k]} vs data {ours[k]}"
+            for k in keys
+            if k in theirs and k in ours and theirs[k] != ours[k]
+        ]
+        if differ and theirs.get("_class_path") == ours.get("_class_path", theirs.get("_class_path")):
+            rank_zero_warn(
+                f"teacher '{spec.path}' was trained with other data split settings ({'; '.join(differ)}): it may have "
+                "seen this run's validation or test samples, which inflates the distilled student's scores."
             )
 
     def _build_hint_adapters(self) -> None:
@@ -272,6 +298,10 @@ class Distillation(LectureModule):
         if not hint_stage:
             terms.update(distillation_terms(logits, targets, y, hp.alpha, hp.temperature))
         loss = self.combine_losses(terms)
+        if self.scratch is not None:  # disjoint parameters: adding its loss leaves the student's gradients as they are
+            scratch_loss = F.cross_entropy(self.scratch(x), y)
+            self.log("train/scratch_loss", scratch_loss.detach(), on_step=True, on_epoch=False)
+            loss = loss + scratch_loss
         if hint_stage:  # FitNets stage 1: layers past the hints get zero gradients, not none (DDP needs all of them)
             loss = loss + 0.0 * logits.sum()
         self.train_acc.update(logits.detach(), y)
@@ -286,6 +316,10 @@ class Distillation(LectureModule):
         acc.update(logits, y)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val")
         self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=stage == "val")
+        if self.scratch is not None:
+            scratch_acc = self.val_scratch_acc if stage == "val" else self.test_scratch_acc
+            scratch_acc.update(self.scratch(x), y)
+            self.log(f"{stage}/scratch_acc", scratch_acc, on_epoch=True)
         if self._teachers:
             teacher_probs = soft_targets(self.teacher_logits(x), 1.0)  # the ensemble's own prediction, T = 1
             t_acc, agree = (
@@ -299,6 +333,8 @@ class Distillation(LectureModule):
             self.log(f"{stage}/agreement", agree, on_epoch=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self._example = batch[0][:1].detach()
         self._evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
@@ -317,6 +353,69 @@ class Distillation(LectureModule):
 
     def on_fit_start(self) -> None:
         rank_zero_info("\n".join(compression_lines(self.student)))
+
+    def on_fit_end(self) -> None:
+        if not self.trainer.is_global_zero or self._example is None or not self._teachers:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        accuracies = {
+            "teacher": metrics.get("val/teacher_acc"),
+            "student, distilled": metrics.get("val/acc"),
+            "student, scratch": metrics.get("val/scratch_acc"),
+        }
+        params = {
+            "teacher": sum(p.numel() for p in self._teachers[0].parameters()),
+            "student, distilled": self.student_params,
+            "student, scratch": self.student_params,
+        }
+        x = self._example.to(self.device)
+        with torch.no_grad():
+            was_training = self.student.training
+            self.student.eval()
+            student_probs = F.softmax(self.student(x).float() / self.hparams.temperature, -1)[0].cpu()
+            self.student.train(was_training)
+            teacher_probs = soft_targets(self.teacher_logits(x), self.hparams.temperature)[0].cpu()
+        figure = distillation_figure(accuracies, params, teacher_probs, student_probs, self.hparams.temperature)
+        self.log_figure("val/distillation", figure)
+
+
+def distillation_figure(
+    accuracies: dict[str, float | None],
+    params: dict[str, int],
+    teacher_probs: torch.Tensor,
+    student_probs: torch.Tensor,
+    temperature: float,
+):
+    """Left: validation accuracy and parameter count per model. Right: the teacher's soft targets at T for one
+    validation image against the student's ("dark knowledge": the small probabilities of the wrong classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = [n for n, a in accuracies.items() if a is not None]
+    bars = left.bar(names, [100 * accuracies[n] for n in names], color=["#555", "#2a7", "#b84"][: len(names)])
+    for bar, name in zip(bars, names):
+        left.annotate(
+            f"{params[name]:,} params",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    left.set_ylabel("validation accuracy (%)")
+    left.set_ylim(max(0.0, min(100 * accuracies[n] for n in names) - 10), 100.5)
+    classes = torch.arange(len(teacher_probs))
+    right.bar(classes - 0.2, teacher_probs, width=0.4, label="teacher")
+    right.bar(classes + 0.2, student_probs, width=0.4, label="student")
+    right.set_yscale("log")
+    right.set_xticks(classes.tolist())
+    right.set_xlabel("class")
+    right.set_title(f"softmax(z / T), T = {temperature:g}, one validation image")
+    right.legend()
+    fig.tight_layout()
+    return fig
 
 
 def compression_lines(student: nn.Module) -> list[str]:

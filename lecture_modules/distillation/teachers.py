@@ -139,6 +139,7 @@ def _load_lightning(spec: TeacherSpec, path: Path) -> nn.Module:
         )
     model = _build_lecture(lecture, {**hparams, **spec.lecture_args}, f"teacher checkpoint {path}")
     _load_weights(model, ckpt["state_dict"], path)
+    model.trained_on = dict(ckpt.get("datamodule_hyper_parameters") or {})  # the teacher's data settings, if saved
     return model
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -358,3 +359,59 @@ def test_resume_mid_epoch_gives_identical_student(tmp_path):
     resumed = run_cli(*RESUME, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
     assert resumed.trainer.global_step == 20
     assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
+
+
+def test_scratch_twin_starts_equal_and_leaves_student_gradients_unchanged():
+    torch.manual_seed(0)
+    twin = Distillation(input_shape=(1, 16, 16), alpha=0.0, compare_with_scratch=True)
+    torch.manual_seed(0)
+    alone = Distillation(input_shape=(1, 16, 16), alpha=0.0)
+    assert state_dict_equal(twin.scratch.state_dict(), twin.student.state_dict())
+    assert state_dict_equal(twin.student.state_dict(), alone.student.state_dict())
+    assert twin.student_params == alone.student_params  # the twin is outside the budget
+    batch = (torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,)))
+    for model in (twin, alone):
+        model.training_step(batch, 0).backward()
+    for (name, p), q in zip(twin.student.named_parameters(), alone.student.parameters()):
+        assert torch.allclose(p.grad, q.grad), name
+    assert all(p.grad is not None for p in twin.scratch.parameters())
+
+
+def test_warns_when_the_teacher_split_the_data_differently(tmp_path):
+    quick = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0"]
+    with pytest.warns(UserWarning, match=r"other data split settings \(seed: teacher 0 vs data 1\)"):
+        run_cli(*FIT, *quick, "--data.init_args.seed", "1", "--trainer.default_root_dir", str(tmp_path / "a"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_cli(*FIT, *quick, "--trainer.default_root_dir", str(tmp_path / "b"))  # the teacher's own split
+    assert not [w for w in caught if "data split" in str(w.message)]
+
+
+def test_offline_wandb_run_has_the_comparison_metrics_and_figure(tmp_path):
+    from tests.wandb_reader import read_run
+
+    run_cli(
+        "fit",
+        "--config",
+        CPU,
+        "--config",
+        DISTILLATION,
+        *QUICK,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+        "--trainer.callbacks.init_args.repeats",  # the config's ModelReport (the last callback)
+        "2",
+    )
+    [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    run = read_run(log_file)
+    assert run["group"] == "distillation"
+    logged = {key for row in run["history"] for key in row}
+    assert {"val/acc", "val/scratch_acc", "val/teacher_acc", "train/loss_kd", "model/student_params"} <= logged
+    assert "model/student_cpu_ms_b64" in logged and any(k.startswith("val/distillation") for k in logged)
+    assert list((log_file.parent / "files" / "figures").glob("val_distillation-*.png"))
