@@ -327,7 +327,7 @@ class Distillation(LectureModule):
             self.log(f"{stage}/agreement", agree, on_epoch=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        if batch_idx == 0:
+        if batch_idx == 0 and not self.trainer.sanity_checking:
             self._example = batch[0][:1].detach()
         self._evaluate(batch, "val")
 
@@ -349,9 +349,9 @@ class Distillation(LectureModule):
         rank_zero_info("\n".join(compression_lines(self.student)))
 
     def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero or self._example is None or not self._teachers:
-            return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        if not self.trainer.is_global_zero or self._example is None or "val/acc" not in metrics or not self._teachers:
+            return
         accuracies = {
             "teacher": metrics.get("val/teacher_acc"),
             "student, distilled": metrics.get("val/acc"),
