@@ -7,7 +7,7 @@ import pytest
 from cli import _rewrite_model_arg, main
 from lecture_modules import NonFiniteLossError
 from lecture_modules.registry import discover
-from tests.helpers import CLASSIFICATION, QUICK, SMOKE_FIT, run_cli, run_cli_subprocess
+from tests.helpers import CLASSIFICATION, QUICK, SMOKE, SMOKE_FIT, run_cli, run_cli_subprocess
 
 
 def test_lectures_command_lists_name_path_distribution_status_description():
@@ -55,6 +55,14 @@ def test_bad_type_is_named(capsys):
     with pytest.raises(SystemExit):
         run_cli("fit", "--config", CLASSIFICATION, "--model.init_args.dropout", "lots")
     assert "dropout" in capsys.readouterr().err
+
+
+def test_bad_value_prints_the_lectures_own_message(capsys):
+    """A value of the right type that __init__ rejects: exit 2 with the lecture's message, not jsonargparse's
+    "does not validate against any of the Union subtypes" wrapper around it."""
+    assert main(["fit", "--config", CLASSIFICATION, "--config", SMOKE, "--model.init_args.dropout", "1.5"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "error: ValueError: Classification.dropout must be in [0, 1), got 1.5"
 
 
 def test_yaml_python_tags_are_rejected(tmp_path, capsys):
