@@ -36,14 +36,14 @@ from pathlib import Path
 import lightning as L
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the repo root, so it runs from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 
 from cli import LectureCLI, _rewrite_model_arg
 from lecture_modules.registry import discover, load_all
 
+REPO = Path(__file__).resolve().parents[1]
 METHODS = ("source_only", "dann", "mcd", "target_oracle")
 ADAPTING = ("dann", "mcd")
 
@@ -95,6 +95,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> 
     ]
     if args.epochs is not None:
         argv.append(f"--trainer.max_epochs={args.epochs}")
+    argv += [f"--{item}" for item in args.override]
     if args.limit_train_samples is not None:
         argv.append(f"--data.init_args.limit_train_samples={args.limit_train_samples}")
     entries = load_all(discover())
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--limit-train-samples", type=int, default=None, help="per domain, for quick checks")
     parser.add_argument("--mnist", help="folder with MNIST IDX files (source); needs --mnistm")
     parser.add_argument("--mnistm", help="MNIST-M folder: mnist_m_train/, mnist_m_train_labels.txt, ...")
+    parser.add_argument("--override", nargs="*", default=[], help="extra CLI settings, e.g. model.init_args.x=1")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
@@ -159,17 +161,25 @@ def main() -> None:
             for seed in args.seeds:
                 run = run_one(method, seed, args, Path(tmp) / f"{method}-{seed}")
                 results.setdefault(method, []).append(run)
-                print(f"{method} seed {seed}: target {run['target']:.4f} source {run['source']:.4f} "
-                      f"({run['seconds']:.0f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"{method} seed {seed}: target {run['target']:.4f} source {run['source']:.4f} "
+                    f"({run['seconds']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     data = "MNIST -> MNIST-M" if args.mnist else "digits -> MNIST-M-style digits (embedded)"
-    print(f"\n{data}; {len(args.seeds)} seeds; {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"Lightning {L.__version__}, Python {platform.python_version()}\n")
+    print(
+        f"\n{data}; {len(args.seeds)} seeds; {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Lightning {L.__version__}, Python {platform.python_version()}\n"
+    )
     print("| method | target test acc % | source test acc % | fit s/run |")
     print("|---|---:|---:|---:|")
     for method, runs in results.items():
         seconds = statistics.mean(r["seconds"] for r in runs)
-        print(f"| `{method}` | {mean_std([r['target'] for r in runs])} | {mean_std([r['source'] for r in runs])} "
-              f"| {seconds:.0f} |")
+        print(
+            f"| `{method}` | {mean_std([r['target'] for r in runs])} | {mean_std([r['source'] for r in runs])} "
+            f"| {seconds:.0f} |"
+        )
     adapting = [m for m in results if m in ADAPTING]
     if adapting:
         print("\nLabel-free selection (`val/label_free_score`) vs true target accuracy, per validation epoch:\n")

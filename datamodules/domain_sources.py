@@ -157,7 +157,12 @@ class MNISTMStyleSource(ImageSource):
     """Another source's images re-rendered MNIST-M style (colour texture blend), deterministic from the seed."""
 
     def __init__(
-        self, base: ImageSource | None = None, image_size: int | None = 16, num_textures: int = 64, seed: int = 0
+        self,
+        base: ImageSource | None = None,
+        image_size: int | None = 16,
+        num_textures: int = 64,
+        contrast: float = 1.0,
+        seed: int = 0,
     ) -> None:
         """
         Args:
@@ -165,14 +170,18 @@ class MNISTMStyleSource(ImageSource):
                 scikit-learn digits, i.e. the embedded domain-adaptation target.
             image_size: render at this square size (the base images are resized first); None keeps their size.
             num_textures: how many procedural textures the patches are cut from.
+            contrast: texture values span ``[0, contrast * 255]``; 1 is MNIST-M's rule, below 0.5 strokes stay
+                brighter than the background (a milder shift).
             seed: seed of the textures and of the patch chosen for each image.
         """
         if num_textures < 1:
             raise ValueError(f"MNISTMStyleSource.num_textures must be >= 1, got {num_textures}")
         if image_size is not None and image_size < 1:
             raise ValueError(f"MNISTMStyleSource.image_size must be >= 1, got {image_size}")
+        if not 0.0 < contrast <= 1.0:
+            raise ValueError(f"MNISTMStyleSource.contrast must be in (0, 1], got {contrast}")
         self.base = base if base is not None else DigitsSource()
-        self.image_size, self.num_textures, self.seed = image_size, num_textures, seed
+        self.image_size, self.num_textures, self.contrast, self.seed = image_size, num_textures, contrast, seed
 
     def load(self) -> ImageSplits:
         loaded = self.base.load()
@@ -186,6 +195,7 @@ class MNISTMStyleSource(ImageSource):
             grey = grey.round().clamp(0, 255).to(torch.uint8)  # (N, 1, S, S)
             size = max(2 * max(grey.shape[-2:]), 32)
             textures = colour_textures(self.num_textures, size, self.seed)
+            textures = (textures * self.contrast).astype(np.uint8)
             splits[name] = (mnistm_blend(grey, textures, np.random.default_rng([self.seed, index])), y)
         return ImageSplits(splits, list(loaded.classes))
 

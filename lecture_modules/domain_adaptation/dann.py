@@ -61,7 +61,15 @@ class DANN(DomainAdaptationModule):
             grl_lambda: a fixed reversal coefficient instead of the schedule (None: use the schedule).
         """
         super().__init__(
-            num_classes, input_shape, conv_channels, feature_dim, hidden, batch_norm, dropout, embedding, embedding_samples
+            num_classes,
+            input_shape,
+            conv_channels,
+            feature_dim,
+            hidden,
+            batch_norm,
+            dropout,
+            embedding,
+            embedding_samples,
         )
         for name, value in (("domain_weight", domain_weight), ("grl_gamma", grl_gamma), ("grl_max", grl_max)):
             if value < 0:

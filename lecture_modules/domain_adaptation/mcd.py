@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from lecture_modules.base import NonFiniteLossError
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
-from lecture_modules.domain_adaptation.core import build_head, classifier_discrepancy
+from lecture_modules.domain_adaptation.core import build_head, classifier_discrepancy, frozen
 
 __all__ = ["MCD"]
 
@@ -63,7 +63,15 @@ class MCD(DomainAdaptationModule):
             weight_decay: weight decay of both optimisers (5e-4 in the paper).
         """
         super().__init__(
-            num_classes, input_shape, conv_channels, feature_dim, hidden, batch_norm, dropout, embedding, embedding_samples
+            num_classes,
+            input_shape,
+            conv_channels,
+            feature_dim,
+            hidden,
+            batch_norm,
+            dropout,
+            embedding,
+            embedding_samples,
         )
         if num_k < 1:
             raise ValueError(f"MCD.num_k must be >= 1, got {num_k}")
@@ -104,12 +112,10 @@ class MCD(DomainAdaptationModule):
             )
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
-        """Backward and step ``optimizer`` only; the other optimiser's parameters are frozen meanwhile."""
-        self.toggle_optimizer(optimizer)
+        """Backward and step ``optimizer`` only (the caller freezes what must not get gradients)."""
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
-        self.untoggle_optimizer(optimizer)
 
     def step_a(self, x_s: torch.Tensor, y_s: torch.Tensor) -> torch.Tensor:
         """Step A: G, F1, F2 minimise the source cross-entropy of both classifiers."""
@@ -127,7 +133,7 @@ class MCD(DomainAdaptationModule):
     def step_b(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """Step B: with G fixed, F1 and F2 minimise source cross-entropy minus their discrepancy on the target."""
         opt_f = self.optimizers()[1]
-        with torch.no_grad():
+        with torch.no_grad():  # G fixed: no graph through it
             f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D)
         ce, _ = self._source_ce(f_s, y_s)
         discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
@@ -139,11 +145,12 @@ class MCD(DomainAdaptationModule):
     def step_c(self, x_t: torch.Tensor) -> torch.Tensor:
         """Step C: with F1 and F2 fixed, G minimises their discrepancy on the target (``num_k`` updates)."""
         opt_g = self.optimizers()[0]
-        for _ in range(self.hparams.num_k):
-            f_t = self.features(x_t)
-            discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
-            self._check("step_c", discrepancy)
-            self._update(opt_g, discrepancy)
+        with frozen(self.classifier, self.classifier2):
+            for _ in range(self.hparams.num_k):
+                f_t = self.features(x_t)
+                discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
+                self._check("step_c", discrepancy)
+                self._update(opt_g, discrepancy)
         return discrepancy.detach()
 
     def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> None:
