@@ -46,6 +46,7 @@ from lecture_modules.registry import discover, load_all
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("source_only", "dann", "mcd", "target_oracle")
 ADAPTING = ("dann", "mcd")
+HISTORY_KEYS = ("val/label_free_score", "val/target_acc", "val/source_acc", "val/domain_acc", "val/proxy_a_distance")
 
 
 class EpochHistory(L.Callback):
@@ -58,7 +59,7 @@ class EpochHistory(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = trainer.callback_metrics
-        self.rows.append({k: float(metrics[k]) for k in ("val/label_free_score", "val/target_acc") if k in metrics})
+        self.rows.append({k: float(metrics[k]) for k in HISTORY_KEYS if k in metrics})
 
 
 def data_args(args: argparse.Namespace) -> list[str]:
@@ -99,6 +100,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> 
     if args.limit_train_samples is not None:
         argv.append(f"--data.init_args.limit_train_samples={args.limit_train_samples}")
     entries = load_all(discover())
+    sys.argv[1:] = []  # the CLI reads `argv` only; the script's own arguments are not for it
     start = time.perf_counter()
     cli = LectureCLI(args=_rewrite_model_arg(argv, entries), entries=entries, trainer_defaults={"callbacks": [history]})
     fit_s = time.perf_counter() - start
@@ -145,7 +147,9 @@ def main() -> None:
     parser.add_argument("--mnist", help="folder with MNIST IDX files (source); needs --mnistm")
     parser.add_argument("--mnistm", help="MNIST-M folder: mnist_m_train/, mnist_m_train_labels.txt, ...")
     parser.add_argument("--override", nargs="*", default=[], help="extra CLI settings, e.g. model.init_args.x=1")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on a busy CPU)"
+    )
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
     if (args.mnist is None) != (args.mnistm is None):

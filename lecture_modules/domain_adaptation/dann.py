@@ -91,8 +91,9 @@ class DANN(DomainAdaptationModule):
 
     def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> torch.Tensor:
         (x_s, y_s), (x_t,) = batch["source"], batch["target"]  # target batch carries no labels
-        features = self.features(torch.cat([x_s, x_t]))  # (Bs + Bt, D), one BN batch for both domains
-        logits = self.classifier(features[: len(x_s)])  # (Bs, K)
+        f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D); batch statistics per domain
+        features = torch.cat([f_s, f_t])  # (Bs + Bt, D)
+        logits = self.classifier(f_s)  # (Bs, K)
         coeff = self.grl_coefficient()
         d_logits = self.domain_classifier(grad_reverse(features, coeff)).squeeze(1)  # (Bs + Bt,)
         d_true = torch.cat([torch.zeros(len(x_s)), torch.ones(len(x_t))]).to(d_logits)

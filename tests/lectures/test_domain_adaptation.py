@@ -3,6 +3,7 @@ the embedded default, honest target labels, exact resume (automatic and manual o
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_dann_lambda_schedule_endpoints_and_monotone():
     assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
     assert dann_lambda(1.0) > 0.9999 and dann_lambda(2.0) == dann_lambda(1.0)  # progress is clamped
     values = [dann_lambda(p / 20) for p in range(21)]
-    assert all(a < b for a, b in zip(values, values[1:]))
+    assert all(a < b for a, b in itertools.pairwise(values))
     assert dann_lambda(0.5, gamma=0.0) == 0.0
 
 
@@ -83,7 +84,7 @@ def test_dann_lr_schedule_endpoints_and_scheduler():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 11**-0.75)
-    with pytest.raises(ValueError, match="InverseDecayLR.total_steps"):
+    with pytest.raises(ValueError, match=r"InverseDecayLR\.total_steps"):
         InverseDecayLR(opt, total_steps=0)
 
 
@@ -147,7 +148,13 @@ def test_each_method_fits_the_embedded_default_and_logs(method, tmp_path):
         f"--trainer.default_root_dir={tmp_path}",
     )  # fmt: skip
     metrics = cli.trainer.callback_metrics
-    expected = {"val/source_acc", "val/target_acc", "val/target_entropy", "val/label_free_score", "val/proxy_a_distance"}
+    expected = {
+        "val/source_acc",
+        "val/target_acc",
+        "val/target_entropy",
+        "val/label_free_score",
+        "val/proxy_a_distance",
+    }
     assert expected <= set(metrics), sorted(metrics)
     assert any(k.startswith("train/loss") for k in metrics)
     steps_per_batch = 2 + 1 + 4 if method == "mcd" else 1
