@@ -37,6 +37,15 @@ SMALL = [
 NO_LOG = ["--trainer.logger=false", "--trainer.callbacks=[]"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these steps are tiny, and on a shared 2-core CPU a second thread only oversubscribes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(name: str) -> str:
     return str(CONFIGS / f"{name}.yaml")
 
@@ -171,12 +180,12 @@ def test_non_oracle_refuses_target_labels_and_oracle_needs_them(tmp_path):
     with pytest.raises(ValueError, match=r"data.init_args.train_on"):
         run_cli(
             "fit", "--config", _config("dann"), *SMALL, *NO_LOG, "--data.init_args.train_on=target",
-            "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path / 'dann'}",
         )  # fmt: skip
     with pytest.raises(ValueError, match=r"data.init_args.train_on"):
         run_cli(
             "fit", "--config", _config("target_oracle"), *SMALL, *NO_LOG, "--data.init_args.train_on=source",
-            "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path / 'oracle'}",
         )  # fmt: skip
 
 
@@ -221,9 +230,9 @@ def test_dann_runs_under_two_process_ddp_with_synced_metrics(tmp_path):
     result = run_cli_subprocess(
         "fit", "--config", _config("dann"), "--config", CPU, *QUICK, "--trainer.strategy=ddp",
         "--trainer.devices=2", "--trainer.max_epochs=1", "--data.init_args.limit_train_samples=256",
-        "--model.init_args.embedding=pca", "--trainer.logger=false", "--trainer.callbacks=[]",
+        "--model.init_args.embedding=pca",  # the config's W&B logger (offline) and checkpoint callback stay
         "--trainer.callbacks+=tests.helpers.MetricsDump", f"--trainer.callbacks.out_dir={tmp_path}",
-        cwd=tmp_path,
+        cwd=tmp_path, env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (json.loads(Path(tmp_path / f"fit-rank{r}.json").read_text()) for r in (0, 1))
