@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -28,7 +26,6 @@ __all__ = [
     "build_head",
     "classifier_discrepancy",
     "dann_lambda",
-    "frozen",
     "grad_reverse",
     "label_free_score",
     "normalized_entropy",
@@ -93,20 +90,6 @@ def proxy_a_distance(source_features: np.ndarray, target_features: np.ndarray, s
     clf = LogisticRegression(C=1.0, max_iter=500).fit(scaler.transform(x[train]), d[train])
     err = 1.0 - clf.score(scaler.transform(x[test]), d[test])
     return 2.0 * (1.0 - 2.0 * err)
-
-
-@contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Switch off ``requires_grad`` of the modules' parameters inside the block, restoring it afterwards."""
-    params = [p for m in modules for p in m.parameters()]
-    states = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, state in zip(params, states, strict=True):
-            p.requires_grad_(state)
 
 
 def build_feature_extractor(

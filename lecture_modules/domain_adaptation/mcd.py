@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from lecture_modules.base import NonFiniteLossError
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
-from lecture_modules.domain_adaptation.core import build_head, classifier_discrepancy, frozen
+from lecture_modules.domain_adaptation.core import build_head, classifier_discrepancy
 
 __all__ = ["MCD"]
 
@@ -112,7 +112,12 @@ class MCD(DomainAdaptationModule):
             )
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
-        """Backward and step ``optimizer`` only (the caller freezes what must not get gradients)."""
+        """Backward through every part, step ``optimizer`` only.
+
+        The other part's gradients are computed but never applied (its optimiser zeroes them before its own next
+        step). Freezing it instead would leave parameters out of a backward pass, which DDP's gradient reducer
+        rejects.
+        """
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -133,8 +138,7 @@ class MCD(DomainAdaptationModule):
     def step_b(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """Step B: with G fixed, F1 and F2 minimise source cross-entropy minus their discrepancy on the target."""
         opt_f = self.optimizers()[1]
-        with torch.no_grad():  # G fixed: no graph through it
-            f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D)
+        f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D); G gets gradients but no step
         ce, _ = self._source_ce(f_s, y_s)
         discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
         loss = ce - discrepancy
@@ -145,12 +149,11 @@ class MCD(DomainAdaptationModule):
     def step_c(self, x_t: torch.Tensor) -> torch.Tensor:
         """Step C: with F1 and F2 fixed, G minimises their discrepancy on the target (``num_k`` updates)."""
         opt_g = self.optimizers()[0]
-        with frozen(self.classifier, self.classifier2):
-            for _ in range(self.hparams.num_k):
-                f_t = self.features(x_t)
-                discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
-                self._check("step_c", discrepancy)
-                self._update(opt_g, discrepancy)
+        for _ in range(self.hparams.num_k):
+            f_t = self.features(x_t)
+            discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
+            self._check("step_c", discrepancy)
+            self._update(opt_g, discrepancy)
         return discrepancy.detach()
 
     def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> None:
