@@ -10,7 +10,7 @@ import torch
 from datamodules.domain_sources import HW11Source, MNISTMSource, MNISTMStyleSource
 from datamodules.domains import TwoDomainDataModule
 from datamodules.samplers import ResumableSampler
-from datamodules.sources import DigitsSource, IDXSource, ImageFolderSource
+from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource
 from tests.test_data import write_idx
 
 
@@ -152,3 +152,21 @@ def test_cycling_sampler_keeps_the_first_permutation_and_shards():
     assert list(resumed) == longer[12:]
     with pytest.raises(ValueError, match="epoch_size"):
         ResumableSampler(10, epoch_size=0)
+
+
+def test_hugging_face_dataset_as_target_and_image_folder_as_source(tmp_path):
+    from tests.test_data import _hf_dataset
+
+    _hf_dataset().save_to_disk(str(tmp_path / "hf"))  # 3 classes, 4x4 grey
+    for c in "abc":
+        for i in range(4):
+            _png(tmp_path / "folder" / c / f"{i}.png", np.full((6, 6, 3), 30 * i))
+    dm = TwoDomainDataModule(
+        ImageFolderSource(str(tmp_path / "folder")), HFDatasetSource(str(tmp_path / "hf")), val_fraction=0.25,
+        test_fraction=0.25,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.num_classes == 3 and dm.input_shape == (3, 6, 6) and dm.target_labelled()
+    assert {split: len(dm.dataset("target", split)) for split in ("train", "val", "test")} == {
+        "train": 2, "val": 2, "test": 2,
+    }  # fmt: skip
