@@ -232,7 +232,9 @@ def embedding_figure(features: np.ndarray, labels: np.ndarray, domains: np.ndarr
     ax_d.set_title(f"{method.upper()} of features, by domain")
     ax_c.set_title("by class (o source, x target)")
     for ax in (ax_d, ax_c):
-        ax.legend(loc="best", fontsize=8)
+        legend = ax.legend(loc="best", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+    for handle in legend.legend_handles:  # the class panel's legend shows the marker shape only
+        handle.set_color("black")
     return fig
