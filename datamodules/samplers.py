@@ -32,6 +32,7 @@ class ResumableSampler(DistributedSampler):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
+        epoch_size: int | None = None,
     ) -> None:
         """
         Args:
@@ -41,11 +42,22 @@ class ResumableSampler(DistributedSampler):
             seed: base seed; epoch ``e`` uses ``seed + e``.
             shuffle: shuffle each epoch.
             drop_last: drop the tail so every rank gets the same number of samples without padding.
+            epoch_size: indices per epoch (all ranks together); default ``data_len``. A larger value cycles
+                through further permutations of the data, a smaller one takes a prefix of the permutation
+                (a two-domain loader uses it to give its second domain the first domain's epoch length).
         """
+        if epoch_size is not None and epoch_size < 1:
+            raise ValueError(f"ResumableSampler.epoch_size must be >= 1, got {epoch_size}")
         self.data_len = data_len
+        self.epoch_size = data_len if epoch_size is None else epoch_size
         self.start_index = 0  # per-rank position to start the current epoch from
         super().__init__(
-            range(data_len), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+            range(self.epoch_size),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
         )
 
     def resume_from(self, epoch: int, batches_done: int, batch_size: int) -> None:
@@ -58,12 +70,22 @@ class ResumableSampler(DistributedSampler):
             self.start_index = 0  # a skip belongs to the epoch it was set for
         super().set_epoch(epoch)
 
+    def _epoch_indices(self) -> list[int]:
+        """``epoch_size`` indices: the epoch's permutation, then (when longer) further seeded permutations."""
+        if not self.shuffle:
+            cycles = -(-self.epoch_size // self.data_len)
+            return (list(range(self.data_len)) * cycles)[: self.epoch_size]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        indices = torch.randperm(self.data_len, generator=g).tolist()
+        cycle = 1
+        while len(indices) < self.epoch_size:  # own seeds per cycle, so the epoch's first cycle stays unchanged
+            g = torch.Generator().manual_seed((self.seed + self.epoch) * 1_000_003 + cycle)
+            indices += torch.randperm(self.data_len, generator=g).tolist()
+            cycle += 1
+        return indices[: self.epoch_size]
+
     def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            indices = torch.randperm(self.data_len, generator=g).tolist()
-        else:
-            indices = list(range(self.data_len))
+        indices = self._epoch_indices()
         if not self.drop_last and self.total_size > len(indices):  # pad by wrapping, as DistributedSampler does
             pad = self.total_size - len(indices)
             indices += (indices * math.ceil(pad / len(indices)))[:pad]

@@ -10,7 +10,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["WarmupCosineLR", "warmup_cosine_factor"]
+__all__ = ["InverseDecayLR", "WarmupCosineLR", "dann_lr_factor", "warmup_cosine_factor"]
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -64,6 +64,51 @@ class WarmupCosineLR(LRScheduler):
 
     def set_total_steps(self, total_steps: int) -> None:
         """Fix the schedule length (called by the CLI when ``total_steps`` is None) and recompute the lr."""
+        self.total_steps = int(total_steps)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+def dann_lr_factor(progress: float, alpha: float = 10.0, beta: float = 0.75) -> float:
+    """DANN's annealing (Ganin & Lempitsky 2015, arXiv 1409.7495): ``lr_p = lr0 / (1 + alpha p)^beta``, p in [0, 1]."""
+    return (1.0 + alpha * min(max(progress, 0.0), 1.0)) ** (-beta)
+
+
+class InverseDecayLR(LRScheduler):
+    """``lr0 / (1 + alpha p)^beta`` with p = step / total steps (DANN's schedule), stepped per optimiser step."""
+
+    interval = "step"
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        alpha: float = 10.0,
+        beta: float = 0.75,
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        """
+        Args:
+            optimizer: wrapped optimiser (filled in by LightningCLI).
+            alpha: decay speed (10 in the DANN paper).
+            beta: decay exponent (0.75 in the DANN paper).
+            total_steps: steps for p to reach 1; None takes ``trainer.estimated_stepping_batches`` at fit start.
+            last_epoch: index of the last step (-1 starts fresh).
+        """
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"InverseDecayLR.alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"InverseDecayLR.total_steps must be >= 1 or null, got {total_steps}")
+        self.alpha, self.beta, self.total_steps = alpha, beta, total_steps
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        progress = self.last_epoch / self.total_steps if self.total_steps else 0.0
+        return [base * dann_lr_factor(progress, self.alpha, self.beta) for base in self.base_lrs]
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Fix the schedule length (called at fit start when ``total_steps`` is None) and recompute the lr."""
         self.total_steps = int(total_steps)
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr

@@ -1,0 +1,199 @@
+"""Domain adaptation (lecture 11): target accuracy of source-only, DANN, MCD and the train-on-target oracle.
+
+What is measured: each method is trained from its own config (``configs/<method>.yaml``, run through the same
+``LectureCLI`` as ``python cli.py fit``; logger and checkpoint callbacks switched off) for ``--seeds`` seeds (the
+seed drives initialisation, the source/target train/val/test split and the shuffling), then evaluated on the
+held-out *test* split of both domains. The table shows target test accuracy (and source test accuracy) as
+mean ± std over seeds.
+
+Label-free model selection: every validation epoch records ``val/label_free_score`` (source validation accuracy
+minus the mean normalised entropy of target predictions; no target labels) and the true ``val/target_acc``. The
+second table gives, for the adapting methods, the Spearman correlation between the two over epochs (mean over
+seeds), and the target validation accuracy of the epoch that ``ModelCheckpoint(monitor="val/label_free_score")``
+would keep, next to the last epoch's and the best possible epoch's.
+
+Data: by default the embedded pair (scikit-learn digits -> the same digits re-rendered MNIST-M style, no download).
+``--mnist DIR --mnistm DIR`` runs real MNIST (IDX files) -> MNIST-M (``mnist_m_train/`` + labels file layout) at
+32x32 instead.
+
+Run: ``.venv/bin/python benchmarks/domain_adaptation.py`` (4 methods x 3 seeds; ~15 min on two busy CPU cores)
+     ``.venv/bin/python benchmarks/domain_adaptation.py --mnist ../shared/data/mnist --mnistm DIR --epochs 20``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
+
+from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+
+from cli import LectureCLI, _rewrite_model_arg
+from lecture_modules.registry import discover, load_all
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("source_only", "dann", "mcd", "target_oracle")
+ADAPTING = ("dann", "mcd")
+HISTORY_KEYS = ("val/label_free_score", "val/target_acc", "val/source_acc", "val/domain_acc", "val/proxy_a_distance")
+
+
+class EpochHistory(L.Callback):
+    """Records the label-free score and the true target accuracy after every validation epoch."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = trainer.callback_metrics
+        self.rows.append({k: float(metrics[k]) for k in HISTORY_KEYS if k in metrics})
+
+
+def data_args(args: argparse.Namespace) -> list[str]:
+    if args.mnist is None:
+        return []
+    source = {"class_path": "datamodules.sources.IDXSource", "init_args": {"root": args.mnist}}
+    target = {"class_path": "datamodules.domain_sources.MNISTMSource", "init_args": {"root": args.mnistm}}
+    return [
+        f"--data.init_args.source={json.dumps(source)}",
+        f"--data.init_args.target={json.dumps(target)}",
+        "--data.init_args.image_size=32",
+    ]
+
+
+def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Fit one method with one seed from its config; return test accuracies and the per-epoch history."""
+    history = EpochHistory()
+    argv = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / f"{method}.yaml"),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.logger=false",
+        "--trainer.callbacks=[]",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={workdir}",
+        f"--seed_everything={seed}",
+        f"--data.init_args.seed={seed}",
+        "--model.init_args.embedding=none",
+        *data_args(args),
+    ]
+    if args.epochs is not None:
+        argv.append(f"--trainer.max_epochs={args.epochs}")
+    argv += [f"--{item}" for item in args.override]
+    if args.limit_train_samples is not None:
+        argv.append(f"--data.init_args.limit_train_samples={args.limit_train_samples}")
+    entries = load_all(discover())
+    sys.argv[1:] = []  # the CLI reads `argv` only; the script's own arguments are not for it
+    start = time.perf_counter()
+    cli = LectureCLI(args=_rewrite_model_arg(argv, entries), entries=entries, trainer_defaults={"callbacks": [history]})
+    fit_s = time.perf_counter() - start
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    metrics = cli.trainer.callback_metrics
+    return {
+        "target": float(metrics["test/target_acc"]),
+        "source": float(metrics["test/source_acc"]),
+        "history": history.rows,
+        "seconds": fit_s,
+    }
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic) if len(a) > 2 else float("nan")
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}"
+
+
+def selection_row(method: str, runs: list[dict]) -> str:
+    rhos, chosen, last, best = [], [], [], []
+    for run in runs:
+        rows = [r for r in run["history"] if "val/target_acc" in r and "val/label_free_score" in r]
+        score, acc = [r["val/label_free_score"] for r in rows], [r["val/target_acc"] for r in rows]
+        rhos.append(spearman(score, acc))
+        chosen.append(acc[max(range(len(score)), key=score.__getitem__)])  # first maximum, as ModelCheckpoint
+        last.append(acc[-1])
+        best.append(max(acc))
+    rho = statistics.mean(rhos)
+    return f"| `{method}` | {rho:+.2f} | {mean_std(chosen)} | {mean_std(last)} | {mean_std(best)} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="override the configs' trainer.max_epochs")
+    parser.add_argument("--limit-train-samples", type=int, default=None, help="per domain, for quick checks")
+    parser.add_argument("--mnist", help="folder with MNIST IDX files (source); needs --mnistm")
+    parser.add_argument("--mnistm", help="MNIST-M folder: mnist_m_train/, mnist_m_train_labels.txt, ...")
+    parser.add_argument("--override", nargs="*", default=[], help="extra CLI settings, e.g. model.init_args.x=1")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on a busy CPU)"
+    )
+    parser.add_argument("--json", help="also write the raw results to this file")
+    args = parser.parse_args()
+    if (args.mnist is None) != (args.mnistm is None):
+        parser.error("--mnist and --mnistm go together")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    torch.set_num_threads(args.threads)
+
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in args.methods:
+            for seed in args.seeds:
+                run = run_one(method, seed, args, Path(tmp) / f"{method}-{seed}")
+                results.setdefault(method, []).append(run)
+                print(
+                    f"{method} seed {seed}: target {run['target']:.4f} source {run['source']:.4f} "
+                    f"({run['seconds']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    data = "MNIST -> MNIST-M" if args.mnist else "digits -> MNIST-M-style digits (embedded)"
+    print(
+        f"\n{data}; {len(args.seeds)} seeds; {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Lightning {L.__version__}, Python {platform.python_version()}\n"
+    )
+    print("| method | target test acc % | source test acc % | fit s/run |")
+    print("|---|---:|---:|---:|")
+    for method, runs in results.items():
+        seconds = statistics.mean(r["seconds"] for r in runs)
+        print(
+            f"| `{method}` | {mean_std([r['target'] for r in runs])} | {mean_std([r['source'] for r in runs])} "
+            f"| {seconds:.0f} |"
+        )
+    adapting = [m for m in results if m in ADAPTING]
+    if adapting:
+        print("\nLabel-free selection (`val/label_free_score`) vs true target accuracy, per validation epoch:\n")
+        print("| method | Spearman rho | target val acc % at best score | at last epoch | at best epoch |")
+        print("|---|---:|---:|---:|---:|")
+        for method in adapting:
+            print(selection_row(method, results[method]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
