@@ -136,8 +136,11 @@ def figure_dir(trainer: L.Trainer) -> Path:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             return Path(logger.experiment.dir) / "figures"
-    base = trainer.log_dir or trainer.default_root_dir
-    return Path(base) / "figures"
+    # Not trainer.log_dir: it broadcasts from rank zero, and this runs on rank zero only (a DDP deadlock).
+    for logger in trainer.loggers:
+        if getattr(logger, "log_dir", None):
+            return Path(logger.log_dir) / "figures"
+    return Path(trainer.default_root_dir) / "figures"
 
 
 @rank_zero_only

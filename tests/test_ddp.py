@@ -96,3 +96,29 @@ def test_ddp_distillation_with_frozen_teacher_and_hint_stage(tmp_path):
     assert fit.returncode == 0, fit.stderr[-3000:]
     rank0, rank1 = (_metrics(tmp_path / "fit" / f"fit-rank{r}.json") for r in (0, 1))
     assert {"val/acc", "val/teacher_acc", "val/agreement"} <= set(rank0) and rank0 == rank1
+
+
+@pytest.mark.slow
+def test_ddp_figure_without_wandb_logger(tmp_path):
+    """log_figure runs on rank zero only; with no W&B logger it must not ask the trainer for log_dir (a broadcast
+    that the other rank never joins)."""
+    fit = run_cli_subprocess(
+        "fit",
+        "--config",
+        CLASSIFICATION,
+        *DDP2,
+        *QUICK,
+        "--trainer.logger",
+        "false",
+        "--trainer.callbacks=[]",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert list((tmp_path / "figures").glob("val_confusion_matrix-*.png"))
