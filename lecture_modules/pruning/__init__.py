@@ -19,6 +19,7 @@ Run: ``python cli.py fit --config configs/pruning.yaml`` (unstructured) or ``con
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,22 +232,51 @@ class Pruning(LectureModule):
                 current[target].copy_(value)
 
     def _rebuild_optimizers(self) -> None:
-        """New parameters need a new optimiser (moments restart); the lr schedule continues where it was; under
+        """New parameters need a new optimiser (its moments restart; the lr schedule goes on where it was); under
         DDP the module is wrapped again so the reducer knows the new parameters."""
         trainer = self._trainer
-        if trainer is None:
+        if trainer is None or not trainer.optimizers:
             return
         strategy = trainer.strategy
-        old = [cfg.scheduler.state_dict() for cfg in trainer.lr_scheduler_configs]
         if strategy.model is not strategy.lightning_module and hasattr(strategy, "configure_ddp"):
             strategy.model = strategy.lightning_module
-            strategy.model_to_device()
             strategy.configure_ddp()
-        strategy.setup_optimizers(trainer)
-        for cfg, state in zip(trainer.lr_scheduler_configs, old):
-            cfg.scheduler.load_state_dict(state)
-            for group, lr in zip(cfg.scheduler.optimizer.param_groups, cfg.scheduler.get_last_lr()):
-                group["lr"] = lr
+        self._rebind_optimizers()
+
+    def _rebind_optimizers(self) -> None:
+        """Rebuild each optimiser (same class, settings and param groups) over the module's current parameters.
+
+        LightningCLI builds the optimiser from YAML once, over the parameters the module had then, and
+        ``configure_optimizers`` returns that same object ever after, so re-running it cannot pick up a rebuilt
+        network. The optimiser's parameters map to ``self.parameters()`` by position (structured pruning keeps the
+        layer order; only shapes change).
+        """
+        trainer = self.trainer
+        now = list(self.parameters())
+        rebuilt = []
+        for opt in trainer.optimizers:
+            flat = [p for g in opt.param_groups for p in g["params"]]
+            if len(flat) != len(now):
+                raise RuntimeError(
+                    f"Pruning: the optimiser holds {len(flat)} parameter tensors but the network has {len(now)}; "
+                    "pruning can only rebuild an optimiser over all of the module's parameters (the YAML optimizer)."
+                )
+            swap = {id(old): new for old, new in zip(flat, now)}
+            groups = [{**g, "params": [swap[id(p)] for p in g["params"]]} for g in opt.param_groups]
+            accepted = inspect.signature(type(opt).__init__).parameters
+            new_opt = type(opt)(groups, **{k: v for k, v in opt.defaults.items() if k in accepted})
+            for config in trainer.lr_scheduler_configs:
+                if config.scheduler.optimizer is opt:
+                    config.scheduler.optimizer = new_opt  # the schedule's state (step count, base lrs) carries on
+            rebuilt.append(new_opt)
+        trainer.strategy.optimizers = rebuilt
+
+    def on_fit_start(self) -> None:
+        """On resume the architecture is rebuilt from the checkpoint after the CLI built its optimiser over the
+        dense network's parameters: rebind it before Lightning loads the optimiser state."""
+        optimised = {id(p) for opt in self.trainer.optimizers for g in opt.param_groups for p in g["params"]}
+        if optimised and optimised != {id(p) for p in self.parameters()}:
+            self._rebind_optimizers()
 
     # ------------------------------------------------------------------ reporting
     def _record(self, round_index: int, level: float) -> None:

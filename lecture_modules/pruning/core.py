@@ -74,6 +74,16 @@ def sparsity(model: nn.Module) -> float:
     return sum(int((t == 0).sum()) for t in tensors) / max(1, total)
 
 
+def _weight_orig_first(model: nn.Module) -> None:
+    """``torch.nn.utils.prune`` re-registers the weight as ``weight_orig`` after the bias; put it back in front, so
+    ``parameters()`` keeps its order and optimiser state saved by position (checkpoints) still lines up."""
+    for module in model.modules():
+        params = module._parameters
+        if "weight_orig" in params and next(iter(params)) != "weight_orig":
+            for key in [k for k in params if k != "weight_orig"]:
+                params[key] = params.pop(key)
+
+
 def _pruned_count(module: nn.Module) -> int:
     return int((module.weight_mask == 0).sum()) if _masked(module) else 0
 
@@ -100,6 +110,7 @@ def unstructured_round(model: nn.Module, level: float, scope: str = "global") ->
                 prune.l1_unstructured(module, name, amount=extra)
     else:
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    _weight_orig_first(model)
     return sparsity(model)
 
 
@@ -113,6 +124,7 @@ def reapply_masks(model: nn.Module, names: set[str]) -> None:
     for name, module in model.named_modules():
         if name in names and not _masked(module):
             prune.identity(module, "weight")
+    _weight_orig_first(model)
 
 
 def make_permanent(model: nn.Module) -> nn.Module:

@@ -1,0 +1,306 @@
+"""Pruning lecture: the schedule, exact unstructured sparsity, structured channel removal that keeps the network's
+function, cost counting, and end-to-end runs (optimiser rebuild, reload of a pruned checkpoint, export, resume
+exactness across a pruning round). The 2-process DDP run is marked slow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lecture_modules.classification import build_cnn
+from lecture_modules.pruning import Pruning, export_pruned
+from lecture_modules.pruning.core import (
+    TaylorAccumulator,
+    channel_scores,
+    conv_indices,
+    count_macs,
+    count_params,
+    keep_indices,
+    make_permanent,
+    prunable,
+    prune_channels,
+    schedule,
+    sparsity,
+    unstructured_round,
+    widths_of,
+)
+from tests.helpers import CONFIGS, CPU, QUICK, SimulatedCrash, run_cli, run_cli_subprocess, state_dict_equal
+
+SHAPE = (1, 16, 16)
+NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
+# 320 train samples -> 5 batches of 64 per epoch; 1 dense epoch, rounds at epochs 1 and 2 (30%, then 50%), 3 epochs.
+SHORT = [
+    "--trainer.max_epochs",
+    "3",
+    "--trainer.limit_val_batches",
+    "2",
+    "--data.init_args.limit_train_samples",
+    "320",
+    "--model.init_args.pretrain_epochs",
+    "1",
+    "--model.init_args.amount_per_round",
+    "0.3",
+    "--model.init_args.target_sparsity",
+    "0.5",
+    "--model.init_args.latency_repeats",
+    "1",
+]
+
+
+def _fit(config: str, *extra: str) -> list[str]:
+    return ["fit", "--config", CPU, "--config", str(CONFIGS / config), *QUICK, *NO_LOG, *SHORT, *extra]
+
+
+def _net(widths=(8, 16, 32), seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = build_cnn(SHAPE, 10, list(widths), batch_norm=True, dropout=0.0)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so slicing them is checked
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def test_schedule_removes_a_fraction_of_the_remaining_and_ends_at_the_target():
+    levels = schedule(0.9, 0.3)
+    assert levels[-1] == 0.9 and len(levels) == 7
+    for before, after in zip([0.0, *levels[:-2]], levels[:-1]):
+        assert (1 - after) == pytest.approx(0.7 * (1 - before))  # 30% of what remained
+    assert schedule(0.0, 0.2) == []
+    with pytest.raises(ValueError, match="amount_per_round"):
+        schedule(0.5, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- unstructured
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_unstructured_rounds_reach_the_configured_sparsity_exactly(scope):
+    net = _net()
+    params_before = [id(p) for p in net.parameters()]
+    total = sum(m.weight.numel() for m, _ in prunable(net))
+    for level in schedule(0.8, 0.25):
+        reached = unstructured_round(net, level, scope)
+        assert reached == pytest.approx(level, abs=len(prunable(net)) / total)
+    assert [id(p) for p in net.parameters()] == params_before  # weight_orig IS the old weight: optimiser unaffected
+    if scope == "layer":
+        for module, _ in prunable(net):
+            assert float((module.weight == 0).float().mean()) == pytest.approx(0.8, abs=1 / module.weight.numel())
+    # masks accumulate: a weight once pruned stays pruned (iterative pruning, not re-pruning from scratch)
+    mask = net[0].weight_mask.clone()
+    unstructured_round(net, 0.9, scope)
+    assert torch.all(net[0].weight_mask <= mask)
+
+
+def test_global_scope_prunes_the_smallest_weights_over_all_layers():
+    net = _net()
+    everything = torch.cat([m.weight.detach().abs().flatten() for m, _ in prunable(net)])
+    unstructured_round(net, 0.5, "global")
+    threshold = everything.kthvalue(round(0.5 * len(everything))).values
+    for module, _ in prunable(net):
+        kept = module.weight_orig[module.weight_mask.bool()].abs()
+        assert kept.numel() == 0 or kept.min() >= threshold
+
+
+def test_make_permanent_leaves_plain_weights_with_the_same_function():
+    net = _net()
+    unstructured_round(net, 0.7, "global")
+    x = torch.randn(3, *SHAPE)
+    before = net(x)
+    make_permanent(net)
+    assert not any(n.endswith(("_orig", "_mask")) for n in net.state_dict())
+    assert torch.allclose(net(x), before) and sparsity(net) == pytest.approx(0.7, abs=1e-3)
+    assert count_params(net, nonzero=True) < count_params(net)
+
+
+# ---------------------------------------------------------------------------------------------- structured
+def test_keeping_every_channel_changes_nothing():
+    net = _net()
+    same = prune_channels(net, {i: torch.arange(net[i].out_channels) for i in conv_indices(net)})
+    x = torch.randn(4, *SHAPE)
+    assert torch.allclose(same(x), net(x), atol=1e-6)
+
+
+def test_removed_channels_equal_zeroed_batch_norm_channels():
+    """Dropping a channel after Conv -> BN -> ReLU is the same function as forcing that channel's BN output to 0,
+    so the smaller network must match the masked original exactly (eval mode)."""
+    net = _net()
+    keep = keep_indices(channel_scores(net, "l1"), {i: net[i].out_channels // 2 for i in conv_indices(net)})
+    small = prune_channels(net, keep)
+    reference = _net()  # same weights
+    with torch.no_grad():
+        for i, idx in keep.items():
+            dropped = torch.ones(reference[i].out_channels, dtype=torch.bool)
+            dropped[idx] = False
+            reference[i + 1].weight[dropped] = 0.0
+            reference[i + 1].bias[dropped] = 0.0
+    x = torch.randn(5, *SHAPE)
+    out = small(x)
+    assert out.shape == (5, 10) and torch.isfinite(out).all()
+    assert torch.allclose(out, reference(x), atol=1e-5)
+    # the smaller network is exactly a build_cnn of the kept widths
+    assert widths_of(small) == [4, 8, 16]
+    assert count_params(small) == count_params(build_cnn(SHAPE, 10, [4, 8, 16], True, 0.0))
+    assert count_params(small) < 0.3 * count_params(net)
+    assert small[1].running_var.shape == (4,) and small[5].in_channels == 4 and small[-1].in_features == 16
+
+
+def test_channel_scores_rank_filters_by_norm():
+    net = _net()
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[3].fill_(1.0)
+    for criterion in ("l1", "l2"):
+        scores = channel_scores(net, criterion)
+        assert scores[0].argmax() == 3 and set(scores) == set(conv_indices(net))
+    assert keep_indices(channel_scores(net, "l1"), {0: 1, 5: 16, 10: 32})[0].tolist() == [3]
+
+
+def test_taylor_scores_accumulate_over_backward_passes():
+    net = _net().train()
+    acc = TaylorAccumulator()
+    acc.attach(net)
+    for _ in range(2):
+        nn.functional.cross_entropy(net(torch.randn(8, *SHAPE)), torch.randint(0, 10, (8,))).backward()
+    assert {i: s.shape[0] for i, s in acc.scores.items()} == {0: 8, 5: 16, 10: 32}
+    assert all((s >= 0).all() and s.sum() > 0 for s in acc.scores.values())
+    with torch.no_grad():
+        net.eval()(torch.randn(2, *SHAPE))  # evaluation adds nothing
+    acc.detach()
+
+
+def test_macs_follow_the_layer_shapes():
+    conv = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False))
+    assert count_macs(conv, (2, 5, 5)) == 4 * 2 * 9 * 25  # C_out * C_in * k^2 * H * W
+    net = _net()
+    small = prune_channels(net, keep_indices(channel_scores(net, "l1"), {0: 4, 5: 8, 10: 16}))
+    assert count_macs(small, SHAPE) < 0.3 * count_macs(net, SHAPE)
+    unstructured_round(net, 0.9)
+    assert count_macs(net, SHAPE) == count_macs(_net(), SHAPE)  # masks leave the dense work unchanged
+
+
+def test_settings_are_validated_by_name():
+    with pytest.raises(ValueError, match="criterion 'taylor'"):
+        Pruning(method="unstructured", criterion="taylor")
+    with pytest.raises(ValueError, match="amount_per_round"):
+        Pruning(amount_per_round=0.0)
+    with pytest.raises(ValueError, match="rewind_epoch"):
+        Pruning(rewind="early", rewind_epoch=5, pretrain_epochs=3)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def _optimised(cli) -> set[int]:
+    return {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+
+
+def test_unstructured_fit_reaches_target_and_checkpoint_reloads(tmp_path):
+    cli = run_cli(
+        *_fit("pruning.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(tmp_path / "ckpt"),
+    )
+    model = cli.model
+    assert model.rounds_done == 2 and sparsity(model.net) == pytest.approx(0.5, abs=1e-4)
+    assert [r["round"] for r in model.history] == [0, 1, 2] and all(r["val_acc"] is not None for r in model.history)
+    assert _optimised(cli) == {id(p) for p in model.parameters()}
+    [path] = (tmp_path / "ckpt").glob("*.ckpt")
+    x = torch.randn(6, *SHAPE)
+    model.eval()
+    reloaded = Pruning.load_from_checkpoint(path, weights_only=True).eval()
+    assert torch.equal(reloaded(x), model(x)) and sparsity(reloaded.net) == sparsity(model.net)
+    exported = Pruning.load_from_checkpoint(export_pruned(path, tmp_path / "pruned.ckpt"), weights_only=True).eval()
+    assert not any(k.endswith("_mask") for k in exported.state_dict())
+    assert torch.allclose(exported(x), model(x), atol=1e-6)
+
+
+def test_structured_fit_shrinks_network_rebuilds_optimiser_and_exports(tmp_path):
+    cli = run_cli(
+        *_fit("pruning_structured.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(tmp_path / "ckpt"),
+    )
+    model = cli.model
+    assert widths_of(model.net) == [16, 32, 64]  # 50% of [32, 64, 128]
+    assert model.history[-1]["params"] == count_params(build_cnn(SHAPE, 10, [16, 32, 64], True, 0.0))
+    assert _optimised(cli) == {id(p) for p in model.parameters()}  # the optimiser trains the new, smaller layers
+    assert cli.trainer.optimizers[0] is cli.trainer.lr_scheduler_configs[0].scheduler.optimizer
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    [path] = (tmp_path / "ckpt").glob("*.ckpt")
+    x = torch.randn(6, *SHAPE)
+    model.eval()
+    reloaded = Pruning.load_from_checkpoint(path, weights_only=True).eval()
+    assert widths_of(reloaded.net) == [16, 32, 64] and torch.equal(reloaded(x), model(x))
+    out = export_pruned(path, tmp_path / "pruned.ckpt")
+    assert torch.load(out, weights_only=True)["hyper_parameters"]["hidden"] == [16, 32, 64]
+    exported = Pruning.load_from_checkpoint(out, weights_only=True).eval()
+    assert torch.equal(exported(x), model(x)) and count_params(exported.net) == count_params(model.net)
+    with pytest.raises(FileExistsError):
+        export_pruned(path, out)
+
+
+def test_resume_across_a_pruning_round_is_exact(tmp_path):
+    """Taylor-scored structured pruning with lottery-ticket rewinding, interrupted mid-epoch right after round 1:
+    the checkpoint must carry the pruned widths, the partial Taylor scores and the rewind weights."""
+    args = [*_fit("pruning_structured.yaml", "--model.init_args.criterion", "taylor", "--model.init_args.rewind")]
+    args += ["init", "--model.init_args.dropout", "0.2"]
+    full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full"))
+    assert full.trainer.global_step == 15 and widths_of(full.model.net) == [16, 32, 64]
+    root = tmp_path / "ckpt"
+    with pytest.raises(SimulatedCrash):
+        run_cli(
+            *args,
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(root),
+            "--trainer.callbacks.every_n_train_steps",
+            "7",
+            "--trainer.callbacks+=tests.helpers.CrashAtStep",
+            "--trainer.callbacks.step",
+            "7",
+        )
+    [ckpt] = root.glob("*step=7.ckpt")
+    assert torch.load(ckpt, weights_only=True)["pruning"]["widths"] == [22, 45, 90]  # after round 1 (30%)
+    resumed = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
+    assert resumed.trainer.global_step == 15
+    assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
+
+
+@pytest.mark.slow
+def test_ddp_structured_pruning_rebuilds_the_ddp_model(tmp_path):
+    import json
+
+    fit = run_cli_subprocess(
+        "fit",
+        "--config",
+        str(CONFIGS / "pruning_structured.yaml"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        *QUICK,
+        *NO_LOG,
+        *SHORT,
+        "--model.init_args.criterion",
+        "taylor",
+        "--trainer.callbacks+=tests.helpers.MetricsDump",
+        "--trainer.callbacks.out_dir",
+        str(tmp_path / "fit"),
+        cwd=tmp_path,
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "pruning round 2/2" in fit.stderr + fit.stdout
+    rank0, rank1 = (json.loads((tmp_path / "fit" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
+    assert "val/acc" in rank0 and rank0 == rank1
