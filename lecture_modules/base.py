@@ -136,7 +136,9 @@ def figure_dir(trainer: L.Trainer) -> Path:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             return Path(logger.experiment.dir) / "figures"
-    base = trainer.log_dir or trainer.default_root_dir
+    # not trainer.log_dir: it broadcasts under DDP, and log_figure runs on rank zero only (the other ranks never join)
+    logger = trainer.logger
+    base = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None) or trainer.default_root_dir
     return Path(base) / "figures"
 
 

@@ -4,6 +4,10 @@ exactness across a pruning round). The 2-process DDP run is marked slow."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -276,9 +280,23 @@ def test_resume_across_a_pruning_round_is_exact(tmp_path):
     assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
 
 
+class WeightsDump(L.Callback):
+    """Test-only: each rank writes its final widths and a checksum of its weights to ``<out_dir>/rank<r>.json``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = pl_module.state_dict()
+        summary = {"widths": widths_of(pl_module.net), "sums": {k: float(v.double().sum()) for k, v in state.items()}}
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(summary))
+
+
 @pytest.mark.slow
 def test_ddp_structured_pruning_rebuilds_the_ddp_model(tmp_path):
-    import json
+    """2-process CPU DDP, Taylor scores all-reduced: both ranks prune the same channels and, with the DDP wrapper
+    rebuilt around the new layers, end with identical weights."""
 
     fit = run_cli_subprocess(
         "fit",
@@ -298,9 +316,14 @@ def test_ddp_structured_pruning_rebuilds_the_ddp_model(tmp_path):
         "--trainer.callbacks+=tests.helpers.MetricsDump",
         "--trainer.callbacks.out_dir",
         str(tmp_path / "fit"),
+        "--trainer.callbacks+=tests.lectures.test_pruning.WeightsDump",
+        "--trainer.callbacks.out_dir",
+        str(tmp_path / "weights"),
         cwd=tmp_path,
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "pruning round 2/2" in fit.stderr + fit.stdout
     rank0, rank1 = (json.loads((tmp_path / "fit" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
     assert "val/acc" in rank0 and rank0 == rank1
+    w0, w1 = (json.loads((tmp_path / "weights" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert w0["widths"] == [16, 32, 64] and w0 == w1
