@@ -5,6 +5,7 @@ exactness across a pruning round). The 2-process DDP run is marked slow."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
@@ -327,3 +328,35 @@ def test_ddp_structured_pruning_rebuilds_the_ddp_model(tmp_path):
     assert "val/acc" in rank0 and rank0 == rank1
     w0, w1 = (json.loads((tmp_path / "weights" / f"rank{r}.json").read_text()) for r in (0, 1))
     assert w0["widths"] == [16, 32, 64] and w0 == w1
+
+
+def test_offline_wandb_run_has_round_metrics_table_and_figure(tmp_path):
+    from tests.wandb_reader import read_run
+
+    run_cli(
+        "fit",
+        "--config",
+        CPU,
+        "--config",
+        str(CONFIGS / "pruning_structured.yaml"),
+        *QUICK,
+        *SHORT,
+        "--model.init_args.target_sparsity",
+        "0.3",  # one round
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path / "runs"),
+    )
+    [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    for _ in range(50):  # the W&B service may still be writing the offline file when fit returns
+        logged = {key for row in read_run(log_file)["history"] for key in row}
+        if "prune/accuracy/_type" in logged:
+            break
+        time.sleep(0.2)
+    expected = {"sparsity", "params", "macs", "cpu_ms_b1", "cpu_ms_b64", "val_acc"}
+    assert {f"prune/{k}" for k in expected} <= logged
+    assert "prune/rounds/_type" in logged and "prune/accuracy/_type" in logged  # the table and the figure
+    assert list((log_file.parent / "files" / "figures").glob("prune_accuracy-*.png"))
