@@ -196,6 +196,41 @@ def test_settings_are_validated_by_name():
         Pruning(rewind="early", rewind_epoch=5, pretrain_epochs=3)
 
 
+@pytest.mark.parametrize("method", ["unstructured", "structured"])
+def test_lottery_ticket_rewind_resets_the_survivors_to_their_initial_values(method):
+    torch.manual_seed(0)
+    model = Pruning(input_shape=SHAPE, hidden=[8, 16, 32], dropout=0.0, method=method, rewind="init", latency_repeats=0)
+    init = {k: v.clone() for k, v in model.net.state_dict().items()}
+    model.rewind_state = init
+    with torch.no_grad():  # stands in for training: the pruning decision is made on these weights
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    trained = {k: v.clone() for k, v in model.net.state_dict().items()}
+    model.prune_round(0.5)
+    state = model.net.state_dict()
+    if method == "unstructured":
+        for key in ("0.weight", "5.weight", "10.weight", "17.weight"):
+            mask = state[key.replace("weight", "weight_mask")].bool()
+            assert torch.equal(state[key.replace("weight", "weight_orig")], init[key])  # rewound ...
+            magnitude = trained[key].abs()  # ... but chosen by the trained magnitudes (one global threshold)
+            assert magnitude[mask].min() >= magnitude[~mask].max()
+        assert sparsity(model.net) == pytest.approx(0.5, abs=1e-3)
+    else:
+        k0, k1 = model.kept[0], model.kept[1]
+        assert widths_of(model.net) == [4, 8, 16]
+        assert torch.equal(state["0.weight"], init["0.weight"][k0])
+        assert torch.equal(state["1.running_var"], init["1.running_var"][k0])
+        assert torch.equal(state["5.weight"], init["5.weight"][k1][:, k0])
+        assert torch.equal(k0, channel_scores(_rebuilt(trained), "l1")[0].topk(4).indices.sort().values)
+    assert torch.equal(state["17.bias"], init["17.bias"])
+
+
+def _rebuilt(state: dict[str, torch.Tensor]) -> nn.Sequential:
+    net = build_cnn(SHAPE, 10, [8, 16, 32], True, 0.0)
+    net.load_state_dict(state)
+    return net
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 def _optimised(cli) -> set[int]:
     return {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
