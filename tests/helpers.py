@@ -50,6 +50,31 @@ def run_cli_subprocess(
     )
 
 
+def crash_after_checkpoint(args: list[str], step: int, root: Path) -> Path:
+    """Run ``args`` (a ``fit`` command) until a checkpoint is written at global step ``step``, then crash as a
+    preempted job would; returns that checkpoint."""
+    import pytest
+
+    with pytest.raises(SimulatedCrash):
+        run_cli(
+            *args,
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.dirpath",
+            str(root),
+            "--trainer.callbacks.every_n_train_steps",
+            str(step),
+            "--trainer.callbacks.save_top_k",
+            "-1",
+            "--trainer.callbacks+=tests.helpers.CrashAtStep",
+            "--trainer.callbacks.step",
+            str(step),
+        )
+    [ckpt] = root.glob(f"*step={step}.ckpt")
+    return ckpt
+
+
 def state_dict_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli import LectureCLI
-from tests.helpers import FIT_CPU, SimulatedCrash, run_cli, state_dict_equal
+from tests.helpers import FIT_CPU, crash_after_checkpoint, run_cli, state_dict_equal
 
 # 1,797 digits -> 1,077 train samples -> 17 batches of 64 per epoch; 2 epochs = 34 steps.
 BASE = [
@@ -26,25 +25,8 @@ BASE = [
 ]
 
 
-def _crash_after_checkpoint(step: int, root: Path) -> LectureCLI:
-    """Run until a checkpoint at ``step`` is written, then crash as a preempted job would; return nothing."""
-    with pytest.raises(SimulatedCrash):
-        run_cli(
-            *BASE,
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.dirpath",
-            str(root),
-            "--trainer.callbacks.every_n_train_steps",
-            str(step),
-            "--trainer.callbacks.save_top_k",
-            "-1",
-            "--trainer.callbacks+=tests.helpers.CrashAtStep",
-            "--trainer.callbacks.step",
-            str(step),
-        )
-    return next(root.glob(f"*step={step}.ckpt"))
+def _crash_after_checkpoint(step: int, root: Path) -> Path:
+    return crash_after_checkpoint(BASE, step, root)
 
 
 @pytest.mark.parametrize("stop_at", [5, 23])  # mid-epoch in the first epoch, and mid-epoch in the second

@@ -24,7 +24,7 @@ from lecture_modules.distillation.students import (
     separable_ratio,
 )
 from lecture_modules.distillation.teachers import export_checkpoint, load_teacher
-from tests.helpers import CONFIGS, CPU, QUICK, SMOKE, SimulatedCrash, run_cli, state_dict_equal
+from tests.helpers import CONFIGS, CPU, QUICK, SMOKE, crash_after_checkpoint, run_cli, state_dict_equal
 
 DISTILLATION = str(CONFIGS / "distillation.yaml")
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
@@ -342,22 +342,7 @@ RESUME = [
 def test_resume_mid_epoch_gives_identical_student(tmp_path):
     full = run_cli(*RESUME, "--trainer.default_root_dir", str(tmp_path / "full"))
     assert full.trainer.global_step == 20
-    root = tmp_path / "ckpt"
-    with pytest.raises(SimulatedCrash):
-        run_cli(
-            *RESUME,
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.dirpath",
-            str(root),
-            "--trainer.callbacks.every_n_train_steps",
-            "13",
-            "--trainer.callbacks+=tests.helpers.CrashAtStep",
-            "--trainer.callbacks.step",
-            "13",
-        )
-    [ckpt] = root.glob("*step=13.ckpt")
+    ckpt = crash_after_checkpoint(RESUME, 13, tmp_path / "ckpt")
     resumed = run_cli(*RESUME, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
     assert resumed.trainer.global_step == 20
     assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())

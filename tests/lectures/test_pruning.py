@@ -30,7 +30,7 @@ from lecture_modules.pruning.core import (
     unstructured_round,
     widths_of,
 )
-from tests.helpers import CONFIGS, CPU, QUICK, SimulatedCrash, run_cli, run_cli_subprocess, state_dict_equal
+from tests.helpers import CONFIGS, CPU, QUICK, crash_after_checkpoint, run_cli, run_cli_subprocess, state_dict_equal
 
 SHAPE = (1, 16, 16)
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
@@ -294,22 +294,7 @@ def test_resume_across_a_pruning_round_is_exact(tmp_path):
     args += ["init", "--model.init_args.dropout", "0.2"]
     full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full"))
     assert full.trainer.global_step == 15 and widths_of(full.model.net) == [16, 32, 64]
-    root = tmp_path / "ckpt"
-    with pytest.raises(SimulatedCrash):
-        run_cli(
-            *args,
-            "--trainer.default_root_dir",
-            str(root),
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.dirpath",
-            str(root),
-            "--trainer.callbacks.every_n_train_steps",
-            "7",
-            "--trainer.callbacks+=tests.helpers.CrashAtStep",
-            "--trainer.callbacks.step",
-            "7",
-        )
-    [ckpt] = root.glob("*step=7.ckpt")
+    ckpt = crash_after_checkpoint(args, 7, tmp_path / "ckpt")
     assert torch.load(ckpt, weights_only=True)["pruning"]["widths"] == [22, 45, 90]  # after round 1 (30%)
     resumed = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
     assert resumed.trainer.global_step == 15
