@@ -33,34 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from runner import fit_and_test
 
 from callbacks.model_report import measure_latency
-from cli import LectureCLI, _rewrite_model_arg
-from lecture_modules.registry import discover, load_all
-
-REPO = Path(__file__).resolve().parents[1]
-QUIET = [
-    "--trainer.logger",
-    "false",
-    "--trainer.callbacks=[]",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-]
-
-
-def run(config: str, *overrides: str, root: Path) -> LectureCLI:
-    """``python cli.py fit --config <config> <overrides>`` in this process, then test on the test split."""
-    entries = load_all(discover())
-    args = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
-    cli = LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    return cli
 
 
 def latency_ms(module: torch.nn.Module, shape: tuple[int, ...], batch: int) -> float:
@@ -74,7 +49,7 @@ def fmt(values: list[float]) -> str:
 
 def train_mnist_teacher(data: list[str], epochs: int, tmp: Path) -> str:
     ckpt_dir = tmp / "teacher"
-    run(
+    fit_and_test(
         "classification.yaml",
         *data,
         "--trainer.max_epochs",
@@ -99,7 +74,7 @@ def bench(name: str, data: list[str], teacher: str, regimes: dict[str, list[str]
         accs: dict[str, list[float]] = {"scratch": [], "distilled": []}
         for seed in seeds:
             common = [*data, *limit, "--seed_everything", str(seed), "--model.init_args.compare_with_scratch", "false"]
-            scratch = run(
+            scratch = fit_and_test(
                 "distillation.yaml",
                 *common,
                 "--model.init_args.alpha",
@@ -109,7 +84,7 @@ def bench(name: str, data: list[str], teacher: str, regimes: dict[str, list[str]
                 root=tmp / f"{name}-{regime}-s{seed}-scratch",
             )
             accs["scratch"].append(float(scratch.trainer.callback_metrics["test/acc"]))
-            kd = run(
+            kd = fit_and_test(
                 "distillation.yaml",
                 *common,
                 "--model.init_args.teachers",

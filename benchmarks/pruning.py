@@ -42,37 +42,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from runner import fit_and_test
 
 from callbacks.model_report import measure_latency
-from cli import LectureCLI, _rewrite_model_arg
+from cli import LectureCLI
 from lecture_modules.pruning.core import count_macs, count_params, make_permanent, sparsity, widths_of
-from lecture_modules.registry import discover, load_all
 
-REPO = Path(__file__).resolve().parents[1]
-QUIET = [
-    "--trainer.logger",
-    "false",
-    "--trainer.callbacks=[]",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.devices",
-    "1",
-    "--model.init_args.latency_repeats",
-    "0",  # the per-round timing in the run is skipped; this script times all models together below
-]
+# the per-round timing in the run is skipped; this script times all models together below
+NO_ROUND_TIMING = ["--model.init_args.latency_repeats", "0"]
 
 
 def run(config: str, *overrides: str, root: Path) -> LectureCLI:
-    """``python cli.py fit --config <config> <overrides>`` in this process, then test on the test split."""
-    entries = load_all(discover())
-    args = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
-    cli = LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    return cli
+    return fit_and_test(config, *NO_ROUND_TIMING, *overrides, root=root)
 
 
 def latency_ms(module: torch.nn.Module, shape: tuple[int, ...], batch: int, repeats: int) -> float:

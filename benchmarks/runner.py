@@ -1,0 +1,33 @@
+"""Running a lecture config in the benchmark's own process, exactly as ``python cli.py fit`` would, quietly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli import LectureCLI, _rewrite_model_arg
+from lecture_modules.registry import discover, load_all
+
+REPO = Path(__file__).resolve().parents[1]
+# One CPU process, no logger, checkpoints, progress bar or model summary: the scripts print their own tables.
+QUIET = [
+    "--trainer.logger",
+    "false",
+    "--trainer.callbacks=[]",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+]
+
+
+def fit_and_test(config: str, *overrides: str, root: Path) -> LectureCLI:
+    """``python cli.py fit --config configs/<config> <overrides>`` in this process, then test on the test split."""
+    entries = load_all(discover())
+    args = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
+    cli = LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    return cli
