@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -41,10 +42,21 @@ def read_records(path: Path) -> list:
     return records
 
 
+def read_finished_records(path: Path, wait_s: float = 15.0) -> list:
+    """The records once the run's ``exit`` record is in the file: the W&B service may still be writing it for a
+    moment after ``run.finish()`` returns. After ``wait_s`` seconds, whatever is there."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def read_run(path: Path) -> dict:
     """Name, group, config (nested, values JSON-decoded), and the logged history rows of one offline run."""
     run, config, history = {}, {}, []
-    for record in read_records(path):
+    for record in read_finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = {"name": record.run.display_name, "group": record.run.run_group, "job_type": record.run.job_type}
