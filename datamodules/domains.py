@@ -22,13 +22,12 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.domain_sources import MNISTMStyleSource
-from datamodules.image import conform_images, split_indices
-from datamodules.samplers import ResumableDataLoader, ResumableSampler, ShardSampler
+from datamodules.image import conform_images, make_loader, resume_sampler, split_source, standardize
+from datamodules.samplers import ResumableSampler, ShardSampler
 from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
 __all__ = ["DOMAINS", "TwoDomainDataModule"]
@@ -155,17 +154,7 @@ class TwoDomainDataModule(L.LightningDataModule):
         return channels, size
 
     def _split(self, domain: str, loaded: ImageSplits) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        x, y = loaded.splits["train"]
-        fractions = [
-            0.0 if "val" in loaded.splits else self.val_fraction,
-            0.0 if "test" in loaded.splits else self.test_fraction,
-        ]
-        train_idx, val_idx, test_idx = split_indices(len(y), fractions, self.seed)
-        parts = {"train": (x[train_idx], y[train_idx])}
-        parts["val"] = loaded.splits.get("val", (x[val_idx], y[val_idx]))
-        parts["test"] = loaded.splits.get("test", (x[test_idx], y[test_idx]))
-        if self.limit_train_samples is not None:
-            parts["train"] = tuple(t[: self.limit_train_samples] for t in parts["train"])
+        parts = split_source(loaded, self.val_fraction, self.test_fraction, self.seed, self.limit_train_samples)
         for name, (_, labels) in parts.items():
             if len(labels) and int(labels.max()) >= len(self.classes):
                 raise ValueError(
@@ -183,11 +172,8 @@ class TwoDomainDataModule(L.LightningDataModule):
             parts = self._split(domain, loaded[domain])
             data[domain] = {k: (conform_images(x, channels, size), y) for k, (x, y) in parts.items() if len(y)}
         if self.normalize != "none":
-            for domain in DOMAINS:
-                stats_x = data["source" if self.normalize == "source" else domain]["train"][0]
-                mean = stats_x.mean(dim=(0, 2, 3), keepdim=True)
-                std = stats_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-                data[domain] = {k: ((x - mean) / std, y) for k, (x, y) in data[domain].items()}
+            reference = {d: data["source" if self.normalize == "source" else d]["train"][0] for d in DOMAINS}
+            data = {d: standardize(data[d], reference[d]) for d in DOMAINS}
         return {d: {k: TensorDataset(x, y) for k, (x, y) in parts.items()} for d, parts in data.items()}
 
     # ------------------------------------------------------------------ loaders
@@ -205,26 +191,9 @@ class TwoDomainDataModule(L.LightningDataModule):
             if domain == "target" and self.train_on != "target":
                 data = TensorDataset(data.tensors[0])  # target labels never reach training
             sampler = ResumableSampler(len(data), world, rank, seed=self.seed + offset, epoch_size=epoch_size)
-            self._resume(sampler)
+            resume_sampler(self.trainer, sampler, self.batch_size)
             loaders[domain] = self._loader(data, sampler, self.batch_size)
         return CombinedLoader(loaders, mode="min_size")  # both streams have the same number of batches
-
-    def _resume(self, sampler: ResumableSampler) -> None:
-        """Start the sampler after the batches the restored loop already trained on (as ImageDataModule does)."""
-        trainer = self.trainer
-        if trainer is None:
-            return
-        if trainer.ckpt_path and not trainer.fit_loop.restarting and trainer.training:
-            rank_zero_warn(
-                "train_dataloader() was requested before the checkpoint's loop state was restored; this resume "
-                "cannot skip the batches already seen in the interrupted epoch."
-            )
-        if trainer.fit_loop.restarting:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < -(-sampler.num_samples // self.batch_size):
-                sampler.resume_from(trainer.current_epoch, done, self.batch_size)
-            else:
-                sampler.set_epoch(trainer.current_epoch)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         world, rank = self._world()
@@ -244,13 +213,4 @@ class TwoDomainDataModule(L.LightningDataModule):
         return self._eval_loaders("test")[1]
 
     def _loader(self, dataset: TensorDataset, sampler, batch_size: int) -> DataLoader:
-        # Own generator: creating an iterator must not consume the global RNG (dropout masks), or resume drifts.
-        loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
-        return loader_cls(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(dataset, sampler, batch_size, self.num_workers, self.seed)

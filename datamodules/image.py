@@ -19,7 +19,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from datamodules.samplers import ResumableDataLoader, ResumableSampler, ShardSampler
 from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
-__all__ = ["ImageDataModule", "conform_images", "split_indices"]
+__all__ = [
+    "ImageDataModule",
+    "conform_images",
+    "make_loader",
+    "resume_sampler",
+    "split_indices",
+    "split_source",
+    "standardize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,64 @@ def conform_images(x: torch.Tensor, channels: int | None, image_size: int | None
     if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x.contiguous()
+
+
+def split_source(
+    loaded: ImageSplits, val_fraction: float, test_fraction: float, seed: int, limit_train_samples: int | None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """train/val/test parts of one source: its own ``val``/``test`` splits where it has them, else carved from
+    ``train`` with ``seed``; ``limit_train_samples`` keeps the first N (shuffled) training samples."""
+    x, y = loaded.splits["train"]
+    fractions = [
+        0.0 if "val" in loaded.splits else val_fraction,
+        0.0 if "test" in loaded.splits else test_fraction,
+    ]
+    train_idx, val_idx, test_idx = split_indices(len(y), fractions, seed)
+    parts = {"train": (x[train_idx], y[train_idx])}
+    parts["val"] = loaded.splits.get("val", (x[val_idx], y[val_idx]))
+    parts["test"] = loaded.splits.get("test", (x[test_idx], y[test_idx]))
+    if limit_train_samples is not None:
+        parts["train"] = tuple(t[:limit_train_samples] for t in parts["train"])
+    return parts
+
+
+def standardize(parts: dict[str, tuple[torch.Tensor, torch.Tensor]], reference: torch.Tensor) -> dict:
+    """Standardise every part's images with the per-channel mean and std of ``reference`` (N, C, H, W)."""
+    mean = reference.mean(dim=(0, 2, 3), keepdim=True)
+    std = reference.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
+
+
+def resume_sampler(trainer: L.Trainer | None, sampler: ResumableSampler, batch_size: int) -> None:
+    """Start a training sampler after the batches a restored loop already trained on (exact mid-epoch resume)."""
+    if trainer is None:
+        return
+    if trainer.ckpt_path and not trainer.fit_loop.restarting and trainer.training:
+        rank_zero_warn(
+            "train_dataloader() was requested before the checkpoint's loop state was restored (for example by "
+            "`trainer.estimated_stepping_batches` in configure_optimizers); this resume cannot skip the batches "
+            "already seen in the interrupted epoch."
+        )
+    if trainer.fit_loop.restarting:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if 0 < done < -(-sampler.num_samples // batch_size):
+            sampler.resume_from(trainer.current_epoch, done, batch_size)
+        else:
+            sampler.set_epoch(trainer.current_epoch)
+
+
+def make_loader(dataset: TensorDataset, sampler, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+    """A DataLoader with its own generator: creating an iterator must not consume the global RNG (dropout masks),
+    or resume drifts. Training samplers get the resumable loader."""
+    loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
+    return loader_cls(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -126,17 +192,7 @@ class ImageDataModule(L.LightningDataModule):
             log.info("%s: %s", self.source.describe(), {k: len(v) for k, v in self._data.items()})
 
     def build_splits(self, loaded: ImageSplits) -> dict[str, TensorDataset]:
-        x, y = loaded.splits["train"]
-        fractions = [
-            0.0 if "val" in loaded.splits else self.val_fraction,
-            0.0 if "test" in loaded.splits else self.test_fraction,
-        ]
-        train_idx, val_idx, test_idx = split_indices(len(y), fractions, self.seed)
-        parts = {"train": (x[train_idx], y[train_idx])}
-        parts["val"] = loaded.splits.get("val", (x[val_idx], y[val_idx]))
-        parts["test"] = loaded.splits.get("test", (x[test_idx], y[test_idx]))
-        if self.limit_train_samples is not None:
-            parts["train"] = tuple(t[: self.limit_train_samples] for t in parts["train"])
+        parts = split_source(loaded, self.val_fraction, self.test_fraction, self.seed, self.limit_train_samples)
         self.classes = list(loaded.classes)
         for name, (_, labels) in parts.items():
             if len(labels) and int(labels.max()) >= len(self.classes):
@@ -146,10 +202,7 @@ class ImageDataModule(L.LightningDataModule):
                 )
         conformed = {k: (conform_images(xi, self.channels, self.image_size), yi) for k, (xi, yi) in parts.items()}
         if self.normalize:
-            train_x = conformed["train"][0]
-            mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
-            std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-            conformed = {k: ((xi - mean) / std, yi) for k, (xi, yi) in conformed.items()}
+            conformed = standardize(conformed, conformed["train"][0])
         data = {k: TensorDataset(xi, yi) for k, (xi, yi) in conformed.items() if len(yi)}
         if self.indexed:
             x_train, y_train = conformed["train"]
@@ -165,19 +218,7 @@ class ImageDataModule(L.LightningDataModule):
         self._ensure_loaded()
         world, rank = self._world()
         sampler = ResumableSampler(len(self._data["train"]), world, rank, seed=self.seed, shuffle=True)
-        trainer = self.trainer
-        if trainer is not None and trainer.ckpt_path and not trainer.fit_loop.restarting and trainer.training:
-            rank_zero_warn(
-                "train_dataloader() was requested before the checkpoint's loop state was restored (for example by "
-                "`trainer.estimated_stepping_batches` in configure_optimizers); this resume cannot skip the batches "
-                "already seen in the interrupted epoch."
-            )
-        if trainer is not None and trainer.fit_loop.restarting:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < -(-sampler.num_samples // self.batch_size):
-                sampler.resume_from(trainer.current_epoch, done, self.batch_size)
-            else:
-                sampler.set_epoch(trainer.current_epoch)
+        resume_sampler(self.trainer, sampler, self.batch_size)
         return self._loader(self._data["train"], sampler, self.batch_size)
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -197,13 +238,4 @@ class ImageDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def _loader(self, dataset: TensorDataset, sampler, batch_size: int) -> DataLoader:
-        # Own generator: creating an iterator must not consume the global RNG (dropout masks), or resume drifts.
-        loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
-        return loader_cls(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-            persistent_workers=self.num_workers > 0,
-        )
+        return make_loader(dataset, sampler, batch_size, self.num_workers, self.seed)

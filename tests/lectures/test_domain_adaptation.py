@@ -21,7 +21,7 @@ from lecture_modules.domain_adaptation.core import (
 )
 from lecture_modules.domain_adaptation.mcd import MCD
 from lecture_modules.schedules import InverseDecayLR, dann_lr_factor
-from tests.helpers import CONFIGS, CPU, QUICK, SimulatedCrash, run_cli, run_cli_subprocess, state_dict_equal
+from tests.helpers import CONFIGS, CPU, QUICK, crash_after_checkpoint, run_cli, run_cli_subprocess, state_dict_equal
 
 METHODS = ["source_only", "dann", "mcd", "target_oracle"]
 # 256 samples per domain -> 4 batches of 64 per epoch; PCA figure, small embedding subset.
@@ -199,15 +199,7 @@ def test_resume_mid_epoch_is_exact(method, stop_at, total, tmp_path):
     base = _resume_base(method)
     full = run_cli(*base, f"--trainer.default_root_dir={tmp_path / 'full'}")
     assert full.trainer.global_step == total
-    root = tmp_path / "ckpt"
-    with pytest.raises(SimulatedCrash):
-        run_cli(
-            *base, f"--trainer.default_root_dir={root}",
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", f"--trainer.callbacks.dirpath={root}",
-            f"--trainer.callbacks.every_n_train_steps={stop_at}", "--trainer.callbacks.save_top_k=-1",
-            "--trainer.callbacks+=tests.helpers.CrashAtStep", f"--trainer.callbacks.step={stop_at}",
-        )  # fmt: skip
-    ckpt = next(root.glob(f"*step={stop_at}.ckpt"))
+    ckpt = crash_after_checkpoint(base, stop_at, tmp_path / "ckpt")
     assert len(torch.load(ckpt, weights_only=True)["optimizer_states"]) == (2 if method == "mcd" else 1)
     resumed = run_cli(*base, f"--trainer.default_root_dir={tmp_path / 'resumed'}", f"--ckpt_path={ckpt}")
     assert resumed.trainer.global_step == total
@@ -216,23 +208,13 @@ def test_resume_mid_epoch_is_exact(method, stop_at, total, tmp_path):
 
 def test_resume_without_the_sampler_skip_would_differ(tmp_path, monkeypatch):
     """Guards the test above: if the two-domain loader did not skip the batches already trained on, it would fail."""
-    from datamodules.domains import TwoDomainDataModule
+    import datamodules.domains
 
     base = _resume_base("dann")
     full = run_cli(*base, f"--trainer.default_root_dir={tmp_path / 'full'}")
-    root = tmp_path / "ckpt"
-    with pytest.raises(SimulatedCrash):
-        run_cli(
-            *base, f"--trainer.default_root_dir={root}",
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", f"--trainer.callbacks.dirpath={root}",
-            "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.save_top_k=-1",
-            "--trainer.callbacks+=tests.helpers.CrashAtStep",
-            "--trainer.callbacks.step=2",
-        )  # fmt: skip
-    monkeypatch.setattr(TwoDomainDataModule, "_resume", lambda self, sampler: None)
-    resumed = run_cli(
-        *base, f"--trainer.default_root_dir={tmp_path / 'resumed'}", f"--ckpt_path={next(root.glob('*step=2.ckpt'))}"
-    )
+    ckpt = crash_after_checkpoint(base, 2, tmp_path / "ckpt")
+    monkeypatch.setattr(datamodules.domains, "resume_sampler", lambda trainer, sampler, batch_size: None)
+    resumed = run_cli(*base, f"--trainer.default_root_dir={tmp_path / 'resumed'}", f"--ckpt_path={ckpt}")
     assert not state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
 
 
