@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
-from runner import fit_and_test
+from runner import fit_and_test, mnist_args
 
 from callbacks.model_report import measure_latency
 
@@ -147,16 +147,7 @@ def main() -> None:
         }
         rows += bench("digits", [], "builtin:digits_cnn", regimes, args.seeds, tmp)
         if args.mnist:
-            data = [
-                "--data.init_args.source",
-                "datamodules.sources.IDXSource",
-                "--data.init_args.source.root",
-                args.mnist,
-                "--data.init_args.image_size",
-                "28",
-                "--data.init_args.batch_size",
-                "128",
-            ]
+            data = mnist_args(args.mnist)
             teacher = train_mnist_teacher(data, args.teacher_epochs, tmp)
             regimes = {
                 "all 54,000": [

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
-from runner import fit_and_test
+from runner import fit_and_test, mnist_args
 
 from callbacks.model_report import measure_latency
 from cli import LectureCLI
@@ -169,14 +169,7 @@ def main() -> None:
         print_report(results[-1])
         if args.mnist:
             data = [
-                "--data.init_args.source",
-                "datamodules.sources.IDXSource",
-                "--data.init_args.source.root",
-                args.mnist,
-                "--data.init_args.image_size",
-                "28",
-                "--data.init_args.batch_size",
-                "128",
+                *mnist_args(args.mnist),
                 "--data.init_args.limit_train_samples",
                 str(args.mnist_samples),
                 "--model.init_args.pretrain_epochs",

@@ -31,3 +31,17 @@ def fit_and_test(config: str, *overrides: str, root: Path) -> LectureCLI:
     cli = LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     return cli
+
+
+def mnist_args(root: str) -> list[str]:
+    """Data overrides that read MNIST's IDX files from ``root`` at 28x28 in batches of 128."""
+    return [
+        "--data.init_args.source",
+        "datamodules.sources.IDXSource",
+        "--data.init_args.source.root",
+        root,
+        "--data.init_args.image_size",
+        "28",
+        "--data.init_args.batch_size",
+        "128",
+    ]
