@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
 if TYPE_CHECKING:
@@ -68,6 +69,16 @@ class LectureModule(L.LightningModule):
                 self.log(f"{stage}/loss_{name}", value.detach(), on_step=on_step, on_epoch=not on_step)
         self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True)
         return total
+
+    # ------------------------------------------------------------------ metrics
+    def log_accuracy_and_loss(self, stage: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update and log ``stage/loss`` (sample-weighted cross-entropy, exact across ranks) and ``stage/acc`` from
+        the metric attributes ``<stage>_loss`` (a ``MeanMetric``) and ``<stage>_acc`` the lecture defines."""
+        acc, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
+        mean_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        acc.update(logits, labels)
+        self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=stage == "val")
+        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=stage == "val")
 
     # ------------------------------------------------------------- schedules
     def on_train_start(self) -> None:

@@ -124,13 +124,9 @@ class Classification(LectureModule):
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch
         logits = self(x)
-        acc, mean_loss = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
-        mean_loss.update(F.cross_entropy(logits, y), weight=len(y))  # sample-weighted, exact across ranks
-        acc.update(logits, y)
+        self.log_accuracy_and_loss(stage, logits, y)
         if stage == "val":
             self.val_confmat.update(logits, y)
-        self.log(f"{stage}/loss", mean_loss, on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

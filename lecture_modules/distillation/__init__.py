@@ -305,11 +305,7 @@ class Distillation(LectureModule):
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch[0], batch[1]
         logits = self(x)
-        acc, loss = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
-        loss.update(F.cross_entropy(logits, y), weight=len(y))
-        acc.update(logits, y)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=stage == "val")
+        self.log_accuracy_and_loss(stage, logits, y)
         if self.scratch is not None:
             scratch_acc = self.val_scratch_acc if stage == "val" else self.test_scratch_acc
             scratch_acc.update(self.scratch(x), y)

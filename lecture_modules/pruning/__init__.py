@@ -365,11 +365,7 @@ class Pruning(LectureModule):
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch[0], batch[1]
         logits = self(x)
-        acc, loss = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
-        loss.update(F.cross_entropy(logits, y), weight=len(y))
-        acc.update(logits, y)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val")
-        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=stage == "val")
+        self.log_accuracy_and_loss(stage, logits, y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
