@@ -50,6 +50,20 @@ def run_cli_subprocess(
     )
 
 
+def with_checkpoints(dirpath: Path) -> list[str]:
+    """CLI arguments that add a ``ModelCheckpoint`` writing into ``dirpath``."""
+    return [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath",
+        str(dirpath),
+    ]
+
+
+def optimised_params(trainer: L.Trainer) -> set[int]:
+    """Ids of the tensors the trainer's first optimiser updates."""
+    return {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+
+
 def crash_after_checkpoint(args: list[str], step: int, root: Path) -> Path:
     """Run ``args`` (a ``fit`` command) until a checkpoint is written at global step ``step``, then crash as a
     preempted job would; returns that checkpoint."""
@@ -60,9 +74,7 @@ def crash_after_checkpoint(args: list[str], step: int, root: Path) -> Path:
             *args,
             "--trainer.default_root_dir",
             str(root),
-            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.dirpath",
-            str(root),
+            *with_checkpoints(root),
             "--trainer.callbacks.every_n_train_steps",
             str(step),
             "--trainer.callbacks.save_top_k",

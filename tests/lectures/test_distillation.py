@@ -24,7 +24,17 @@ from lecture_modules.distillation.students import (
     separable_ratio,
 )
 from lecture_modules.distillation.teachers import export_checkpoint, load_teacher
-from tests.helpers import CONFIGS, CPU, QUICK, SMOKE, crash_after_checkpoint, run_cli, state_dict_equal
+from tests.helpers import (
+    CONFIGS,
+    CPU,
+    QUICK,
+    SMOKE,
+    crash_after_checkpoint,
+    optimised_params,
+    run_cli,
+    state_dict_equal,
+    with_checkpoints,
+)
 
 DISTILLATION = str(CONFIGS / "distillation.yaml")
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
@@ -232,16 +242,14 @@ def test_teacher_is_frozen_outside_optimizer_and_checkpoint(tmp_path):
         "1",
         "--trainer.default_root_dir",
         str(tmp_path),
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.dirpath",
-        str(tmp_path / "ckpt"),
+        *with_checkpoints(tmp_path / "ckpt"),
     )
     model = cli.model
     [teacher] = model.teachers
     reference = load_teacher(TeacherSpec("builtin:digits_cnn"))
     assert state_dict_equal(teacher.state_dict(), reference.state_dict())  # unchanged by 4 steps
     assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
-    optimised = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+    optimised = optimised_params(cli.trainer)
     assert optimised == {id(p) for p in model.parameters()}
     assert not optimised & {id(p) for p in teacher.parameters()}
     [path] = (tmp_path / "ckpt").glob("*.ckpt")

@@ -30,7 +30,17 @@ from lecture_modules.pruning.core import (
     unstructured_round,
     widths_of,
 )
-from tests.helpers import CONFIGS, CPU, QUICK, crash_after_checkpoint, run_cli, run_cli_subprocess, state_dict_equal
+from tests.helpers import (
+    CONFIGS,
+    CPU,
+    QUICK,
+    crash_after_checkpoint,
+    optimised_params,
+    run_cli,
+    run_cli_subprocess,
+    state_dict_equal,
+    with_checkpoints,
+)
 
 SHAPE = (1, 16, 16)
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
@@ -232,23 +242,17 @@ def _rebuilt(state: dict[str, torch.Tensor]) -> nn.Sequential:
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-def _optimised(cli) -> set[int]:
-    return {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
-
-
 def test_unstructured_fit_reaches_target_and_checkpoint_reloads(tmp_path):
     cli = run_cli(
         *_fit("pruning.yaml"),
         "--trainer.default_root_dir",
         str(tmp_path),
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.dirpath",
-        str(tmp_path / "ckpt"),
+        *with_checkpoints(tmp_path / "ckpt"),
     )
     model = cli.model
     assert model.rounds_done == 2 and sparsity(model.net) == pytest.approx(0.5, abs=1e-4)
     assert [r["round"] for r in model.history] == [0, 1, 2] and all(r["val_acc"] is not None for r in model.history)
-    assert _optimised(cli) == {id(p) for p in model.parameters()}
+    assert optimised_params(cli.trainer) == {id(p) for p in model.parameters()}
     [path] = (tmp_path / "ckpt").glob("*.ckpt")
     x = torch.randn(6, *SHAPE)
     model.eval()
@@ -264,14 +268,13 @@ def test_structured_fit_shrinks_network_rebuilds_optimiser_and_exports(tmp_path)
         *_fit("pruning_structured.yaml"),
         "--trainer.default_root_dir",
         str(tmp_path),
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.dirpath",
-        str(tmp_path / "ckpt"),
+        *with_checkpoints(tmp_path / "ckpt"),
     )
     model = cli.model
     assert widths_of(model.net) == [16, 32, 64]  # 50% of [32, 64, 128]
     assert model.history[-1]["params"] == count_params(build_cnn(SHAPE, 10, [16, 32, 64], True, 0.0))
-    assert _optimised(cli) == {id(p) for p in model.parameters()}  # the optimiser trains the new, smaller layers
+    # the optimiser trains the new, smaller layers
+    assert optimised_params(cli.trainer) == {id(p) for p in model.parameters()}
     assert cli.trainer.optimizers[0] is cli.trainer.lr_scheduler_configs[0].scheduler.optimizer
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     [path] = (tmp_path / "ckpt").glob("*.ckpt")
