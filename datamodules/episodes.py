@@ -173,7 +173,12 @@ class EpisodicDataModule(L.LightningDataModule):
             seed: seed of the class split and of every task.
         """
         super().__init__()
-        for name, value in (("ways", ways), ("shots", shots), ("queries", queries), ("meta_batch_size", meta_batch_size)):
+        for name, value in (
+            ("ways", ways),
+            ("shots", shots),
+            ("queries", queries),
+            ("meta_batch_size", meta_batch_size),
+        ):
             if value < 1:
                 raise ValueError(f"EpisodicDataModule.{name} must be >= 1, got {value}")
         if ways < 2:

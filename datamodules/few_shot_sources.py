@@ -209,7 +209,9 @@ class OmniglotSource(ImageSource):
         else:
             raise FileNotFoundError(f"OmniglotSource: neither {folder}/ nor {archive} exists (root: {self.root})")
         if not classes:
-            raise ValueError(f"OmniglotSource: no images in {part} under {self.root} (expected {part}/<Alphabet>/<char>/)")
+            raise ValueError(
+                f"OmniglotSource: no images in {part} under {self.root} (expected {part}/<Alphabet>/<char>/)"
+            )
         return classes
 
     def _read(self, data: bytes, where: str) -> np.ndarray:

@@ -36,6 +36,14 @@ class ANIL(MAML):
     ) -> None:
         """Arguments as for :class:`~lecture_modules.meta_learning.maml.MAML`; ``adapt`` defaults to ``head``."""
         super().__init__(
-            num_classes, input_shape, hidden, blocks, inner_lr, inner_steps, eval_inner_steps, first_order, adapt,
+            num_classes,
+            input_shape,
+            hidden,
+            blocks,
+            inner_lr,
+            inner_steps,
+            eval_inner_steps,
+            first_order,
+            adapt,
             vectorize,
         )

@@ -34,6 +34,14 @@ class FOMAML(MAML):
     ) -> None:
         """Arguments as for :class:`~lecture_modules.meta_learning.maml.MAML`; ``first_order`` defaults to true."""
         super().__init__(
-            num_classes, input_shape, hidden, blocks, inner_lr, inner_steps, eval_inner_steps, first_order, adapt,
+            num_classes,
+            input_shape,
+            hidden,
+            blocks,
+            inner_lr,
+            inner_steps,
+            eval_inner_steps,
+            first_order,
+            adapt,
             vectorize,
         )

@@ -4,7 +4,7 @@ Learn an initialisation theta such that a few SGD steps on a new task's support 
 ``theta' = theta - alpha * grad L_support(theta)`` (inner loop), then update theta with the gradient of
 ``L_query(theta')`` averaged over a meta-batch of tasks (outer loop, the YAML ``optimizer:``). The meta-gradient
 is the true second-order one: it differentiates through the inner gradients (Hessian-vector products), with
-``torch.func.grad`` / ``functional_call`` and the tasks of a meta-batch vectorised by ``torch.func.vmap``.
+``torch.func.grad`` / ``functional_call`` (``vectorize: true`` maps the tasks with ``torch.func.vmap``).
 ``first_order: true`` drops the second-order term (see ``fomaml``); ``adapt: head`` adapts only the head (see
 ``anil``).
 
@@ -52,6 +52,14 @@ class MAML(MetaLearningModule):
                 CPU (see benchmarks/meta_learning.py), measure on your GPU.
         """
         super().__init__(
-            num_classes, input_shape, hidden, blocks, inner_lr, inner_steps, eval_inner_steps, first_order, adapt,
+            num_classes,
+            input_shape,
+            hidden,
+            blocks,
+            inner_lr,
+            inner_steps,
+            eval_inner_steps,
+            first_order,
+            adapt,
             vectorize,
         )
