@@ -97,7 +97,9 @@ def run_variant(name: str, args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    base = peak_memory_mb(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = (
+        peak_memory_mb(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     times = []
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -154,6 +156,8 @@ def omniglot(args, config: str, shots: int, iterations: int, tmp: Path) -> dict:
         "0",
         "--trainer.accelerator",
         accelerator,
+        "--model.init_args.vectorize",
+        str(args.vectorize).lower(),
         root=tmp / f"{config}-{shots}shot",
     )
     metrics = cli.trainer.callback_metrics
@@ -181,6 +185,7 @@ def main() -> None:
     parser.add_argument(
         "--runs", default="maml:1:300", help="Omniglot runs, comma-separated config:shots:meta-iterations"
     )
+    parser.add_argument("--vectorize", action="store_true", help="Omniglot runs map tasks with torch.func.vmap")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", help="also write the results as JSON here")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -201,7 +206,9 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|")
         for r in results["throughput"]:
             speedup = ref["seconds"] / r["seconds"]
-            print(f"| {r['name']} | {r['seconds']:.3f} | {r['tasks_per_s']:.1f} | {speedup:.2f}x | {r['peak_mb']:.0f} |")
+            print(
+                f"| {r['name']} | {r['seconds']:.3f} | {r['tasks_per_s']:.1f} | {speedup:.2f}x | {r['peak_mb']:.0f} |"
+            )
     if args.omniglot:
         with tempfile.TemporaryDirectory() as tmp:
             for run in args.runs.split(","):

@@ -66,7 +66,8 @@ class MetaLearningModule(LectureModule):
                 raise ValueError(f"{name}.{arg} must be >= 1, got {value}")
         if adapt not in ("all", "head"):
             raise ValueError(f"{name}.adapt must be 'all' or 'head', got {adapt!r}")
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # the subclass's own arguments (Reptile has no first_order / adapt)
+        self.first_order, self.head_only = first_order, adapt == "head"
         self.net = ConvNet(tuple(input_shape), num_classes, hidden, blocks)
         self.eval_accs = CatMetric()  # (tasks, eval_inner_steps + 1) query accuracy after 0..S steps, all ranks
         self.eval_losses = CatMetric()
@@ -86,8 +87,8 @@ class MetaLearningModule(LectureModule):
             self.net,
             steps=self.hparams.inner_steps,
             lr=self.hparams.inner_lr,
-            first_order=self.hparams.first_order,
-            head_only=self.hparams.adapt == "head",
+            first_order=self.first_order,
+            head_only=self.head_only,
         )
         losses, accs = over_tasks(task, self.params(), batch, self.hparams.vectorize)  # (T,), (T,)
         return losses.mean(), {"train/acc": accs.mean()}  # query accuracy after adaptation
@@ -105,7 +106,7 @@ class MetaLearningModule(LectureModule):
             self.net,
             steps=self.hparams.eval_inner_steps,
             lr=self.hparams.inner_lr,
-            head_only=self.hparams.adapt == "head",
+            head_only=self.head_only,
         )
         # The loops run evaluation under inference mode; the inner loop needs autograd, so switch it back on for
         # this episode only. no_grad keeps the outer graph off: torch.func.grad computes the inner gradients anyway.
