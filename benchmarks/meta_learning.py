@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, s
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 from runner import fit_and_test
 
-from lecture_modules.meta_learning.core import ConvNet, maml_task, over_tasks
+from lecture_modules.meta_learning.core import ConvNet, gradient_carrier, maml_task, meta_gradient_per_task, over_tasks
 
 VARIANTS = {  # name -> (implementation, first_order, head_only, vectorize)
     "MAML (2nd order), per-task loop": ("lecture", False, False, False),
@@ -68,9 +68,15 @@ def reference_meta_step(net: ConvNet, batch, lr: float, first_order: bool) -> No
 
 
 def lecture_meta_step(net: ConvNet, batch, lr: float, first_order: bool, head_only: bool, vectorize: bool) -> None:
+    """What the lecture's training step does (``MetaLearningModule.meta_loss``), then backward."""
     task = partial(maml_task, net, steps=1, lr=lr, first_order=first_order, head_only=head_only)
-    losses, _ = over_tasks(task, dict(net.named_parameters()), batch, vectorize)
-    losses.mean().backward()
+    params = dict(net.named_parameters())
+    if vectorize:
+        losses, _ = over_tasks(task, params, batch, vectorize=True)
+        losses.mean().backward()
+    else:
+        _, _, grads = meta_gradient_per_task(task, params, batch)
+        gradient_carrier(params, grads).backward()
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -4,8 +4,9 @@ A batch is a meta-batch of tasks from :class:`datamodules.episodes.EpisodicDataM
 ``(x_support (T, N*K, C, H, W), y_support (T, N*K), x_query (T, N*Q, C, H, W), y_query (T, N*Q))``.
 
 * Training: each subclass's ``meta_loss`` maps the meta-batch to one scalar whose gradient is the meta-gradient
-  (mean over tasks). Under DDP every rank holds ``T / world_size`` of the tasks, the loss goes through the
-  DDP-wrapped ``training_step`` and DDP averages the meta-gradients across ranks.
+  (mean over tasks; with the per-task loop, a carrier of gradients already taken task by task). Under DDP every
+  rank holds ``T / world_size`` of the tasks, the scalar goes through the DDP-wrapped ``training_step`` and DDP
+  averages the meta-gradients across ranks.
 * Validation and test adapt on each task's support set with ``eval_inner_steps`` steps and score the query set.
   The inner loop needs gradients, so these steps re-enable autograd themselves (the Trainer's default
   ``inference_mode=True`` is fine) and run under ``torch.no_grad()`` otherwise: ``torch.func.grad`` still
@@ -23,7 +24,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import CatMetric
 
 from lecture_modules.base import LectureModule
-from lecture_modules.meta_learning.core import ConvNet, adaptation_curve, maml_task, mean_ci95, over_tasks
+from lecture_modules.meta_learning.core import (
+    ConvNet,
+    adaptation_curve,
+    gradient_carrier,
+    maml_task,
+    mean_ci95,
+    meta_gradient_per_task,
+    over_tasks,
+)
 
 __all__ = ["MetaLearningModule", "adaptation_figure"]
 
@@ -80,8 +89,13 @@ class MetaLearningModule(LectureModule):
         return dict(self.net.named_parameters())
 
     # ------------------------------------------------------------------ training
-    def meta_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(scalar whose gradient is the meta-gradient, metrics to log); MAML-style by default."""
+    def meta_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(scalar whose gradient is the meta-gradient, the meta-loss to log, metrics); MAML-style by default.
+
+        Vectorised: one vmapped graph over all tasks, backpropagated by Lightning. Looped: each task's meta-gradient
+        is taken at once and its graph freed (memory independent of the meta-batch size); the returned scalar
+        carries the summed gradients into Lightning's backward pass (and DDP's all-reduce).
+        """
         task = partial(
             maml_task,
             self.net,
@@ -90,14 +104,19 @@ class MetaLearningModule(LectureModule):
             first_order=self.first_order,
             head_only=self.head_only,
         )
-        losses, accs = over_tasks(task, self.params(), batch, self.hparams.vectorize)  # (T,), (T,)
-        return losses.mean(), {"train/acc": accs.mean()}  # query accuracy after adaptation
+        params = self.params()
+        if self.hparams.vectorize:
+            losses, accs = over_tasks(task, params, batch, vectorize=True)  # (T,), (T,)
+            return losses.mean(), losses.mean(), {"train/acc": accs.mean()}
+        losses, accs, grads = meta_gradient_per_task(task, params, batch)
+        return gradient_carrier(params, grads), losses.mean(), {"train/acc": accs.mean()}  # query acc after adapting
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss, metrics = self.meta_loss(batch)
+        objective, loss, metrics = self.meta_loss(batch)
         for key, value in metrics.items():
             self.log(key, value.detach(), on_step=True, on_epoch=True, prog_bar=key == "train/acc")
-        return self.combine_losses({"meta": loss})
+        self.combine_losses({"meta": loss.detach()})  # logs train/loss; stops on a non-finite meta-loss
+        return objective
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, batch: Batch) -> None:

@@ -8,7 +8,9 @@
   the fast weights are ``theta - lr * grad`` tensors that stay differentiable functions of ``theta`` (second
   order), or whose gradients are treated as constants (first order).
 * :func:`maml_task` / :func:`reptile_task` — one task's outer objective; :func:`over_tasks` maps a task function
-  over a meta-batch with ``torch.func.vmap`` (one batched computation) or a plain Python loop.
+  over a meta-batch with ``torch.func.vmap`` (one batched computation) or a plain Python loop;
+  :func:`meta_gradient_per_task` takes the meta-gradient task by task, freeing each task's graph at once, and
+  :func:`gradient_carrier` hands such precomputed gradients to a normal ``backward()``.
 * :func:`mean_ci95` — mean and 95% confidence half-width over tasks, as few-shot papers report accuracy.
 """
 
@@ -27,10 +29,12 @@ __all__ = [
     "ConvNet",
     "Params",
     "adaptation_curve",
+    "gradient_carrier",
     "inner_loop",
     "inner_loop_steps",
     "maml_task",
     "mean_ci95",
+    "meta_gradient_per_task",
     "over_tasks",
     "reptile_task",
 ]
@@ -204,6 +208,33 @@ def over_tasks(task_fn: Callable, params: Params, batch: tuple[torch.Tensor, ...
     if isinstance(outputs[0], dict):
         return {k: torch.stack([o[k] for o in outputs]) for k in outputs[0]}
     return tuple(torch.stack(parts) for parts in zip(*outputs, strict=True))
+
+
+def meta_gradient_per_task(
+    task_fn: Callable, params: Params, batch: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, torch.Tensor, Params]:
+    """The mean-over-tasks meta-gradient, one task at a time: each task's graph (the second-order one included) is
+    freed as soon as its gradient is taken, so memory does not grow with the meta-batch.
+
+    Returns the per-task query losses (T,) and accuracies (T,), detached, and ``d mean(loss) / d params``.
+    """
+    tasks = len(batch[0])
+    grads = {k: torch.zeros_like(v) for k, v in params.items()}
+    losses, accs = [], []
+    for task in zip(*batch, strict=True):
+        loss, acc = task_fn(params, *task)
+        for g, gi in zip(grads.values(), torch.autograd.grad(loss / tasks, list(params.values())), strict=True):
+            g += gi
+        losses.append(loss.detach())
+        accs.append(acc.detach())
+    return torch.stack(losses), torch.stack(accs), grads
+
+
+def gradient_carrier(params: Params, grads: Params) -> torch.Tensor:
+    """A scalar whose gradient with respect to ``params[k]`` is exactly ``grads[k]``: ``sum_k <params[k], grads[k]>``
+    with the gradients detached. Backpropagating it hands precomputed gradients to the optimiser loop (and to DDP,
+    which all-reduces them like any other gradient)."""
+    return sum((params[k] * grads[k].detach()).sum() for k in params)
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float, float]:

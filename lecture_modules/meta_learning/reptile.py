@@ -51,7 +51,7 @@ class Reptile(MetaLearningModule):
             num_classes, input_shape, hidden, blocks, inner_lr, inner_steps, eval_inner_steps, True, "all", vectorize
         )
 
-    def meta_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def meta_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         params = self.params()
         task = partial(reptile_task, self.net, steps=self.hparams.inner_steps, lr=self.hparams.inner_lr)
         adapted = over_tasks(task, {k: v.detach() for k, v in params.items()}, batch, self.hparams.vectorize)
@@ -60,4 +60,4 @@ class Reptile(MetaLearningModule):
         with torch.no_grad():  # how far the mean adapted weights moved, relative to theta
             norm = torch.sqrt(sum((params[k] - target[k]).pow(2).sum() for k in params))
             relative = norm / torch.sqrt(sum(p.pow(2).sum() for p in params.values()))
-        return surrogate, {"train/meta_step": relative}  # ||theta - mean(phi)|| / ||theta||
+        return surrogate, surrogate, {"train/meta_step": relative}  # ||theta - mean(phi)|| / ||theta||
