@@ -220,6 +220,8 @@ def main() -> None:
             for run in args.runs.split(","):
                 config, shots, iterations = run.split(":")
                 results["omniglot"].append(omniglot(args, config, int(shots), int(iterations), Path(tmp)))
+                if args.out:  # after every run, so a wall-clock cap does not lose the finished ones
+                    Path(args.out).write_text(json.dumps(results, indent=2))
                 print(f"  {results['omniglot'][-1]}", file=sys.stderr, flush=True)
         print(f"\nOmniglot accuracy on {device}, 600 meta-test tasks (evaluation alphabets), 3 inner steps at test\n")
         print("| method | setting | meta-iterations | accuracy ± 95% CI | wall (min) |")
