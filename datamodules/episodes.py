@@ -84,7 +84,10 @@ def split_classes(
     overlap = set(out["train"][1]) & (set(out["val"][1]) | set(out["test"][1]))
     if overlap:
         names = [loaded.classes[i] for i in sorted(overlap)[:5]]
-        raise ValueError(f"classes {names} are in the meta-train split and in a held-out split of the source")
+        raise ValueError(
+            f"classes {names} are in the source's train split and in its val/test split: few-shot splits need "
+            "disjoint classes (use a source whose splits hold different classes, or only its train split)"
+        )
     return out
 
 

@@ -147,10 +147,11 @@ class MetaLearningModule(LectureModule):
         self.eval_accs.reset()
         self.eval_losses.reset()
         mean, ci = mean_ci95(accs[:, -1])
-        self.log(f"{stage}/acc", mean, prog_bar=True)
-        self.log(f"{stage}/acc_ci95", ci)
-        self.log(f"{stage}/acc_unadapted", float(accs[:, 0].mean()))
-        self.log(f"{stage}/loss", float(losses[:, -1].mean()), prog_bar=stage == "val")
+        # The values are already gathered from all ranks, so the mean over ranks (sync_dist) leaves them unchanged.
+        self.log(f"{stage}/acc", mean, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/acc_ci95", ci, sync_dist=True)
+        self.log(f"{stage}/acc_unadapted", float(accs[:, 0].mean()), sync_dist=True)
+        self.log(f"{stage}/loss", float(losses[:, -1].mean()), prog_bar=stage == "val", sync_dist=True)
         self.curves[stage] = accs.mean(dim=0)
         if not self.trainer.sanity_checking:
             data = self.trainer.datamodule

@@ -277,6 +277,15 @@ def test_too_few_images_or_classes_name_the_class():
         _dm(_ArraySource([3] * 20))
     with pytest.raises(ValueError, match=r"meta-test split has 2 classes, but 3-way"):
         _dm(_ArraySource([5] * 10), test_fraction=0.2)
+    shared = _ArraySource([5] * 12).load()
+    shared.splits["test"] = shared.splits["train"]  # a classification data set: same classes in train and test
+
+    class _Shared(ImageSource):
+        def load(self) -> ImageSplits:
+            return shared
+
+    with pytest.raises(ValueError, match=r"classes \[.*class.*\] are in the source's train split and in its val/test"):
+        _dm(_Shared())
 
 
 def test_glyph_source_draws_distinct_letters():
