@@ -1,0 +1,193 @@
+"""The Lightning shell shared by the meta-learning lectures: episodic steps, evaluation as papers report it, figures.
+
+A batch is a meta-batch of tasks from :class:`datamodules.episodes.EpisodicDataModule`:
+``(x_support (T, N*K, C, H, W), y_support (T, N*K), x_query (T, N*Q, C, H, W), y_query (T, N*Q))``.
+
+* Training: each subclass's ``meta_loss`` maps the meta-batch to one scalar whose gradient is the meta-gradient
+  (mean over tasks; with the per-task loop, a carrier of gradients already taken task by task). Under DDP every
+  rank holds ``T / world_size`` of the tasks, the scalar goes through the DDP-wrapped ``training_step`` and DDP
+  averages the meta-gradients across ranks.
+* Validation and test adapt on each task's support set with ``eval_inner_steps`` steps and score the query set.
+  The inner loop needs gradients, so these steps re-enable autograd themselves (the Trainer's default
+  ``inference_mode=True`` is fine) and run under ``torch.no_grad()`` otherwise: ``torch.func.grad`` still
+  computes the inner gradients, but no graph outlives an episode. Accuracy is reported as the mean over tasks
+  with a 95% confidence interval (``val/acc``, ``val/acc_ci95``; ``test/...``), gathered across ranks.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import CatMetric
+
+from lecture_modules.base import LectureModule
+from lecture_modules.meta_learning.core import (
+    ConvNet,
+    adaptation_curve,
+    gradient_carrier,
+    maml_task,
+    mean_ci95,
+    meta_gradient_per_task,
+    over_tasks,
+)
+
+__all__ = ["MetaLearningModule", "adaptation_figure"]
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class MetaLearningModule(LectureModule):
+    """Shared shell of the N-way K-shot meta-learners (subclasses define ``meta_loss``)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        hidden: int,
+        blocks: int,
+        inner_lr: float,
+        inner_steps: int,
+        eval_inner_steps: int,
+        first_order: bool,
+        adapt: Literal["all", "head"],
+        vectorize: bool,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if num_classes < 2:
+            raise ValueError(f"{name}.num_classes (the ways N, linked from data.ways) must be >= 2, got {num_classes}")
+        if len(input_shape) != 3:
+            raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
+        for arg, value in (("hidden", hidden), ("blocks", blocks)):
+            if value < 1:
+                raise ValueError(f"{name}.{arg} must be >= 1, got {value}")
+        if min(input_shape[1:]) < 2**blocks:
+            raise ValueError(
+                f"{name}: {blocks} pooling blocks need images of at least {2**blocks} px, got {input_shape}"
+            )
+        if inner_lr <= 0:
+            raise ValueError(f"{name}.inner_lr must be > 0, got {inner_lr}")
+        for arg, value in (("inner_steps", inner_steps), ("eval_inner_steps", eval_inner_steps)):
+            if value < 1:
+                raise ValueError(f"{name}.{arg} must be >= 1, got {value}")
+        if adapt not in ("all", "head"):
+            raise ValueError(f"{name}.adapt must be 'all' or 'head', got {adapt!r}")
+        self.save_hyperparameters()  # the subclass's own arguments (Reptile has no first_order / adapt)
+        self.first_order, self.head_only = first_order, adapt == "head"
+        self.net = ConvNet(tuple(input_shape), num_classes, hidden, blocks)
+        self.eval_accs = CatMetric()  # (tasks, eval_inner_steps + 1) query accuracy after 0..S steps, all ranks
+        self.eval_losses = CatMetric()
+        self.curves: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C, H, W) -> (B, N) with the meta-parameters, unadapted
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return dict(self.net.named_parameters())
+
+    # ------------------------------------------------------------------ training
+    def meta_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(scalar whose gradient is the meta-gradient, the meta-loss to log, metrics); MAML-style by default.
+
+        Vectorised: one vmapped graph over all tasks, backpropagated by Lightning. Looped: each task's meta-gradient
+        is taken at once and its graph freed (memory independent of the meta-batch size); the returned scalar
+        carries the summed gradients into Lightning's backward pass (and DDP's all-reduce).
+        """
+        task = partial(
+            maml_task,
+            self.net,
+            steps=self.hparams.inner_steps,
+            lr=self.hparams.inner_lr,
+            first_order=self.first_order,
+            head_only=self.head_only,
+        )
+        params = self.params()
+        if self.hparams.vectorize:
+            losses, accs = over_tasks(task, params, batch, vectorize=True)  # (T,), (T,)
+            return losses.mean(), losses.mean(), {"train/acc": accs.mean()}
+        losses, accs, grads = meta_gradient_per_task(task, params, batch)
+        return gradient_carrier(params, grads), losses.mean(), {"train/acc": accs.mean()}  # query acc after adapting
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        objective, loss, metrics = self.meta_loss(batch)
+        for key, value in metrics.items():
+            self.log(key, value.detach(), on_step=True, on_epoch=True, prog_bar=key == "train/acc")
+        self.combine_losses({"meta": loss.detach()})  # logs train/loss; stops on a non-finite meta-loss
+        return objective
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, batch: Batch) -> None:
+        task = partial(
+            adaptation_curve,
+            self.net,
+            steps=self.hparams.eval_inner_steps,
+            lr=self.hparams.inner_lr,
+            head_only=self.head_only,
+        )
+        # The loops run evaluation under inference mode; the inner loop needs autograd, so switch it back on for
+        # this episode only. no_grad keeps the outer graph off: torch.func.grad computes the inner gradients anyway.
+        with torch.inference_mode(False), torch.no_grad():
+            batch = tuple(t.clone() for t in batch)  # inference tensors cannot enter autograd
+            params = {k: v.detach() for k, v in self.params().items()}
+            losses, accs = over_tasks(task, params, batch, self.hparams.vectorize)  # (T, S + 1) each
+        self.eval_accs.update(accs)
+        self.eval_losses.update(losses)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def _log_evaluation(self, stage: str) -> None:
+        accs, losses = self.eval_accs.compute().cpu(), self.eval_losses.compute().cpu()  # gathered from all ranks
+        self.eval_accs.reset()
+        self.eval_losses.reset()
+        mean, ci = mean_ci95(accs[:, -1])
+        # The values are already gathered from all ranks, so the mean over ranks (sync_dist) leaves them unchanged.
+        self.log(f"{stage}/acc", mean, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/acc_ci95", ci, sync_dist=True)
+        self.log(f"{stage}/acc_unadapted", float(accs[:, 0].mean()), sync_dist=True)
+        self.log(f"{stage}/loss", float(losses[:, -1].mean()), prog_bar=stage == "val", sync_dist=True)
+        self.curves[stage] = accs.mean(dim=0)
+        if not self.trainer.sanity_checking:
+            data = self.trainer.datamodule
+            setting = f"{self.hparams.num_classes}-way {getattr(data, 'shots', '?')}-shot"
+            rank_zero_info(
+                f"{type(self).__name__} {stage} accuracy: {100 * mean:.2f}% ± {100 * ci:.2f}% (95% CI over "
+                f"{len(accs)} tasks, {setting}, {self.hparams.eval_inner_steps} inner steps)"
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+    def on_fit_end(self) -> None:
+        if "val" in self.curves and self.trainer.is_global_zero:
+            self.log_figure("val/adaptation_curve", adaptation_figure(self.curves["val"], type(self).__name__))
+
+    def on_test_end(self) -> None:
+        if "test" in self.curves and self.trainer.is_global_zero:
+            self.log_figure("test/adaptation_curve", adaptation_figure(self.curves["test"], type(self).__name__))
+
+
+def adaptation_figure(curve: torch.Tensor, name: str):
+    """Mean query accuracy against the number of inner-loop steps (0 = the meta-learned initialisation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(range(len(curve)), (100 * curve).tolist(), marker="o")
+    ax.set_xlabel("inner-loop steps on the support set")
+    ax.set_ylabel("query accuracy (%)")
+    ax.set_title(f"{name}: adaptation on held-out tasks")
+    ax.set_xticks(range(len(curve)))
+    ax.grid(alpha=0.3)
+    return fig
