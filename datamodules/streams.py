@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import lightning as L
@@ -183,6 +184,24 @@ class TaskStreamDataModule(L.LightningDataModule):
             keep = torch.isin(y, torch.tensor(self.task_classes()[task]))
             x, y = x[keep], y[keep]
         return x.contiguous(), y, torch.full_like(y, task)
+
+    def shard_batches(
+        self, task: int, samples: int | None, batch_size: int, world: int = 1, rank: int = 0
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Rank ``rank``'s part of every global batch of ``samples`` seeded-random training samples of ``task``.
+
+        The global batches (``batch_size`` samples, all processes together) do not depend on the number of
+        processes; rank ``r`` of ``w`` takes every ``w``-th sample of each, so statistics summed over processes
+        equal the single-process ones. A last batch smaller than ``world`` is dropped on every rank.
+        """
+        data = self.task_data(task, "train")
+        n = len(data) if samples is None else min(samples, len(data))
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed * 7919 + task))[:n]
+        for start in range(0, n, batch_size):
+            part = order[start : start + batch_size]
+            if len(part) < world:
+                break  # every process needs a share of every batch
+            yield tuple(tensor[part[rank::world]] for tensor in data.tensors)
 
     # ------------------------------------------------------------------ loading
     def setup(self, stage: str | None = None) -> None:

@@ -25,7 +25,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from datamodules.streams import TaskStreamDataModule
 from lecture_modules.base import LectureModule
 from lecture_modules.classification import build_cnn, build_mlp
-from lecture_modules.lifelong.importance import AllReduce, Batch, Params
+from lecture_modules.lifelong.importance import (
+    AllReduce,
+    Batch,
+    Params,
+    PathIntegral,
+    RiemannianWalk,
+    quadratic_penalty,
+)
 from lecture_modules.lifelong.metrics import accuracy_curves_figure, accuracy_matrix_figure, summary
 
 __all__ = ["ContinualLearning", "Regularised", "TaskNet", "check_importance_args"]
@@ -137,20 +144,9 @@ class ContinualLearning(LectureModule):
         return lambda t: strategy.reduce(t, reduce_op="sum")
 
     def importance_batches(self, task: int, samples: int | None, batch_size: int) -> Iterator[Batch]:
-        """This process's part of every global batch of ``samples`` seeded-random training samples of ``task``.
-
-        The global batches are the same for any number of processes (rank ``r`` of ``w`` takes every ``w``-th
-        sample of each), so importances reduced over processes equal the single-process ones.
-        """
-        data = self.stream.task_data(task, "train")
-        n = len(data) if samples is None else min(samples, len(data))
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.stream.seed * 7919 + task))[:n]
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        for start in range(0, n, batch_size):
-            part = order[start : start + batch_size]
-            if len(part) < world:
-                break  # every process needs a share of every batch
-            yield tuple(tensor[part[rank::world]].to(self.device) for tensor in data.tensors)
+        """This process's part of the importance batches of ``task`` (see ``TaskStreamDataModule.shard_batches``)."""
+        batches = self.stream.shard_batches(task, samples, batch_size, self.trainer.world_size, self.global_rank)
+        return (tuple(t.to(self.device) for t in batch) for batch in batches)
 
     # ------------------------------------------------------------------ method hooks
     def begin_task(self, task: int) -> None:
@@ -347,12 +343,26 @@ class Regularised(ContinualLearning):
             raise ValueError(f"{type(self).__name__}.penalty_weight must be >= 0, got {penalty_weight}")
         self.penalty_weight = penalty_weight
         self.penalties: list[tuple[Params, Params]] = []
+        self.tracker: PathIntegral | RiemannianWalk | None = None  # SI / RWalk: statistics along the path
+
+    # The path statistics see every optimiser step: the gradient the optimiser used and the update it made. The
+    # update is recorded right after the step, before any checkpoint of that step is written.
+    def begin_task(self, task: int) -> None:
+        if self.tracker is not None:
+            self.tracker.begin_task(self.named_params())
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.tracker is not None:
+            self.tracker.before_step(self.named_params())
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.tracker is not None:
+            self.tracker.after_step(self.named_params())
 
     def extra_losses(self, batch: Batch) -> dict[str, Tensor]:
         if not self.penalties:
             return {}
-        from lecture_modules.lifelong.importance import quadratic_penalty
-
         params = dict(self.named_params())
         total = torch.stack([quadratic_penalty(params, a, b) for a, b in self.penalties]).sum()
         return {"penalty": self.penalty_weight * total}
@@ -368,10 +378,15 @@ class Regularised(ContinualLearning):
             self.penalties.append((anchors, _clone(importance)))
 
     def method_state(self) -> dict[str, Any]:
-        return {"penalties": [[dict(a), dict(b)] for a, b in self.penalties]}
+        state: dict[str, Any] = {"penalties": [[dict(a), dict(b)] for a, b in self.penalties]}
+        if self.tracker is not None:
+            state["tracker"] = self.tracker.state_dict()
+        return state
 
     def load_method_state(self, state: dict[str, Any]) -> None:
         self.penalties = [(dict(a), dict(b)) for a, b in state["penalties"]]
+        if self.tracker is not None:
+            self.tracker.load_state_dict(state["tracker"])
 
 
 def check_importance_args(owner: str, samples: int | None, batch_size: int) -> None:

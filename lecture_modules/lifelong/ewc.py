@@ -36,6 +36,7 @@ class EWC(Regularised):
         gamma: float = 1.0,
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
+        vectorize: bool = True,
     ) -> None:
         """
         Args:
@@ -52,6 +53,8 @@ class EWC(Regularised):
             gamma: online EWC's decay of the earlier Fisher (1 keeps it whole).
             importance_samples: training samples of the task the Fisher is averaged over (None: all).
             importance_batch_size: samples per batch of per-sample gradients (all processes together).
+            vectorize: per-sample gradients with ``vmap`` (one call per batch); False loops over the samples
+                (the faster choice on CPUs for wide MLPs; see ``benchmarks/lifelong.py``).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if fisher not in ("empirical", "true"):
@@ -65,7 +68,7 @@ class EWC(Regularised):
         hp = self.hparams
         batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
         chunk = None if hp.fisher == "empirical" else max(1, 64 // self.num_classes)
-        fisher = fisher_diagonal(self.net, batches, hp.fisher, self.all_reduce(), chunk_size=chunk)
+        fisher = fisher_diagonal(self.net, batches, hp.fisher, self.all_reduce(), hp.vectorize, chunk)
         if hp.online and self.penalties:
             old = self.penalties[0][1]
             fisher = {n: hp.gamma * old[n] + fisher[n] for n in fisher}

@@ -94,11 +94,38 @@ def _mean(sums: Params, count: Tensor, all_reduce: AllReduce | None) -> Params:
     return {n: s / count for n, s in sums.items()}
 
 
+def _accumulate(
+    per_sample: Callable[[Params, Tensor, Tensor, Tensor], Params],
+    params: Params,
+    batches: Iterable[Batch],
+    all_reduce: AllReduce | None,
+    vectorize: bool,
+    chunk_size: int | None,
+) -> Params:
+    """Mean over all samples of ``per_sample(params, x_i, y_i, task_i)`` (one dict of tensors per sample)."""
+    batched = vmap(per_sample, in_dims=(None, 0, 0, 0), chunk_size=chunk_size)
+    sums = {n: torch.zeros_like(p) for n, p in params.items()}
+    count = torch.zeros((), dtype=torch.long, device=next(iter(params.values())).device)
+    for x, y, t in batches:
+        if len(y) == 0:
+            continue
+        if vectorize:
+            for n, v in batched(params, x, y, t).items():
+                sums[n] += v.sum(0)
+        else:
+            for i in range(len(y)):
+                for n, v in per_sample(params, x[i], y[i], t[i]).items():
+                    sums[n] += v
+        count += len(y)
+    return _mean(sums, count, all_reduce)
+
+
 def fisher_diagonal(
     model: nn.Module,
     batches: Iterable[Batch],
     kind: Literal["empirical", "true"] = "empirical",
     all_reduce: AllReduce | None = None,
+    vectorize: bool = True,
     chunk_size: int | None = None,
 ) -> Params:
     """Diagonal Fisher information per parameter, averaged over the samples of ``batches``.
@@ -109,8 +136,11 @@ def fisher_diagonal(
         kind: ``empirical``: ``E_x (d CE(f(x), y) / d theta)^2`` at the true labels; ``true``:
             ``E_x sum_c p_c(x) (d log p_c(x) / d theta)^2``, the expectation over the model's predictions.
         all_reduce: sums a tensor over processes (None: single process).
-        chunk_size: per-sample gradients computed this many samples at a time (bounds memory; ``true`` needs
-            C gradients per sample).
+        vectorize: per-sample gradients of a whole batch in one ``vmap`` call; False runs the same per-sample
+            function in a Python loop (faster on CPUs for wide MLPs, where ``vmap`` materialises a
+            (B, out, in) outer product per layer; see ``benchmarks/lifelong.py``).
+        chunk_size: ``vmap`` computes this many samples at a time (bounds memory; ``true`` needs C gradients per
+            sample).
 
     Returns:
         parameter name -> non-negative tensor of the parameter's shape.
@@ -133,23 +163,19 @@ def fisher_diagonal(
             prob = log_p.detach().exp()
             return {n: torch.tensordot(prob, j.pow(2), dims=1) for n, j in jac.items()}
 
-    per_sample = vmap(squared, in_dims=(None, 0, 0, 0), chunk_size=chunk_size)
-    sums = {n: torch.zeros_like(p) for n, p in params.items()}
-    count = torch.zeros((), dtype=torch.long, device=next(iter(params.values())).device)
     with _EvalMode(model):
-        for x, y, t in batches:
-            if len(y) == 0:
-                continue
-            for n, v in per_sample(params, x, y, t).items():
-                sums[n] += v.sum(0)
-            count += len(y)
-    return _mean(sums, count, all_reduce)
+        return _accumulate(squared, params, batches, all_reduce, vectorize, chunk_size)
 
 
 def mas_importance(
-    model: nn.Module, batches: Iterable[Batch], all_reduce: AllReduce | None = None, chunk_size: int | None = None
+    model: nn.Module,
+    batches: Iterable[Batch],
+    all_reduce: AllReduce | None = None,
+    vectorize: bool = True,
+    chunk_size: int | None = None,
 ) -> Params:
-    """MAS importance: ``E_x |d ||f(x)||_2^2 / d theta|`` per parameter (no labels needed)."""
+    """MAS importance: ``E_x |d ||f(x)||_2^2 / d theta|`` per parameter (no labels needed); the arguments are
+    those of :func:`fisher_diagonal`."""
     params, buffers = _state(model)
     logits = _one_sample(model, buffers)
 
@@ -157,17 +183,8 @@ def mas_importance(
         g = grad(lambda q: finite(logits(q, x, t)).pow(2).sum())(p)
         return {n: v.abs() for n, v in g.items()}
 
-    per_sample = vmap(absolute, in_dims=(None, 0, 0), chunk_size=chunk_size)
-    sums = {n: torch.zeros_like(p) for n, p in params.items()}
-    count = torch.zeros((), dtype=torch.long, device=next(iter(params.values())).device)
     with _EvalMode(model):
-        for x, _, t in batches:
-            if len(x) == 0:
-                continue
-            for n, v in per_sample(params, x, t).items():
-                sums[n] += v.sum(0)
-            count += len(x)
-    return _mean(sums, count, all_reduce)
+        return _accumulate(lambda p, x, y, t: absolute(p, x, t), params, batches, all_reduce, vectorize, chunk_size)
 
 
 def scp_importance(

@@ -32,6 +32,7 @@ class MAS(Regularised):
         penalty_weight: float = 0.1,
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
+        vectorize: bool = True,
     ) -> None:
         """
         Args:
@@ -44,6 +45,8 @@ class MAS(Regularised):
             penalty_weight: lambda of the penalty ``lambda * sum Omega (theta - theta*)^2`` (HW14: 0.1).
             importance_samples: training samples of the task the importance is averaged over (None: all).
             importance_batch_size: samples per batch of per-sample gradients (all processes together).
+            vectorize: per-sample gradients with ``vmap`` (one call per batch); False loops over the samples
+                (the faster choice on CPUs for wide MLPs; see ``benchmarks/lifelong.py``).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
@@ -52,4 +55,4 @@ class MAS(Regularised):
     def consolidate(self, task: int) -> None:
         hp = self.hparams
         batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
-        self.anchor_with(mas_importance(self.net, batches, self.all_reduce()))
+        self.anchor_with(mas_importance(self.net, batches, self.all_reduce(), hp.vectorize))

@@ -55,22 +55,13 @@ class RWalk(Regularised):
         if not 0.0 <= alpha < 1.0 or eps <= 0:
             raise ValueError(f"RWalk needs alpha in [0, 1) and eps > 0, got {alpha}, {eps}")
         self.save_hyperparameters()
-        self.walk = RiemannianWalk(alpha, eps)
+        self.tracker = RiemannianWalk(alpha, eps)
         self.score: Params = {}  # averaged over the tasks so far
 
-    def begin_task(self, task: int) -> None:
-        self.walk.begin_task(self.named_params())
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        self.walk.before_step(self.named_params())
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.walk.after_step(self.named_params())
-
     def consolidate(self, task: int) -> None:
-        new = {n: s.clamp_min(0) for n, s in self.walk.score.items()}
+        new = {n: s.clamp_min(0) for n, s in self.tracker.score.items()}
         self.score = new if not self.score else {n: 0.5 * (self.score[n] + new[n]) for n in new}
-        fisher = {n: self.walk.fisher.get(n, torch.zeros_like(s)) for n, s in self.score.items()}
+        fisher = {n: self.tracker.fisher.get(n, torch.zeros_like(s)) for n, s in self.score.items()}
         if self.hparams.normalize:
             fisher, score = _by_max(fisher), _by_max(self.score)
         else:
@@ -79,11 +70,10 @@ class RWalk(Regularised):
         self.anchor_with({n: fisher[n] + score[n] for n in score}, accumulate=False)
 
     def method_state(self) -> dict[str, Any]:
-        return {**super().method_state(), "walk": self.walk.state_dict(), "score": dict(self.score)}
+        return {**super().method_state(), "score": dict(self.score)}
 
     def load_method_state(self, state: dict[str, Any]) -> None:
         super().load_method_state(state)
-        self.walk.load_state_dict(state["walk"])
         self.score = dict(state["score"])
 
 

@@ -11,7 +11,7 @@ Run: ``python cli.py fit --config configs/si.yaml``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from lecture_modules.lifelong.base import Regularised
 from lecture_modules.lifelong.importance import PathIntegral
@@ -49,23 +49,7 @@ class SI(Regularised):
         if xi <= 0:
             raise ValueError(f"SI.xi must be > 0, got {xi}")
         self.save_hyperparameters()
-        self.path = PathIntegral()
-
-    def begin_task(self, task: int) -> None:
-        self.path.begin_task(self.named_params())
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        self.path.before_step(self.named_params())
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.path.after_step(self.named_params())
+        self.tracker = PathIntegral()
 
     def consolidate(self, task: int) -> None:
-        self.anchor_with(self.path.importance(self.named_params(), self.hparams.xi))
-
-    def method_state(self) -> dict[str, Any]:
-        return {**super().method_state(), "path": self.path.state_dict()}
-
-    def load_method_state(self, state: dict[str, Any]) -> None:
-        super().load_method_state(state)
-        self.path.load_state_dict(state["path"])
+        self.anchor_with(self.tracker.importance(self.named_params(), self.hparams.xi))
