@@ -311,4 +311,3 @@ def _flat(value, prefix: str = "") -> dict[str, torch.Tensor]:
         return {prefix: value}
     items = value.items() if isinstance(value, dict) else enumerate(value)
     return {k: v for key, item in items for k, v in _flat(item, f"{prefix}/{key}").items()}
-
