@@ -311,3 +311,91 @@ def _flat(value, prefix: str = "") -> dict[str, torch.Tensor]:
         return {prefix: value}
     items = value.items() if isinstance(value, dict) else enumerate(value)
     return {k: v for key, item in items for k, v in _flat(item, f"{prefix}/{key}").items()}
+
+
+# ------------------------------------------------------------------ multi-process
+def _si_omega(net: TaskNet, batches, world: int = 1, rank: int = 0) -> dict[str, torch.Tensor]:
+    """SI's path integral over one SGD step per batch; with ``world`` > 1 the network is DDP-wrapped and every
+    process trains on its part of each batch (gradients averaged by DDP, as in a Lightning DDP run)."""
+    model = net if world == 1 else nn.parallel.DistributedDataParallel(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    path = PathIntegral()
+    path.begin_task(net.named_parameters())
+    for x, y, t in batches:
+        opt.zero_grad()
+        F.cross_entropy(model(x[rank::world], t[rank::world]), y[rank::world]).backward()
+        path.before_step(net.named_parameters())
+        opt.step()
+        path.after_step(net.named_parameters())
+    return path.importance(net.named_parameters(), 0.1)
+
+
+def _estimates(world: int = 1, rank: int = 0, all_reduce=None) -> dict[str, dict[str, torch.Tensor]]:
+    net, batches = tiny_net(), tiny_batches(n=12, batch=4)
+    shard = [(x[rank::world], y[rank::world], t[rank::world]) for x, y, t in batches]
+    return {
+        "empirical": fisher_diagonal(net, shard, "empirical", all_reduce),
+        "true": fisher_diagonal(net, shard, "true", all_reduce),
+        "mas": mas_importance(net, shard, all_reduce),
+        "scp": scp_importance(net, shard, 6, torch.Generator().manual_seed(0), all_reduce),
+        "si": _si_omega(net, batches, world, rank),
+    }
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+
+    def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    torch.save(_estimates(world, rank, all_reduce), f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
+    """Fisher (empirical and true), MAS and SCP are reduced over processes; SI's path integral follows the
+    DDP-averaged gradients: both processes end with the single-process importances of the same data."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    single = _estimates()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for kind, values in single.items():
+            for name, value in values.items():
+                torch.testing.assert_close(got[kind][name], value, rtol=1e-5, atol=1e-8, msg=f"{kind} {name}")
+
+
+@pytest.mark.slow
+def test_ddp_ewc_fit_stores_the_fisher_of_the_whole_task(tmp_path):
+    """A 2-process Lightning run: the Fisher in its checkpoint equals a single-process estimate on the whole of
+    task 0's training data at the stored anchors (the processes' shards are all-reduced)."""
+    from lecture_modules.classification import build_mlp
+    from tests.helpers import run_cli_subprocess, with_checkpoints
+
+    args = _stream_args("ewc", tmp_path / "fit", batches=2)
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    fit = run_cli_subprocess(*args, *ddp, *with_checkpoints(tmp_path / "ckpt"), cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    [ckpt] = (tmp_path / "ckpt").glob("*.ckpt")
+    [[anchors, fisher]] = torch.load(ckpt, weights_only=True)["lifelong"]["method"]["penalties"]
+    net = TaskNet(build_mlp((1, 8, 8), 10, [32], False, 0.0))
+    net.load_state_dict(anchors)
+    stream = TaskStreamDataModule(num_tasks=2)
+    expected = fisher_diagonal(net, stream.shard_batches(0, None, 64))
+    for name, value in expected.items():
+        torch.testing.assert_close(fisher[name], value, rtol=1e-4, atol=1e-9)
