@@ -221,14 +221,13 @@ def test_stream_needs_dataloader_reload_every_epoch(tmp_path):
 
 
 # ------------------------------------------------------------------ end to end
-def _stream_args(method: str, root, tasks: int = 2, batches: int = 3) -> list[str]:
+def _stream_args(method: str, root, tasks: int = 2, batches: int = 3, logger: bool = False) -> list[str]:
     return [
         "fit",
         "--config",
         str(CONFIGS / f"{method}.yaml"),
         *QUICK,
-        "--trainer.logger",
-        "false",
+        *([] if logger else ["--trainer.logger", "false"]),
         "--trainer.callbacks=[]",
         "--trainer.accelerator",
         "cpu",
@@ -288,6 +287,25 @@ def test_task_incremental_split_masks_other_tasks_classes(tmp_path):
     x, _, t = cli.datamodule.task_data(1, "val").tensors[:8]
     logits = cli.model(x[:8], t[:8])
     assert torch.isinf(logits[:, [0, 1, 2, 3, 4]]).all() and torch.isfinite(logits[:, 5:]).all()
+
+
+def test_offline_wandb_run_has_matrix_metrics_table_and_figures(tmp_path):
+    """After every task: cl/* metrics, the accuracy-matrix table and heat map; at the end the accuracy curves."""
+    import time
+
+    from tests.wandb_reader import read_run
+
+    run_cli(*_stream_args("ewc", tmp_path, logger=True), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
+    [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    for _ in range(50):  # the W&B service may still be writing the offline file when fit returns
+        logged = {key for row in read_run(log_file)["history"] for key in row}
+        if "cl/accuracy_curves/_type" in logged:
+            break
+        time.sleep(0.2)
+    assert {"cl/avg_acc", "cl/bwt", "cl/forgetting", "cl/fwt", "val/acc_task0", "val/acc_task1"} <= logged
+    assert {"cl/accuracy_matrix/_type", "cl/accuracy_curves/_type"} <= logged  # the table / heat map, the curves
+    figures = log_file.parent / "files" / "figures"
+    assert len(list(figures.glob("cl_accuracy_matrix-*.png"))) == 2 and list(figures.glob("cl_accuracy_curves-*"))
 
 
 # ------------------------------------------------------------------ resume
