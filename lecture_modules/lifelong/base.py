@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -182,7 +182,7 @@ class ContinualLearning(LectureModule):
 
     def on_train_end(self) -> None:
         last = self.stream.task_of_epoch(max(self.current_epoch - 1, 0))
-        while self.tasks_done <= last and self.last_val_acc is not None:
+        while self.tasks_done <= last:
             self._end_task(self.tasks_done)
         if self.curves and self.trainer.is_global_zero:
             fig = accuracy_curves_figure(self.curves, self.stream.epochs_per_task, type(self).__name__)
@@ -190,12 +190,11 @@ class ContinualLearning(LectureModule):
 
     def _end_task(self, task: int) -> None:
         last_epoch = (task + 1) * self.stream.epochs_per_task - 1
-        if self.last_val_epoch != last_epoch:
-            rank_zero_warn(
-                f"{type(self).__name__}: row {task} of the accuracy matrix comes from the validation of epoch "
-                f"{self.last_val_epoch}, not of task {task}'s last epoch {last_epoch} (validate every epoch)"
-            )
-        self.matrix.append(list(self.last_val_acc))
+        if self.last_val_epoch == last_epoch:
+            row = list(self.last_val_acc)
+        else:  # validation did not run after the task's last epoch (check_val_every_n_epoch, limit_val_batches 0)
+            row = self.evaluate_tasks()
+        self.matrix.append(row)
         self.consolidate(task)
         self.tasks_done = task + 1
         self._report()

@@ -282,6 +282,22 @@ def test_joint_refuses_a_current_task_only_stream(tmp_path):
         run_cli(*_stream_args("joint", tmp_path), "--data.init_args.train_on", "current")
 
 
+def test_a_plain_image_datamodule_is_refused_with_the_setting_to_change(tmp_path):
+    with pytest.raises(TypeError, match="TaskStreamDataModule"):
+        run_cli(
+            *_stream_args("ewc", tmp_path)[:-10],  # without the stream's own settings
+            "--data",
+            "datamodules.image.ImageDataModule",
+        )
+
+
+@pytest.mark.parametrize("scenario", ["rotated", "split_class"])
+def test_rotated_and_class_incremental_streams_without_validation_still_fill_the_matrix(scenario, tmp_path):
+    args = [*_stream_args("si", tmp_path), "--data.init_args.scenario", scenario, "--trainer.limit_val_batches", "0"]
+    model = run_cli(*args).model
+    assert len(model.matrix) == 2 and model.curves == []  # rows measured at the task ends, not by validation
+
+
 def test_task_incremental_split_masks_other_tasks_classes(tmp_path):
     cli = run_cli(*_stream_args("finetune", tmp_path), "--data.init_args.scenario", "split_task")
     x, _, t = cli.datamodule.task_data(1, "val").tensors[:8]
