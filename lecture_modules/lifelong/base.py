@@ -99,6 +99,7 @@ class ContinualLearning(LectureModule):
         hidden = list(hidden) if hidden is not None else ([1024, 512, 256] if backbone == "mlp" else [32, 64, 128])
         if not hidden or min(hidden) < 1:
             raise ValueError(f"{type(self).__name__}.hidden must list positive widths, got {hidden}")
+        self.save_hyperparameters()  # subclasses with arguments of their own save again
         build = build_mlp if backbone == "mlp" else build_cnn
         self.net = TaskNet(build(tuple(input_shape), num_classes, hidden, batch_norm, dropout))
         self.num_classes = num_classes
