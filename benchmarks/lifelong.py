@@ -81,6 +81,8 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
         extra = ["--model.init_args.importance_samples", str(args.importance_samples)]
     if method in ("ewc", "mas"):
         extra += ["--model.init_args.vectorize", str(args.vectorize).lower()]
+    if args.penalty_weight is not None and method in HW14 and method != "finetune":
+        extra += ["--model.init_args.penalty_weight", str(args.penalty_weight)]
     start = time.perf_counter()
     cli = fit(f"{method}.yaml", *hw14_overrides(args, seed), *extra, root=tmp / f"{method}-{seed}")
     seconds = time.perf_counter() - start
@@ -96,7 +98,8 @@ def report(results: list[dict], args) -> str:
         f"{args.train_samples or 60000} training images per task, accuracy matrix on the first "
         f"{args.eval_images or 10000} test images of every task, seeds {args.seeds}, importance estimated on "
         f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
-        f"{'vmap' if args.vectorize else 'torch.func loop'})",
+        f"{'vmap' if args.vectorize else 'torch.func loop'})"
+        + (f", penalty weight {args.penalty_weight} for every method (not HW14's)" if args.penalty_weight else ""),
         "",
         "| method | final avg acc (%) | BWT (points) | forgetting (points) | HW14 sample avg acc (%) | s / run |",
         "|---|---|---|---|---|---|",
@@ -213,20 +216,42 @@ def timing(args) -> str:
     return "\n".join(lines)
 
 
+def combine(args) -> None:
+    runs: dict[tuple[str, int], dict] = {}
+    for i, path in enumerate(args.combine):
+        saved = json.loads(Path(path).read_text())
+        if i == 0:
+            first = argparse.Namespace(**saved["args"])
+        runs.update({(r["method"], r["seed"]): r for r in saved["runs"]})
+    results = [runs[m, s] for s in first.seeds for m in first.methods if (m, s) in runs]
+    text = report(results, first) + f"\n\ncombined from: {', '.join(args.combine)}"
+    print(text)
+    Path(args.results).with_suffix(".md").write_text(text + "\n")
+    matrices_figure(results, Path(args.figure))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", required=True, help="folder with MNIST's four IDX files (gzipped or not)")
+    parser.add_argument("--mnist", help="folder with MNIST's four IDX files (gzipped or not)")
     parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs-per-task", type=int, default=10, help="HW14: 10")
     parser.add_argument("--train-samples", type=int, default=None, help="training images per task (HW14: all)")
     parser.add_argument("--eval-images", type=int, default=None, help="test images per task in the matrix (all)")
     parser.add_argument("--importance-samples", type=int, default=None, help="EWC/MAS/SCP estimation images")
+    parser.add_argument("--penalty-weight", type=float, default=None, help="overrides HW14's lambda of every method")
     parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     parser.add_argument("--vectorize", action="store_true", help="EWC/MAS per-sample gradients with vmap (else loop)")
     parser.add_argument("--timing", action="store_true", help="also time the importance estimation")
     parser.add_argument("--timing-samples", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="no training: the table and figure of the runs in these results files (a later file's run replaces an "
+        "earlier one of the same method and seed; the budget is read from the first)",
+    )
     parser.add_argument("--results", default="benchmarks/results/lifelong.json")
     parser.add_argument("--figure", default="benchmarks/lifelong.png")
     args = parser.parse_args()
@@ -234,6 +259,11 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning_utilities").setLevel(logging.WARNING)  # the per-task matrices
     warnings.filterwarnings("ignore", module="lightning")  # the script's own output is the table
+    if args.combine:
+        combine(args)
+        return
+    if not args.mnist:
+        parser.error("--mnist DIR is needed to train (or --combine to tabulate saved runs)")
     out: dict = {"args": vars(args)}
     texts = []
     if args.timing:

@@ -295,7 +295,7 @@ class PathIntegral(_StepTracker):
 class RiemannianWalk(_StepTracker):
     """RWalk's online Fisher (EMA of squared gradients) and per-task path score."""
 
-    def __init__(self, alpha: float = 0.9, eps: float = 1e-8) -> None:
+    def __init__(self, alpha: float = 0.9, eps: float = 0.1) -> None:
         super().__init__()
         self.alpha, self.eps = alpha, eps
         self.fisher: Params = {}

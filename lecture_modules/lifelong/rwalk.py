@@ -4,8 +4,8 @@ EWC++ plus a path score: during training an exponential moving average of the sq
 (empirical) Fisher ``F`` online, and every step adds ``-g * delta / (1/2 F delta^2 + eps)`` (the loss
 decrease per unit of KL-distance moved) to each parameter's score ``s``
 (:class:`~lecture_modules.lifelong.importance.RiemannianWalk`). At a task's end the score (clamped at 0) is
-averaged with the earlier tasks' (``S <- (S + s) / 2``), and the importance is ``F + S``, each normalised by
-its maximum when ``normalize`` is set, anchored at the latest task's weights.
+averaged with the earlier tasks' (``S <- (S + s) / 2``), and the importance is ``F + S`` (each divided by its
+maximum when ``normalize`` is set), anchored at the latest task's weights.
 
 Run: ``python cli.py fit --config configs/rwalk.yaml``
 """
@@ -35,8 +35,8 @@ class RWalk(Regularised):
         dropout: float = 0.0,
         penalty_weight: float = 100.0,
         alpha: float = 0.9,
-        eps: float = 1e-8,
-        normalize: bool = True,
+        eps: float = 0.1,
+        normalize: bool = False,
     ) -> None:
         """
         Args:
@@ -48,8 +48,11 @@ class RWalk(Regularised):
             dropout: dropout probability after each hidden layer.
             penalty_weight: lambda of the penalty ``lambda * sum (F + S) (theta - theta*)^2`` (HW14: 100).
             alpha: weight of the old value in the moving average of the squared gradients.
-            eps: damping of the score's denominator.
-            normalize: divide F and S each by its maximum over all parameters before adding them.
+            eps: damping of the score's denominator ``1/2 F delta^2 + eps``. With tiny steps the quadratic term is
+                far below any usual eps, so the score is about ``-g delta / eps``: eps sets its scale (0.1 puts
+                it on SI's scale, where HW14's lambda of 100 fits; 1e-8 makes it 10^7 times larger).
+            normalize: divide F and S each by its maximum over all parameters before adding them (then lambda
+                must be far smaller than HW14's 100: the paper's experiments used 0.1).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if not 0.0 <= alpha < 1.0 or eps <= 0:
