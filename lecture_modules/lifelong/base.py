@@ -219,7 +219,7 @@ class ContinualLearning(LectureModule):
                 logger.log_table(
                     "cl/accuracy_matrix", columns=columns, data=[[i, *r] for i, r in enumerate(self.matrix)]
                 )
-        self.log_figure("cl/accuracy_matrix", accuracy_matrix_figure(self.matrix, type(self).__name__))
+        self.log_figure("cl/accuracy_matrix_heatmap", accuracy_matrix_figure(self.matrix, type(self).__name__))
 
     @torch.no_grad()
     def evaluate_tasks(self) -> list[float]:

@@ -319,9 +319,11 @@ def test_offline_wandb_run_has_matrix_metrics_table_and_figures(tmp_path):
             break
         time.sleep(0.2)
     assert {"cl/avg_acc", "cl/bwt", "cl/forgetting", "cl/fwt", "val/acc_task0", "val/acc_task1"} <= logged
-    assert {"cl/accuracy_matrix/_type", "cl/accuracy_curves/_type"} <= logged  # the table / heat map, the curves
+    assert {"cl/accuracy_matrix/_type", "cl/accuracy_matrix_heatmap/_type", "cl/accuracy_curves/_type"} <= logged
     figures = log_file.parent / "files" / "figures"
-    assert len(list(figures.glob("cl_accuracy_matrix-*.png"))) == 2 and list(figures.glob("cl_accuracy_curves-*"))
+    assert len(list(figures.glob("cl_accuracy_matrix_heatmap-*.png"))) == 2 and list(
+        figures.glob("cl_accuracy_curves-*")
+    )
 
 
 # ------------------------------------------------------------------ resume
