@@ -99,7 +99,11 @@ def report(results: list[dict], args) -> str:
         f"{args.eval_images or 10000} test images of every task, seeds {args.seeds}, importance estimated on "
         f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
         f"{'vmap' if args.vectorize else 'torch.func loop'})"
-        + (f", penalty weight {args.penalty_weight} for every method (not HW14's)" if args.penalty_weight else ""),
+        + (
+            f", penalty weight {args.penalty_weight} for every method (not HW14's)"
+            if getattr(args, "penalty_weight", None)
+            else ""
+        ),
         "",
         "| method | final avg acc (%) | BWT (points) | forgetting (points) | HW14 sample avg acc (%) | s / run |",
         "|---|---|---|---|---|---|",
