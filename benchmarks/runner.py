@@ -24,11 +24,16 @@ QUIET = [
 ]
 
 
-def fit_and_test(config: str, *overrides: str, root: Path) -> LectureCLI:
-    """``python cli.py fit --config configs/<config> <overrides>`` in this process, then test on the test split."""
+def fit(config: str, *overrides: str, root: Path) -> LectureCLI:
+    """``python cli.py fit --config configs/<config> <overrides>`` in this process."""
     entries = load_all(discover())
     args = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
-    cli = LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
+    return LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
+
+
+def fit_and_test(config: str, *overrides: str, root: Path) -> LectureCLI:
+    """:func:`fit`, then test on the test split."""
+    cli = fit(config, *overrides, root=root)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     return cli
 

@@ -1,0 +1,58 @@
+"""Memory aware synapses — lecture 14 / HW14 (Aljundi et al. 2018, arXiv 1711.09601).
+
+Importance is how sensitive the network's output is to each parameter, with no labels needed: the mean absolute
+per-sample gradient of the squared L2 norm of the output
+(:func:`~lecture_modules.lifelong.importance.mas_importance`), accumulated over tasks and anchored at the latest
+task's weights.
+
+Run: ``python cli.py fit --config configs/mas.yaml``
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lecture_modules.lifelong.base import Regularised, check_importance_args
+from lecture_modules.lifelong.importance import mas_importance
+
+__all__ = ["MAS"]
+
+
+class MAS(Regularised):
+    """Memory aware synapses: output-sensitivity importance, label-free (lecture 14)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        penalty_weight: float = 0.1,
+        importance_samples: int | None = None,
+        importance_batch_size: int = 64,
+        vectorize: bool = True,
+    ) -> None:
+        """
+        Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
+            penalty_weight: lambda of the penalty ``lambda * sum Omega (theta - theta*)^2`` (HW14: 0.1).
+            importance_samples: training samples of the task the importance is averaged over (None: all).
+            importance_batch_size: samples per batch of per-sample gradients (all processes together).
+            vectorize: per-sample gradients with ``vmap`` (one call per batch); False loops over the samples
+                (the faster choice on CPUs for wide MLPs; see ``benchmarks/lifelong.py``).
+        """
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
+        check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
+        self.save_hyperparameters()
+
+    def consolidate(self, task: int) -> None:
+        hp = self.hparams
+        batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
+        self.anchor_with(mas_importance(self.net, batches, self.all_reduce(), hp.vectorize))

@@ -1,0 +1,437 @@
+"""Life-long learning (lecture 14): importance estimators against hand / loop computations, the penalty, the
+metrics, the task stream, every method end to end on the embedded default, and exact resume in the middle of
+the stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datamodules.streams import TaskStreamDataModule, permute_pixels, rotate_images, split_classes
+from lecture_modules.lifelong.base import TaskNet
+from lecture_modules.lifelong.importance import (
+    PathIntegral,
+    RiemannianWalk,
+    fisher_diagonal,
+    mas_importance,
+    quadratic_penalty,
+    scp_importance,
+)
+from lecture_modules.lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
+from tests.helpers import CONFIGS, QUICK, crash_after_checkpoint, run_cli, state_dict_equal
+
+METHODS = ["finetune", "ewc", "si", "mas", "rwalk", "scp", "replay", "joint"]
+
+
+def tiny_net(mask: torch.Tensor | None = None) -> TaskNet:
+    torch.manual_seed(0)
+    net = TaskNet(nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4)))
+    net.set_class_mask(mask)
+    return net
+
+
+def tiny_batches(n: int = 10, batch: int = 4, task: int = 0):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(n, 1, 2, 3, generator=g), torch.randint(0, 2, (n,), generator=g)
+    t = torch.full((n,), task)
+    return [(x[i : i + batch], y[i : i + batch], t[i : i + batch]) for i in range(0, n, batch)]
+
+
+def loop_estimate(net: TaskNet, batches, per_sample) -> dict[str, torch.Tensor]:
+    """The textbook computation: one autograd backward pass per sample (per class for the true Fisher)."""
+    params = dict(net.named_parameters())
+    sums, n = {k: torch.zeros_like(p) for k, p in params.items()}, 0
+    for x, y, t in batches:
+        for i in range(len(y)):
+            for weight, value in per_sample(net(x[i : i + 1], t[i : i + 1])[0], y[i]):
+                grads = torch.autograd.grad(value, list(params.values()), retain_graph=True)
+                for k, g in zip(params, grads):
+                    sums[k] += weight(g)
+            n += 1
+    return {k: v / n for k, v in sums.items()}
+
+
+def assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------ importance estimators
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fisher_matches_per_sample_loop(vectorize, masked):
+    mask = torch.tensor([[True, True, False, False]]) if masked else None
+    net, batches = tiny_net(mask), tiny_batches()
+
+    def empirical(logits, y):
+        yield (lambda g: g.pow(2)), F.cross_entropy(logits[None], y[None])
+
+    def true(logits, y):
+        log_p = F.log_softmax(logits, -1)
+        for c in range(4):
+            p = float(log_p[c].exp())
+            if p > 0:
+                yield (lambda g, p=p: p * g.pow(2)), log_p[c]
+
+    for kind, per_sample in (("empirical", empirical), ("true", true)):
+        got = fisher_diagonal(net, batches, kind, vectorize=vectorize, chunk_size=2)
+        assert_close(got, loop_estimate(net, batches, per_sample))
+        assert all(torch.isfinite(v).all() for v in got.values())
+
+
+def test_true_and_empirical_fisher_differ_and_are_nonnegative_with_parameter_shapes():
+    net, batches = tiny_net(), tiny_batches()
+    shapes = {k: p.shape for k, p in net.named_parameters()}
+    emp, true = fisher_diagonal(net, batches, "empirical"), fisher_diagonal(net, batches, "true")
+    for estimate in (emp, true, mas_importance(net, batches), scp_importance(net, batches, slices=7)):
+        assert {k: v.shape for k, v in estimate.items()} == shapes
+        assert all((v >= 0).all() and v.sum() > 0 for v in estimate.values())
+    assert not torch.allclose(emp["body.3.weight"], true["body.3.weight"])
+
+
+def test_mas_matches_per_sample_loop():
+    net, batches = tiny_net(), tiny_batches()
+    got = mas_importance(net, batches, vectorize=False)
+    assert_close(got, mas_importance(net, batches))
+    assert_close(got, loop_estimate(net, batches, lambda logits, y: [((lambda g: g.abs()), logits.pow(2).sum())]))
+
+
+def test_scp_equals_explicit_slices():
+    """SCP's diag(J^T M J) shortcut equals averaging the squared gradients of the L projections one by one."""
+    net, batches = tiny_net(), tiny_batches()
+    got = scp_importance(net, batches, slices=5, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    params = dict(net.named_parameters())
+    expected = {k: torch.zeros_like(p) for k, p in params.items()}
+    for x, _, t in batches:
+        xi = torch.randn(5, 4, generator=g)
+        xi = xi / xi.norm(dim=1, keepdim=True)
+        mean_out = net(x, t).mean(0)
+        for direction in xi:
+            grads = torch.autograd.grad(mean_out @ direction, list(params.values()), retain_graph=True)
+            for k, gr in zip(params, grads):
+                expected[k] += gr.pow(2) / 5
+    assert_close(got, {k: v / len(batches) for k, v in expected.items()})
+
+
+def test_importance_estimation_leaves_train_mode_and_gradients_alone():
+    net = tiny_net()
+    net.train()
+    fisher_diagonal(net, tiny_batches())
+    assert net.training and all(p.grad is None for p in net.parameters())
+
+
+def test_penalty_is_zero_at_the_anchor_and_positive_after_a_perturbation():
+    net = tiny_net()
+    params = dict(net.named_parameters())
+    anchors = {k: p.detach().clone() for k, p in params.items()}
+    importance = fisher_diagonal(net, tiny_batches())
+    assert float(quadratic_penalty(params, anchors, importance)) == 0.0
+    with torch.no_grad():
+        params["body.1.weight"].add_(0.1)
+    penalty = quadratic_penalty(params, anchors, importance)
+    assert float(penalty) == pytest.approx(0.01 * float(importance["body.1.weight"].sum()), rel=1e-5)
+    assert penalty > 0 and penalty.requires_grad
+
+
+def test_si_path_integral_on_a_quadratic():
+    """SGD on L = theta^2 / 2 (g = theta, delta = -lr theta): omega = sum lr theta_t^2, Omega = omega / (D^2 + xi)."""
+    theta = nn.Parameter(torch.tensor([1.0, -2.0]))
+    path, lr, thetas = PathIntegral(), 0.1, []
+    named = lambda: [("theta", theta)]  # noqa: E731
+    path.begin_task(named())
+    for _ in range(3):
+        thetas.append(theta.detach().clone())
+        theta.grad = theta.detach().clone()
+        path.before_step(named())
+        with torch.no_grad():
+            theta -= lr * theta.grad
+        path.after_step(named())
+    omega = sum(lr * th.pow(2) for th in thetas)
+    torch.testing.assert_close(path.omega["theta"], omega)
+    delta = theta.detach() - torch.tensor([1.0, -2.0])
+    torch.testing.assert_close(path.importance(named(), 0.1)["theta"], omega / (delta.pow(2) + 0.1))
+
+
+def test_rwalk_score_and_online_fisher_on_a_quadratic():
+    theta = nn.Parameter(torch.tensor([1.0]))
+    walk = RiemannianWalk(alpha=0.5, eps=1e-8)
+    named = lambda: [("theta", theta)]  # noqa: E731
+    walk.begin_task(named())
+    theta.grad = torch.tensor([1.0])
+    walk.before_step(named())
+    with torch.no_grad():
+        theta -= 0.1
+    walk.after_step(named())
+    assert float(walk.fisher["theta"]) == 1.0  # first step: F = g^2
+    assert float(walk.score["theta"]) == pytest.approx(0.1 / (0.5 * 1.0 * 0.01 + 1e-8))
+
+
+# ------------------------------------------------------------------ metrics
+def test_continual_metrics_on_a_hand_matrix():
+    r = [[0.9, 0.1, 0.2], [0.6, 0.8, 0.3], [0.5, 0.7, 0.9]]
+    assert average_accuracy(r) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    assert backward_transfer(r) == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
+    assert forgetting(r) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert forward_transfer(r, [0.1, 0.1, 0.1]) == pytest.approx(((0.1 - 0.1) + (0.3 - 0.1)) / 2)
+    assert backward_transfer(r[:1]) is None and average_accuracy(r[:1]) == 0.9
+
+
+# ------------------------------------------------------------------ task stream
+def test_stream_tasks_are_permutations_rotations_and_class_splits():
+    x = torch.arange(24.0).view(2, 1, 3, 4)
+    perm = torch.randperm(12)
+    assert torch.equal(permute_pixels(x, perm).flatten(1).sort(1).values, x.flatten(1))
+    assert torch.equal(rotate_images(x, 0.0), x)
+    assert torch.allclose(rotate_images(rotate_images(x[:, :, :3, :3], 90.0), -90.0), x[:, :, :3, :3], atol=1e-5)
+    assert split_classes(list(range(10)), 3) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+    split = TaskStreamDataModule(scenario="split_task", num_tasks=5)
+    mask = split.class_mask()
+    assert mask.shape == (5, 10) and mask.sum(1).tolist() == [2] * 5
+    y = split.task_data(3, "train").tensors[1]
+    assert set(y.tolist()) == {6, 7}
+    assert TaskStreamDataModule(scenario="split_class").class_mask() is None
+
+    permuted = TaskStreamDataModule(num_tasks=3, epochs_per_task=2)
+    a, b = permuted.task_data(0, "val").tensors[0], permuted.task_data(1, "val").tensors[0]
+    assert not torch.equal(a, b) and torch.equal(a.flatten(1).sort(1).values, b.flatten(1).sort(1).values)
+    assert [permuted.task_of_epoch(e) for e in range(7)] == [0, 0, 1, 1, 2, 2, 2]
+    shards = [list(permuted.shard_batches(0, 10, 4, world=2, rank=r)) for r in (0, 1)]
+    whole = list(permuted.shard_batches(0, 10, 4))
+    for (y0, y1), y in zip(((s0[1], s1[1]) for s0, s1 in zip(*shards)), (w[1] for w in whole)):
+        assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
+
+
+def test_stream_rejects_bad_settings():
+    with pytest.raises(ValueError, match="scenario"):
+        TaskStreamDataModule(scenario="shuffled")
+    with pytest.raises(ValueError, match="angles"):
+        TaskStreamDataModule(scenario="rotated", num_tasks=2, angles=[0.0])
+    with pytest.raises(ValueError, match="class_order"):
+        TaskStreamDataModule(scenario="split_task", class_order=[0, 0, 1]).task_classes()
+
+
+def test_stream_needs_dataloader_reload_every_epoch(tmp_path):
+    with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
+        run_cli(*_stream_args("ewc", tmp_path), "--trainer.reload_dataloaders_every_n_epochs", "0")
+
+
+# ------------------------------------------------------------------ end to end
+def _stream_args(method: str, root, tasks: int = 2, batches: int = 3, logger: bool = False) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(CONFIGS / f"{method}.yaml"),
+        *QUICK,
+        *([] if logger else ["--trainer.logger", "false"]),
+        "--trainer.callbacks=[]",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.default_root_dir",
+        str(root),
+        "--data.init_args.num_tasks",
+        str(tasks),
+        "--data.init_args.epochs_per_task",
+        "1",
+        "--trainer.max_epochs",
+        str(tasks),
+        "--trainer.limit_train_batches",
+        str(batches),
+        "--model.init_args.hidden",
+        "[32]",
+    ]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_runs_the_stream_end_to_end(method, tmp_path):
+    cli = run_cli(*_stream_args(method, tmp_path))
+    model = cli.model
+    assert cli.trainer.global_step == 6 and model.tasks_done == 2
+    assert len(model.matrix) == 2 and all(len(row) == 2 for row in model.matrix)
+    assert len(model.random_init_acc) == 2 and len(model.curves) == 2
+    metrics = cli.trainer.callback_metrics
+    assert {"val/acc", "val/acc_task0", "val/acc_task1"} <= set(metrics)
+    if hasattr(model, "penalties"):
+        assert "train/loss_penalty" in metrics  # the second task was regularised
+        expected = 2 if method == "ewc" else 1  # EWC: one penalty per task; the others accumulate
+        assert len(model.penalties) == expected
+        for anchors, importance in model.penalties:
+            assert anchors.keys() == importance.keys() == dict(model.named_params()).keys()
+            assert all((v >= 0).all() and torch.isfinite(v).all() for v in importance.values())
+    if method == "replay":
+        assert "train/loss_replay" in metrics and len(model.memory[0]) == 200
+
+
+def test_ewc_online_keeps_one_decayed_penalty_and_true_fisher_runs(tmp_path):
+    online_args = _stream_args("ewc", tmp_path / "online", tasks=3, batches=2)
+    online = run_cli(*online_args, "--model.init_args.online", "true", "--model.init_args.gamma", "0.5").model
+    assert len(online.penalties) == 1 and online.tasks_done == 3
+    args = [*_stream_args("ewc", tmp_path / "true", tasks=3, batches=2), "--model.init_args.fisher", "true"]
+    true = run_cli(*args, "--model.init_args.importance_samples", "40").model
+    assert len(true.penalties) == 3
+
+
+def test_joint_refuses_a_current_task_only_stream(tmp_path):
+    with pytest.raises(ValueError, match="train_on"):
+        run_cli(*_stream_args("joint", tmp_path), "--data.init_args.train_on", "current")
+
+
+def test_a_plain_image_datamodule_is_refused_with_the_setting_to_change(tmp_path):
+    with pytest.raises(TypeError, match="TaskStreamDataModule"):
+        run_cli(
+            *_stream_args("ewc", tmp_path)[:-10],  # without the stream's own settings
+            "--data",
+            "datamodules.image.ImageDataModule",
+        )
+
+
+@pytest.mark.parametrize("scenario", ["rotated", "split_class"])
+def test_rotated_and_class_incremental_streams_without_validation_still_fill_the_matrix(scenario, tmp_path):
+    args = [*_stream_args("si", tmp_path), "--data.init_args.scenario", scenario, "--trainer.limit_val_batches", "0"]
+    model = run_cli(*args).model
+    assert len(model.matrix) == 2 and model.curves == []  # rows measured at the task ends, not by validation
+
+
+def test_task_incremental_split_masks_other_tasks_classes(tmp_path):
+    cli = run_cli(*_stream_args("finetune", tmp_path), "--data.init_args.scenario", "split_task")
+    x, _, t = cli.datamodule.task_data(1, "val").tensors[:8]
+    logits = cli.model(x[:8], t[:8])
+    assert torch.isinf(logits[:, [0, 1, 2, 3, 4]]).all() and torch.isfinite(logits[:, 5:]).all()
+
+
+def test_offline_wandb_run_has_matrix_metrics_table_and_figures(tmp_path):
+    """After every task: cl/* metrics, the accuracy-matrix table and heat map; at the end the accuracy curves."""
+    import time
+
+    from tests.wandb_reader import read_run
+
+    run_cli(*_stream_args("ewc", tmp_path, logger=True), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
+    [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    for _ in range(50):  # the W&B service may still be writing the offline file when fit returns
+        logged = {key for row in read_run(log_file)["history"] for key in row}
+        if "cl/accuracy_curves/_type" in logged:
+            break
+        time.sleep(0.2)
+    assert {"cl/avg_acc", "cl/bwt", "cl/forgetting", "cl/fwt", "val/acc_task0", "val/acc_task1"} <= logged
+    assert {"cl/accuracy_matrix/_type", "cl/accuracy_matrix_heatmap/_type", "cl/accuracy_curves/_type"} <= logged
+    figures = log_file.parent / "files" / "figures"
+    assert len(list(figures.glob("cl_accuracy_matrix_heatmap-*.png"))) == 2 and list(
+        figures.glob("cl_accuracy_curves-*")
+    )
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.parametrize("method", ["ewc", "si", "rwalk", "replay"])
+def test_resume_in_the_middle_of_task_three_is_exact(method, tmp_path):
+    """3 tasks x 1 epoch x 4 batches = 12 steps; crash at step 10 (inside task 3), resume, compare everything."""
+    args = [*_stream_args(method, tmp_path / "x", tasks=3, batches=4), "--model.init_args.dropout", "0.2"]
+    full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full")).model
+    ckpt = crash_after_checkpoint(args, 10, tmp_path / "ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    assert state["lifelong"]["tasks_done"] == 2  # the crash happened in the third task
+    resumed = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt)).model
+    assert state_dict_equal(resumed.state_dict(), full.state_dict())
+    assert resumed.matrix == full.matrix and resumed.random_init_acc == full.random_init_acc
+    a, b = _flat(resumed.method_state()), _flat(full.method_state())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _flat(value, prefix: str = "") -> dict[str, torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return {prefix: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return {k: v for key, item in items for k, v in _flat(item, f"{prefix}/{key}").items()}
+
+
+# ------------------------------------------------------------------ multi-process
+def _si_omega(net: TaskNet, batches, world: int = 1, rank: int = 0) -> dict[str, torch.Tensor]:
+    """SI's path integral over one SGD step per batch; with ``world`` > 1 the network is DDP-wrapped and every
+    process trains on its part of each batch (gradients averaged by DDP, as in a Lightning DDP run)."""
+    model = net if world == 1 else nn.parallel.DistributedDataParallel(net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    path = PathIntegral()
+    path.begin_task(net.named_parameters())
+    for x, y, t in batches:
+        opt.zero_grad()
+        F.cross_entropy(model(x[rank::world], t[rank::world]), y[rank::world]).backward()
+        path.before_step(net.named_parameters())
+        opt.step()
+        path.after_step(net.named_parameters())
+    return path.importance(net.named_parameters(), 0.1)
+
+
+def _estimates(world: int = 1, rank: int = 0, all_reduce=None) -> dict[str, dict[str, torch.Tensor]]:
+    net, batches = tiny_net(), tiny_batches(n=12, batch=4)
+    shard = [(x[rank::world], y[rank::world], t[rank::world]) for x, y, t in batches]
+    return {
+        "empirical": fisher_diagonal(net, shard, "empirical", all_reduce),
+        "true": fisher_diagonal(net, shard, "true", all_reduce),
+        "mas": mas_importance(net, shard, all_reduce),
+        "scp": scp_importance(net, shard, 6, torch.Generator().manual_seed(0), all_reduce),
+        "si": _si_omega(net, batches, world, rank),
+    }
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+
+    def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    torch.save(_estimates(world, rank, all_reduce), f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
+    """Fisher (empirical and true), MAS and SCP are reduced over processes; SI's path integral follows the
+    DDP-averaged gradients: both processes end with the single-process importances of the same data."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    single = _estimates()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for kind, values in single.items():
+            for name, value in values.items():
+                torch.testing.assert_close(got[kind][name], value, rtol=1e-5, atol=1e-8, msg=f"{kind} {name}")
+
+
+@pytest.mark.slow
+def test_ddp_ewc_fit_stores_the_fisher_of_the_whole_task(tmp_path):
+    """A 2-process Lightning run: the Fisher in its checkpoint equals a single-process estimate on the whole of
+    task 0's training data at the stored anchors (the processes' shards are all-reduced)."""
+    from lecture_modules.classification import build_mlp
+    from tests.helpers import run_cli_subprocess, with_checkpoints
+
+    args = _stream_args("ewc", tmp_path / "fit", batches=2)
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    fit = run_cli_subprocess(*args, *ddp, *with_checkpoints(tmp_path / "ckpt"), cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    [ckpt] = (tmp_path / "ckpt").glob("*.ckpt")
+    [[anchors, fisher]] = torch.load(ckpt, weights_only=True)["lifelong"]["method"]["penalties"]
+    net = TaskNet(build_mlp((1, 8, 8), 10, [32], False, 0.0))
+    net.load_state_dict(anchors)
+    stream = TaskStreamDataModule(num_tasks=2)
+    expected = fisher_diagonal(net, stream.shard_batches(0, None, 64))
+    for name, value in expected.items():
+        torch.testing.assert_close(fisher[name], value, rtol=1e-4, atol=1e-9)
