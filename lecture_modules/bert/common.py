@@ -41,6 +41,7 @@ class BertFineTuning(LectureModule):
             raise ValueError(f"{name}.freeze_layers must be >= 0, got {freeze_layers}")
         self.tokenizer = load_tokenizer(model_name_or_path)
         self.model = load_backbone(self.task, model_name_or_path, num_labels, vocab_size=len(self.tokenizer))
+        self.model.train()  # from_pretrained returns eval mode, and Lightning keeps a module's mode: dropout on
         self.frozen_tensors = freeze_backbone(self.model, freeze_embeddings, freeze_layers)
 
     def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
