@@ -125,7 +125,10 @@ def build_tiny_tokenizer():
 
     names = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS))
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()), model_max_length=512, **names
+        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()),
+        model_max_length=512,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # segment ids for sentence pairs
+        **names,
     )
 
 
