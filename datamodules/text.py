@@ -220,6 +220,7 @@ class _TextDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        self.setup()
         return self._eval_loader("test" if "test" in self._features else "val")
 
 

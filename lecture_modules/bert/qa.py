@@ -147,6 +147,20 @@ class BertQA(BertFineTuning):
     def on_test_epoch_end(self) -> None:
         self._finish("test")
 
+    def on_predict_epoch_start(self) -> None:
+        self.pool = CandidatePool(self.hparams.n_best)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_predict_epoch_end(self) -> None:
+        """``python cli.py predict``: the answers of the test (else validation) questions, as SQuAD JSON."""
+        pool, self.pool = gather_pool(self.pool), CandidatePool(self.hparams.n_best)
+        if self.trainer.is_global_zero and len(pool):
+            out = figure_dir(self.trainer).parent / "predictions"
+            path = write_predictions(pool.predictions(), out, f"predictions-step{self.global_step}")
+            rank_zero_info(f"predictions ({len(pool)} questions) written to {path}")
+
     def on_fit_end(self) -> None:
         if self.history and self.trainer.is_global_zero:
             self.log_figure("val/em_f1", history_figure(self.history))
