@@ -27,7 +27,16 @@ from lecture_modules.bert.models import (
     resolve_model_path,
 )
 from lecture_modules.bert.qa_core import CandidatePool, encode_qa, nbest_spans, squad_scores
-from tests.helpers import CONFIGS, CPU, QUICK, crash_after_checkpoint, run_cli, run_cli_subprocess, state_dict_equal
+from tests.helpers import (
+    CONFIGS,
+    CPU,
+    QUICK,
+    SMOKE,
+    crash_after_checkpoint,
+    run_cli,
+    run_cli_subprocess,
+    state_dict_equal,
+)
 
 QUIET_TRAINER = {
     "accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
@@ -398,3 +407,12 @@ def test_punctuation_is_in_the_tiny_vocabulary():
     tok = build_tiny_tokenizer()
     ids = tok(string.punctuation + " abc xyz 123", add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in ids
+
+
+def test_bf16_autocast_with_gradient_accumulation_runs_on_cpu():
+    cli = run_cli(
+        "fit", "--config", str(CONFIGS / "bert_qa.yaml"), "--config", SMOKE, "--trainer.precision", "bf16-mixed",
+        "--trainer.accumulate_grad_batches", "2",
+    )  # fmt: skip
+    assert cli.trainer.global_step == 1  # 2 batches, one optimiser step
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"]) and "val/f1" in cli.trainer.callback_metrics
