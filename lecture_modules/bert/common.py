@@ -50,6 +50,8 @@ class BertFineTuning(LectureModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         groups = no_decay_param_groups(self.model, hp.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon)
+        # one fused kernel for all tensors where torch has one (CPU and CUDA), as transformers.Trainer does
+        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon, fused=fused)
         scheduler = WarmupLinearLR(optimizer, warmup_steps=hp.warmup_steps)  # length fixed at fit start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
