@@ -50,8 +50,12 @@ class BertFineTuning(LectureModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         groups = no_decay_param_groups(self.model, hp.weight_decay)
-        # one fused kernel for all tensors where torch has one (CPU and CUDA), as transformers.Trainer does
-        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        # One fused kernel for all tensors (CPU, CUDA), as transformers.Trainer does, in full precision only:
+        # Lightning cannot clip the gradients of a fused optimiser under mixed precision.
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        fused = precision.startswith(("32", "64")) and all(
+            p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]
+        )
         optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon, fused=fused)
         scheduler = WarmupLinearLR(optimizer, warmup_steps=hp.warmup_steps)  # length fixed at fit start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -317,6 +317,7 @@ def test_linear_warmup_then_decay_per_step():
     model = BertClassification(learning_rate=1e-3, warmup_steps=4)
     config = model.configure_optimizers()
     opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert opt.defaults["fused"]  # full precision on the CPU: one fused AdamW kernel
     sched.set_total_steps(12)
     lrs = []
     for _ in range(12):
@@ -415,4 +416,5 @@ def test_bf16_autocast_with_gradient_accumulation_runs_on_cpu():
         "--trainer.accumulate_grad_batches", "2",
     )  # fmt: skip
     assert cli.trainer.global_step == 1  # 2 batches, one optimiser step
+    assert not cli.trainer.optimizers[0].defaults["fused"]  # Lightning cannot clip a fused optimiser's gradients here
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"]) and "val/f1" in cli.trainer.callback_metrics
