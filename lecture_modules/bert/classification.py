@@ -16,7 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lecture_modules.bert.common import BertFineTuning
-from lecture_modules.classification import confusion_figure
+from lecture_modules.classification import Classification
 
 __all__ = ["BertClassification"]
 
@@ -87,10 +87,6 @@ class BertClassification(BertFineTuning):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self(batch).argmax(dim=-1)
 
-    def on_validation_epoch_end(self) -> None:
-        self.last_confusion = self.val_confmat.compute().cpu()  # synced across ranks
-        self.val_confmat.reset()
-
-    def on_fit_end(self) -> None:
-        if self.last_confusion is not None and self.trainer.is_global_zero:
-            self.log_figure("val/confusion_matrix", confusion_figure(self.last_confusion))
+    # the image classification lecture's confusion matrix (same attributes): kept per epoch, plotted at the end
+    on_validation_epoch_end = Classification.on_validation_epoch_end
+    on_fit_end = Classification.on_fit_end
