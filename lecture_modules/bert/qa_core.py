@@ -1,0 +1,188 @@
+"""Extractive QA building blocks (SQuAD / DRCD style), plain functions testable without a Trainer.
+
+1. :func:`encode_qa`: question + context -> overlapping windows (``max_length``, ``doc_stride`` tokens of
+   overlap), each with its offset mapping (context tokens only) and, for training, the gold start/end token
+   positions ([CLS] = 0 when the answer is not wholly inside the window).
+2. :func:`nbest_spans`: per window, the ``n_best`` highest-scoring spans with ``end >= start`` and at most
+   ``max_answer_length`` tokens, as character spans of the context (vectorised over the batch).
+3. :class:`CandidatePool`: keeps only each question's ``n_best`` candidates while evaluation streams batch by
+   batch (never all logits), merges pools from several processes, and picks the best span across windows.
+4. :func:`squad_scores`: exact match and F1 with SQuAD's answer normalisation (torchmetrics).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from datamodules.text_sources import QAExample
+
+__all__ = ["CandidatePool", "encode_qa", "nbest_spans", "squad_scores"]
+
+NO_OFFSET = -1  # offset value of tokens outside the context (question, specials, padding)
+
+
+def _context_span(sequence_ids: Sequence[int | None]) -> tuple[int, int]:
+    """First and last token index of the context (sequence id 1)."""
+    first = sequence_ids.index(1)
+    last = len(sequence_ids) - 1 - list(reversed(sequence_ids)).index(1)
+    return first, last
+
+
+def _token_positions(
+    offsets: Sequence[tuple[int, int]], first: int, last: int, start_char: int, end_char: int
+) -> tuple[int, int]:
+    """Token span [start, end] covering characters [start_char, end_char); (0, 0) when not inside the window."""
+    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+        return 0, 0
+    start = first
+    while start <= last and offsets[start][0] <= start_char:
+        start += 1
+    end = last
+    while end >= first and offsets[end][1] >= end_char:
+        end -= 1
+    return start - 1, end + 1
+
+
+def encode_qa(
+    tokenizer, examples: Sequence[QAExample], max_length: int, doc_stride: int, with_labels: bool
+) -> list[dict[str, Any]]:
+    """Windows ("features") of question + context pairs.
+
+    Args:
+        tokenizer: a fast tokenizer (offset mappings).
+        examples: the questions.
+        max_length: tokens per window, question and specials included.
+        doc_stride: tokens shared by consecutive windows of one context (Hugging Face's ``stride``).
+        with_labels: add ``start_positions`` / ``end_positions`` from each example's first answer.
+
+    Returns:
+        One dict per window: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the model uses them),
+        ``example_index`` and ``offsets`` (per token ``(char_start, char_end)``, ``(-1, -1)`` outside the context).
+    """
+    enc = tokenizer(
+        [e.question.lstrip() for e in examples],
+        [e.context for e in examples],
+        truncation="only_second",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    features = []
+    for i, example_index in enumerate(enc["overflow_to_sample_mapping"]):
+        sequence_ids = enc.sequence_ids(i)
+        first, last = _context_span(sequence_ids)
+        offsets = [
+            tuple(o) if s == 1 else (NO_OFFSET, NO_OFFSET)
+            for o, s in zip(enc["offset_mapping"][i], sequence_ids, strict=True)
+        ]
+        feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        feature.update(example_index=example_index, offsets=offsets)
+        if with_labels:
+            example = examples[example_index]
+            if not example.answer_texts:
+                raise ValueError(f"training question {example.id!r} has no answer")
+            start_char = example.answer_starts[0]
+            end_char = start_char + len(example.answer_texts[0])
+            raw = enc["offset_mapping"][i]
+            feature["start_positions"], feature["end_positions"] = _token_positions(
+                raw, first, last, start_char, end_char
+            )
+        features.append(feature)
+    return features
+
+
+def nbest_spans(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, offsets: torch.Tensor, n_best: int, max_answer_length: int
+) -> list[list[tuple[float, int, int]]]:
+    """The ``n_best`` best spans of each window as ``(score, char_start, char_end)``, best first.
+
+    Args:
+        start_logits: (B, L) start scores.
+        end_logits: (B, L) end scores.
+        offsets: (B, L, 2) character offsets, ``-1`` outside the context.
+        n_best: start and end candidates considered per window, and spans returned.
+        max_answer_length: longest answer in tokens.
+
+    Only spans inside the context with ``start <= end < start + max_answer_length`` are scored; a window with no
+    valid span returns an empty list.
+    """
+    in_context = offsets[..., 0] >= 0  # (B, L)
+    neg = torch.finfo(torch.float32).min
+    start = start_logits.float().masked_fill(~in_context, neg)
+    end = end_logits.float().masked_fill(~in_context, neg)
+    k = min(n_best, start.shape[1])
+    s_val, s_idx = start.topk(k, dim=1)  # (B, k)
+    e_val, e_idx = end.topk(k, dim=1)  # (B, k)
+    scores = s_val[:, :, None] + e_val[:, None, :]  # (B, k, k)
+    length = e_idx[:, None, :] - s_idx[:, :, None]  # (B, k, k) end - start
+    valid = (length >= 0) & (length < max_answer_length)
+    valid &= in_context.gather(1, s_idx)[:, :, None] & in_context.gather(1, e_idx)[:, None, :]
+    scores = scores.masked_fill(~valid, float("-inf")).flatten(1)  # (B, k*k)
+    top_val, top_flat = scores.topk(min(n_best, scores.shape[1]), dim=1)  # (B, n)
+    starts, ends = s_idx.gather(1, top_flat // k), e_idx.gather(1, top_flat % k)  # (B, n) token indices
+    char_starts = offsets[..., 0].gather(1, starts).tolist()
+    char_ends = offsets[..., 1].gather(1, ends).tolist()
+    out = []
+    for b, row in enumerate(top_val.tolist()):
+        out.append([(v, char_starts[b][j], char_ends[b][j]) for j, v in enumerate(row) if v != float("-inf")])
+    return out
+
+
+class CandidatePool:
+    """Per question: the gold answers, the context, and the ``n_best`` best ``(score, char_start, char_end)``
+    spans seen so far across its windows. Memory is O(questions x n_best), whatever the number of windows."""
+
+    def __init__(self, n_best: int) -> None:
+        self.n_best = n_best
+        self.best: dict[str, list[tuple[float, int, int]]] = {}
+        self.examples: dict[str, QAExample] = {}
+
+    def add(self, example: QAExample, spans: Iterable[tuple[float, int, int]]) -> None:
+        self.examples.setdefault(example.id, example)
+        merged = [*self.best.get(example.id, []), *spans]
+        self.best[example.id] = heapq.nlargest(self.n_best, merged)
+
+    def state(self) -> dict[str, Any]:
+        """A picklable snapshot, for ``all_gather_object``."""
+        return {"best": self.best, "examples": self.examples}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        for qid, example in state["examples"].items():
+            self.add(example, state["best"].get(qid, []))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def predictions(self) -> dict[str, str]:
+        """SQuAD's prediction format ``{question id: answer text}``: the best span over all windows ("" if
+        no window had a valid span)."""
+        out = {}
+        for qid, example in self.examples.items():
+            spans = self.best.get(qid)
+            out[qid] = example.context[spans[0][1] : spans[0][2]] if spans else ""
+        return out
+
+    def references(self) -> dict[str, list[str]]:
+        return {qid: list(e.answer_texts) for qid, e in self.examples.items()}
+
+
+def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+    """Exact match and F1 in percent, SQuAD v1.1's evaluation (lower-case, no punctuation, no articles, squeezed
+    whitespace; max over the gold answers; F1 over whitespace tokens) via torchmetrics."""
+    from torchmetrics.functional.text import squad
+
+    missing = sorted(set(references) - set(predictions))
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} question(s), e.g. {missing[:3]}")
+    preds = [{"prediction_text": predictions[qid], "id": qid} for qid in references]
+    target = [
+        {"answers": {"text": refs, "answer_start": [0] * len(refs)}, "id": qid} for qid, refs in references.items()
+    ]
+    scores = squad(preds, target)
+    return {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
