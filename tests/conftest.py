@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +17,13 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, for modules of tiny steps (``pytestmark = pytest.mark.usefixtures("one_thread")``): on
+    a shared 2-core CPU a second thread only oversubscribes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,14 +13,7 @@ from datamodules.samplers import ResumableSampler
 from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource
 from tests.test_data import write_idx
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these steps are tiny, and on a shared 2-core CPU a second thread only oversubscribes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _png(path, array) -> None:

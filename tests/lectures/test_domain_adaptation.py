@@ -36,13 +36,7 @@ SMALL = [
 NO_LOG = ["--trainer.logger=false", "--trainer.callbacks=[]"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these steps are tiny, and on a shared 2-core CPU a second thread only oversubscribes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(name: str) -> str:
