@@ -179,6 +179,17 @@ def test_exact_match_and_f1_equal_hand_computed_values():
         squad_scores({}, references)
 
 
+def test_chinese_answers_get_character_level_f1_and_punctuation_free_exact_match():
+    predictions = {"a": "國立臺灣大學", "b": "「大安區」", "c": "x y", "d": "1928年"}
+    references = {"a": ["臺灣大學"], "b": ["大安區"], "c": ["y z w"], "d": ["一九二八年"]}
+    scores = squad_scores(predictions, references)
+    # a: 6 characters against 4, all 4 gold ones found: P = 4/6, R = 1 -> F1 0.8 (whitespace tokens would give 0).
+    # b: full-width brackets are punctuation -> EM 1. c: Latin-script, SQuAD's rule as above -> F1 0.4.
+    # d: tokens {1928, 年} vs {一, 九, 二, 八, 年}: P = 1/2, R = 1/5 -> F1 2/7.
+    assert scores["exact_match"] == pytest.approx(100 / 4, abs=1e-4)
+    assert scores["f1"] == pytest.approx(100 * (0.8 + 1 + 0.4 + 2 / 7) / 4, abs=1e-4)
+
+
 def test_streamed_evaluation_equals_all_logits_post_processing(tmp_path):
     """Validation keeps only n-best candidates per batch; the predictions written must equal those computed from
     every window's full logits at once (small eval batches, so windows of one question span several batches)."""
