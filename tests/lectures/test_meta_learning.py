@@ -419,12 +419,14 @@ class GradDump(L.Callback):
 
 
 @pytest.mark.slow
-def test_ddp_meta_gradient_equals_single_process(tmp_path):
-    """Two processes with 4 tasks each give the meta-gradient of one process with the same 8 tasks; validation
-    runs on both ranks with the gradient-enabled evaluation and CI metrics gathered across them."""
+@pytest.mark.parametrize("vectorize", [False, True], ids=["task-loop", "vmap"])
+def test_ddp_meta_gradient_equals_single_process(tmp_path, vectorize):
+    """Two processes with 4 tasks each give the meta-gradient of one process with the same 8 tasks, with tasks in
+    a loop and mapped by vmap; validation runs on both ranks with the gradient-enabled evaluation and CI metrics
+    gathered across them."""
     dump = "--trainer.callbacks+=tests.lectures.test_meta_learning.GradDump"
     common = ["fit", "--config", MAML_YAML, *QUICK, *NO_LOG, *SMALL, "--data.init_args.meta_batch_size", "8",
-              "--trainer.max_steps", "2", dump]  # fmt: skip
+              "--trainer.max_steps", "2", "--model.init_args.vectorize", str(vectorize).lower(), dump]  # fmt: skip
     runs = {
         "one": ["--trainer.accelerator", "cpu", "--trainer.devices", "1"],
         "two": ["--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2"],
