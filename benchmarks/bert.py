@@ -12,6 +12,11 @@ Needs the extras ``minilm`` (the model) and ``bench`` (accelerate, for the HF Tr
     ``transformers.Trainer``, alternating, ``--reps`` each (repetition r shuffles with seed r).
     Samples/s = batch size / median time between consecutive optimiser steps, after ``--warmup`` steps, by the
     wall clock and by the process's CPU time (less sensitive to other jobs on shared cores).
+(a') ``throughput_defaults``: a whole epoch (first batch start to the end of training, so every batch counts)
+    as each side ships: this lecture with ``configs/bert_classification.yaml``'s length-grouped batches against
+    ``transformers.Trainer``'s default random batches, and against the Trainer with ``group_by_length=True``.
+    Same sentences, model, batch size, maximum length, precision and optimiser; only the batch composition
+    differs, and the table gives each order's padding fraction.
 (b) ``sst2``: ``configs/bert_classification.yaml`` with MiniLM, fine-tuned on the first ``--sst2-train`` sentences
     of SST-2 train for one epoch, accuracy on the full SST-2 dev set (872 sentences).
 (c) ``squad``: ``configs/bert_qa.yaml`` with MiniLM, trained on questions of the first ``--squad-train-articles``
@@ -154,6 +159,111 @@ def throughput(args) -> dict:
     }
 
 
+class PadMeter:
+    """Counts the token slots and the real (unpadded) tokens of the batches a collator, or a step hook, sees."""
+
+    def __init__(self, collate=None) -> None:
+        self.collate, self.slots, self.real = collate, 0, 0
+
+    def count(self, batch) -> None:
+        mask = batch["attention_mask"]
+        self.slots, self.real = self.slots + mask.numel(), self.real + int(mask.sum())
+
+    def __call__(self, features):  # as a collator
+        batch = self.collate(features)
+        self.count(batch)
+        return batch
+
+    def fraction(self) -> float:
+        return 1 - self.real / self.slots
+
+
+class MeteredStepClock(StepClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.meter = PadMeter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.meter.count(batch)
+        super().on_train_batch_start()
+
+
+def throughput_defaults(args) -> dict:
+    """Samples/s of a whole fine-tuning epoch as each side ships: this lecture with its config's length-grouped
+    batches against ``transformers.Trainer`` with its default random batches, and against the Trainer with
+    ``train_sampling_strategy="group_by_length"`` (the fair twin); alternating runs, repetition r shuffles with seed r."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from datamodules.text import TextClassificationDataModule
+    from lecture_modules.bert import BertClassification
+    from lecture_modules.bert.models import load_backbone
+
+    dm = TextClassificationDataModule(
+        train_file=str(args.data / "sst2" / "train.tsv"),
+        tokenizer_name_or_path="minilm",
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        val_fraction=0.0,
+        limit_train_samples=args.tp_samples,
+        group_by_length=True,  # configs/bert_classification.yaml's setting
+    )
+    dm.setup()
+    features = dm._features["train"]
+    n = len(features)
+    keys = ("lecture_grouped", "hf_default", "hf_grouped")
+    runs: dict[str, list[float]] = {f"{k}{c}": [] for k in keys for c in ("", "_cpu")}
+    padding: dict[str, list[float]] = {k: [] for k in keys}  # measured on the batches each side built
+    for rep in range(args.reps + 1):  # repetition 0 warms both sides up (first calls in a process) and is dropped
+        dm.seed = rep
+        L.seed_everything(rep, verbose=False)
+        model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
+        clock = MeteredStepClock()
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
+        )  # fmt: skip
+        trainer.fit(model, datamodule=dm)
+        stamps, meters = {"lecture_grouped": clock.stamps}, {"lecture_grouped": clock.meter}
+        for key, strategy in (("hf_default", "random"), ("hf_grouped", "group_by_length")):
+            L.seed_everything(rep, verbose=False)
+            hf_clock, meters[key] = _hf_clock(), PadMeter(DataCollatorWithPadding(dm.tokenizer))
+            with tempfile.TemporaryDirectory() as out:
+                targs = TrainingArguments(
+                    output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
+                    learning_rate=5e-5, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
+                    max_grad_norm=1.0, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
+                    disable_tqdm=True, seed=rep, dataloader_num_workers=0, train_sampling_strategy=strategy,
+                )  # fmt: skip
+                Trainer(
+                    model=load_backbone("classification", "minilm", num_labels=2), args=targs,
+                    train_dataset=features, data_collator=meters[key], callbacks=[hf_clock],
+                ).train()  # fmt: skip
+            stamps[key] = hf_clock.stamps
+        for key, st in stamps.items():  # the whole epoch: first batch start to the end of training
+            if rep == 0:
+                continue
+            padding[key].append(meters[key].fraction())
+            runs[key].append(n / (st[-1][0] - st[0][0]))
+            runs[f"{key}_cpu"].append(n / (st[-1][1] - st[0][1]))
+        if rep:
+            print("throughput (as shipped) rep", rep, {k: round(v[-1], 2) for k, v in runs.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
+
+    return {
+        "runs": runs,
+        **med,
+        "padding": {k: statistics.mean(v) for k, v in padding.items()},
+        "ratio_vs_default": paired("lecture_grouped", "hf_default"),
+        "ratio_vs_default_cpu": paired("lecture_grouped_cpu", "hf_default_cpu"),
+        "ratio_vs_grouped": paired("lecture_grouped", "hf_grouped"),
+        "ratio_vs_grouped_cpu": paired("lecture_grouped_cpu", "hf_grouped_cpu"),
+    }
+
+
 def _fit(config: str, overrides: list[str], root: Path) -> LectureCLI:
     entries = load_all(discover())
     argv = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
@@ -238,13 +348,15 @@ def main() -> None:
             start = time.perf_counter()
             if part == "throughput":
                 results[part] = throughput(args)
+            elif part == "throughput_defaults":
+                results[part] = throughput_defaults(args)
             elif part == "sst2":
                 results[part] = sst2(args, Path(tmp) / "sst2")
             elif part == "squad":
                 (Path(tmp) / "squad").mkdir()
                 results[part] = squad(args, Path(tmp) / "squad")
             else:
-                raise SystemExit(f"unknown part {part!r}: choose from throughput, sst2, squad")
+                raise SystemExit(f"unknown part {part!r}: choose from throughput, throughput_defaults, sst2, squad")
             results[part]["wall_s"] = round(time.perf_counter() - start, 1)
             print(json.dumps({part: results[part]}), flush=True)
     table = render(results, args)
@@ -264,6 +376,19 @@ def render(results: dict, args) -> str:
             f"steps | this lecture {r['lightning']:.2f} samples/s, HF Trainer {r['hf_trainer']:.2f} samples/s, "
             f"ratio {r['ratio']:.2f} (median of the per-repetition ratios **{r['ratio_paired']:.2f}**); per "
             f"CPU-second {r['lightning_cpu']:.2f} vs {r['hf_trainer_cpu']:.2f}, ratio **{r['ratio_cpu']:.2f}** |"
+        )
+    if "throughput_defaults" in results:
+        r = results["throughput_defaults"]
+        pad = r["padding"]
+        lines.append(
+            f"| fine-tuning throughput as shipped, MiniLM, SST-2 | {args.tp_samples} sentences, batch "
+            f"{args.batch_size}, max length {args.max_length}, fp32, {args.reps} alternating runs each, whole "
+            f"epoch | this lecture (length-grouped batches, its config's default; {100 * pad['lecture_grouped']:.0f}% "
+            f"padding) {r['lecture_grouped']:.2f} samples/s; HF Trainer default (random batches, "
+            f"{100 * pad['hf_default']:.0f}% padding) {r['hf_default']:.2f}, ratio **{r['ratio_vs_default']:.2f}** "
+            f"(CPU time {r['ratio_vs_default_cpu']:.2f}); HF Trainer with `train_sampling_strategy=\"group_by_length\"` "
+            f"({100 * pad['hf_grouped']:.0f}% padding) {r['hf_grouped']:.2f}, ratio **{r['ratio_vs_grouped']:.2f}** (CPU time "
+            f"{r['ratio_vs_grouped_cpu']:.2f}); ratios are medians of the per-repetition ratios |"
         )
     if "sst2" in results:
         r = results["sst2"]
