@@ -188,66 +188,72 @@ class MeteredStepClock(StepClock):
         super().on_train_batch_start()
 
 
-def throughput_defaults(args) -> dict:
-    """Samples/s of a whole fine-tuning epoch as each side ships: this lecture with its config's length-grouped
-    batches against ``transformers.Trainer`` with its default random batches, and against the Trainer with
-    ``train_sampling_strategy="group_by_length"`` (the fair twin); alternating runs, repetition r shuffles with seed r."""
+def _shipped_epochs(args, dm, seed: int) -> dict[str, tuple[list, PadMeter]]:
+    """One epoch on ``dm``'s training set per side: the lecture (``dm`` groups by length) and the Trainer with
+    random and with length-grouped batches. Returns each side's step time stamps and padding meter."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from datamodules.text import TextClassificationDataModule
     from lecture_modules.bert import BertClassification
     from lecture_modules.bert.models import load_backbone
 
-    dm = TextClassificationDataModule(
-        train_file=str(args.data / "sst2" / "train.tsv"),
-        tokenizer_name_or_path="minilm",
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        val_fraction=0.0,
-        limit_train_samples=args.tp_samples,
-        group_by_length=True,  # configs/bert_classification.yaml's setting
-    )
-    dm.setup()
-    features = dm._features["train"]
-    n = len(features)
+    dm.seed = seed
+    L.seed_everything(seed, verbose=False)
+    model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
+    clock = MeteredStepClock()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    out = {"lecture_grouped": (clock.stamps, clock.meter)}
+    for key, strategy in (("hf_default", "random"), ("hf_grouped", "group_by_length")):
+        L.seed_everything(seed, verbose=False)
+        hf_clock, meter = _hf_clock(), PadMeter(DataCollatorWithPadding(dm.tokenizer))
+        with tempfile.TemporaryDirectory() as tmp:
+            targs = TrainingArguments(
+                output_dir=tmp, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
+                learning_rate=5e-5, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
+                max_grad_norm=1.0, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
+                disable_tqdm=True, seed=seed, dataloader_num_workers=0, train_sampling_strategy=strategy,
+            )  # fmt: skip
+            Trainer(
+                model=load_backbone("classification", "minilm", num_labels=2), args=targs,
+                train_dataset=dm._features["train"], data_collator=meter, callbacks=[hf_clock],
+            ).train()  # fmt: skip
+        out[key] = (hf_clock.stamps, meter)
+    return out
+
+
+def throughput_defaults(args) -> dict:
+    """Samples/s of a whole fine-tuning epoch as each side ships: this lecture with its config's length-grouped
+    batches against ``transformers.Trainer`` with its default random batches, and against the Trainer with
+    ``train_sampling_strategy="group_by_length"``; alternating, repetition r shuffles with seed r, after one
+    warm-up round of every side on 320 sentences (first calls in a process are slow)."""
+    from datamodules.text import TextClassificationDataModule
+
+    def datamodule(limit: int) -> TextClassificationDataModule:
+        dm = TextClassificationDataModule(
+            train_file=str(args.data / "sst2" / "train.tsv"), tokenizer_name_or_path="minilm",
+            max_length=args.max_length, batch_size=args.batch_size, val_fraction=0.0, limit_train_samples=limit,
+            group_by_length=True,  # configs/bert_classification.yaml's setting
+        )  # fmt: skip
+        dm.setup()
+        return dm
+
+    _shipped_epochs(args, datamodule(320), seed=0)  # warm-up, not counted
+    dm = datamodule(args.tp_samples)
+    n = len(dm._features["train"])
     keys = ("lecture_grouped", "hf_default", "hf_grouped")
     runs: dict[str, list[float]] = {f"{k}{c}": [] for k in keys for c in ("", "_cpu")}
     padding: dict[str, list[float]] = {k: [] for k in keys}  # measured on the batches each side built
-    for rep in range(args.reps + 1):  # repetition 0 warms both sides up (first calls in a process) and is dropped
-        dm.seed = rep
-        L.seed_everything(rep, verbose=False)
-        model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
-        clock = MeteredStepClock()
-        trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
-        )  # fmt: skip
-        trainer.fit(model, datamodule=dm)
-        stamps, meters = {"lecture_grouped": clock.stamps}, {"lecture_grouped": clock.meter}
-        for key, strategy in (("hf_default", "random"), ("hf_grouped", "group_by_length")):
-            L.seed_everything(rep, verbose=False)
-            hf_clock, meters[key] = _hf_clock(), PadMeter(DataCollatorWithPadding(dm.tokenizer))
-            with tempfile.TemporaryDirectory() as out:
-                targs = TrainingArguments(
-                    output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
-                    learning_rate=5e-5, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
-                    max_grad_norm=1.0, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
-                    disable_tqdm=True, seed=rep, dataloader_num_workers=0, train_sampling_strategy=strategy,
-                )  # fmt: skip
-                Trainer(
-                    model=load_backbone("classification", "minilm", num_labels=2), args=targs,
-                    train_dataset=features, data_collator=meters[key], callbacks=[hf_clock],
-                ).train()  # fmt: skip
-            stamps[key] = hf_clock.stamps
-        for key, st in stamps.items():  # the whole epoch: first batch start to the end of training
-            if rep == 0:
-                continue
-            padding[key].append(meters[key].fraction())
+    for rep in range(args.reps):
+        for key, (st, meter) in _shipped_epochs(args, dm, seed=rep).items():
+            # the whole epoch: first batch start to the end of training
             runs[key].append(n / (st[-1][0] - st[0][0]))
             runs[f"{key}_cpu"].append(n / (st[-1][1] - st[0][1]))
-        if rep:
-            print("throughput (as shipped) rep", rep, {k: round(v[-1], 2) for k, v in runs.items()}, flush=True)
+            padding[key].append(meter.fraction())
+        print("throughput (as shipped) rep", rep, {k: round(v[-1], 2) for k, v in runs.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
 
     def paired(a: str, b: str) -> float:
