@@ -89,14 +89,46 @@ def _median_step(stamps: list[tuple[float, float]], warmup: int, clock: int) -> 
     return statistics.median(gaps)
 
 
+def _lecture_epoch(dm, seed: int, clock: L.Callback) -> None:
+    """One fine-tuning epoch of this lecture on ``dm``'s training set (fp32, clipping at 1.0), timed by ``clock``."""
+    from lecture_modules.bert import BertClassification
+
+    dm.seed = seed  # the epoch's shuffle
+    L.seed_everything(seed, verbose=False)
+    model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+
+
+def _trainer_epoch(args, features: list, collator, seed: int, strategy: str, clock) -> None:
+    """The same epoch with ``transformers.Trainer``: same model, precision, schedule, clipping and optimiser (its
+    default, fused AdamW); batches drawn from ``features`` by ``train_sampling_strategy=strategy``."""
+    from transformers import Trainer, TrainingArguments
+
+    from lecture_modules.bert.models import load_backbone
+
+    L.seed_everything(seed, verbose=False)
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
+            weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, use_cpu=True,
+            report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=seed,
+            dataloader_num_workers=0, train_sampling_strategy=strategy,
+        )  # fmt: skip
+        model = load_backbone("classification", "minilm", num_labels=2)
+        Trainer(model=model, args=targs, train_dataset=features, data_collator=collator, callbacks=[clock]).train()
+
+
 def throughput(args) -> dict:
     """Lightning (this lecture) vs transformers.Trainer: samples/s of one fine-tuning epoch, alternating runs."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding
 
     from datamodules.samplers import ResumableSampler
     from datamodules.text import TextClassificationDataModule
-    from lecture_modules.bert import BertClassification
-    from lecture_modules.bert.models import load_backbone
 
     dm = TextClassificationDataModule(
         train_file=str(args.data / "sst2" / "train.tsv"),
@@ -111,39 +143,15 @@ def throughput(args) -> dict:
     results: dict[str, list[float]] = {"lightning": [], "hf_trainer": [], "lightning_cpu": [], "hf_trainer_cpu": []}
     for rep in range(args.reps):
         # --- this lecture; each repetition shuffles with its own seed
-        dm.seed = rep
         order = list(ResumableSampler(len(features), seed=rep))  # the epoch's order, as the lecture will draw it
-        L.seed_everything(rep, verbose=False)
-        model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
         clock = StepClock()
-        trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
-        )  # fmt: skip
-        trainer.fit(model, datamodule=dm)
+        _lecture_epoch(dm, rep, clock)
         results["lightning"].append(args.batch_size / _median_step(clock.stamps, args.warmup, 0))
         results["lightning_cpu"].append(args.batch_size / _median_step(clock.stamps, args.warmup, 1))
-        # --- transformers.Trainer: same model, batches (same order, so the same padded lengths), precision and
-        # optimiser (its default, fused AdamW)
-        L.seed_everything(rep, verbose=False)
-        hf_model = load_backbone("classification", "minilm", num_labels=2)
+        # --- transformers.Trainer: the same batches (same order, so the same padded lengths)
         hf_clock = _hf_clock()
-        with tempfile.TemporaryDirectory() as out:
-            targs = TrainingArguments(
-                output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
-                weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0, use_cpu=True,
-                report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=rep,
-                dataloader_num_workers=0, train_sampling_strategy="sequential",
-            )  # fmt: skip
-            hf = Trainer(
-                model=hf_model,
-                args=targs,
-                train_dataset=[features[i] for i in order],
-                data_collator=DataCollatorWithPadding(dm.tokenizer),
-                callbacks=[hf_clock],
-            )
-            hf.train()
+        ordered = [features[i] for i in order]
+        _trainer_epoch(args, ordered, DataCollatorWithPadding(dm.tokenizer), rep, "sequential", hf_clock)
         results["hf_trainer"].append(args.batch_size / _median_step(hf_clock.stamps, args.warmup, 0))
         results["hf_trainer_cpu"].append(args.batch_size / _median_step(hf_clock.stamps, args.warmup, 1))
         print(f"throughput rep {rep}: {results['lightning'][-1]:.2f} vs {results['hf_trainer'][-1]:.2f} samples/s")
@@ -191,36 +199,14 @@ class MeteredStepClock(StepClock):
 def _shipped_epochs(args, dm, seed: int) -> dict[str, tuple[list, PadMeter]]:
     """One epoch on ``dm``'s training set per side: the lecture (``dm`` groups by length) and the Trainer with
     random and with length-grouped batches. Returns each side's step time stamps and padding meter."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding
 
-    from lecture_modules.bert import BertClassification
-    from lecture_modules.bert.models import load_backbone
-
-    dm.seed = seed
-    L.seed_everything(seed, verbose=False)
-    model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
     clock = MeteredStepClock()
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[clock],
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
+    _lecture_epoch(dm, seed, clock)
     out = {"lecture_grouped": (clock.stamps, clock.meter)}
     for key, strategy in (("hf_default", "random"), ("hf_grouped", "group_by_length")):
-        L.seed_everything(seed, verbose=False)
         hf_clock, meter = _hf_clock(), PadMeter(DataCollatorWithPadding(dm.tokenizer))
-        with tempfile.TemporaryDirectory() as tmp:
-            targs = TrainingArguments(
-                output_dir=tmp, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
-                learning_rate=5e-5, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
-                max_grad_norm=1.0, use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
-                disable_tqdm=True, seed=seed, dataloader_num_workers=0, train_sampling_strategy=strategy,
-            )  # fmt: skip
-            Trainer(
-                model=load_backbone("classification", "minilm", num_labels=2), args=targs,
-                train_dataset=dm._features["train"], data_collator=meter, callbacks=[hf_clock],
-            ).train()  # fmt: skip
+        _trainer_epoch(args, dm._features["train"], meter, seed, strategy, hf_clock)
         out[key] = (hf_clock.stamps, meter)
     return out
 
@@ -392,9 +378,10 @@ def render(results: dict, args) -> str:
             f"epoch | this lecture (length-grouped batches, its config's default; {100 * pad['lecture_grouped']:.0f}% "
             f"padding) {r['lecture_grouped']:.2f} samples/s; HF Trainer default (random batches, "
             f"{100 * pad['hf_default']:.0f}% padding) {r['hf_default']:.2f}, ratio **{r['ratio_vs_default']:.2f}** "
-            f"(CPU time {r['ratio_vs_default_cpu']:.2f}); HF Trainer with `train_sampling_strategy=\"group_by_length\"` "
-            f"({100 * pad['hf_grouped']:.0f}% padding) {r['hf_grouped']:.2f}, ratio **{r['ratio_vs_grouped']:.2f}** (CPU time "
-            f"{r['ratio_vs_grouped_cpu']:.2f}); ratios are medians of the per-repetition ratios |"
+            f"(CPU time {r['ratio_vs_default_cpu']:.2f}); HF Trainer with "
+            f"`train_sampling_strategy=\"group_by_length\"` ({100 * pad['hf_grouped']:.0f}% padding) "
+            f"{r['hf_grouped']:.2f}, ratio **{r['ratio_vs_grouped']:.2f}** (CPU time {r['ratio_vs_grouped_cpu']:.2f}); "
+            "ratios are medians of the per-repetition ratios |"
         )
     if "sst2" in results:
         r = results["sst2"]

@@ -187,10 +187,11 @@ def has_cjk(text: str) -> bool:
 
 
 def cjk_tokens(text: str) -> list[str]:
-    """SQuAD's normalisation (lower case, no punctuation — here any Unicode punctuation, so also 「」，。 — no
-    English articles), then tokens: every CJK character on its own, runs of other characters split at whitespace.
-    Chinese has no spaces, so SQuAD's whitespace tokens would make F1 all-or-nothing per answer; character tokens
-    are what the DRCD and CMRC 2018 evaluations score (Shao et al. 2018, arXiv 1806.00920; Cui et al. 2019)."""
+    """SQuAD's normalisation (lower case; no punctuation, here any Unicode punctuation, so also full-width
+    brackets, commas and stops; no English articles), then tokens: every CJK character on its own, runs of other
+    characters split at whitespace. Chinese has no spaces, so SQuAD's whitespace tokens would make F1
+    all-or-nothing per answer; character tokens are what the DRCD and CMRC 2018 evaluations score (Shao et al.
+    2018, arXiv 1806.00920; Cui et al. 2019, arXiv 1810.07366)."""
     text = "".join(
         " " if c in string.punctuation or unicodedata.category(c).startswith("P") else c for c in text.lower()
     )
