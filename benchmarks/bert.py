@@ -379,7 +379,7 @@ def render(results: dict, args) -> str:
             f"padding) {r['lecture_grouped']:.2f} samples/s; HF Trainer default (random batches, "
             f"{100 * pad['hf_default']:.0f}% padding) {r['hf_default']:.2f}, ratio **{r['ratio_vs_default']:.2f}** "
             f"(CPU time {r['ratio_vs_default_cpu']:.2f}); HF Trainer with "
-            f"`train_sampling_strategy=\"group_by_length\"` ({100 * pad['hf_grouped']:.0f}% padding) "
+            f'`train_sampling_strategy="group_by_length"` ({100 * pad["hf_grouped"]:.0f}% padding) '
             f"{r['hf_grouped']:.2f}, ratio **{r['ratio_vs_grouped']:.2f}** (CPU time {r['ratio_vs_grouped_cpu']:.2f}); "
             "ratios are medians of the per-repetition ratios |"
         )
