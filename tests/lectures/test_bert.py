@@ -6,6 +6,7 @@ sharded sampling, local model directories, clear errors, resume exactness, and (
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import string
@@ -13,6 +14,7 @@ import string
 import lightning as L
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from datamodules.text import LengthGroupedSampler, QADataModule, TextClassificationDataModule
@@ -381,6 +383,30 @@ def test_qa_fit_learns_the_embedded_task_and_writes_predictions(tmp_path):
     preds = sorted((tmp_path / "predictions").glob("val_predictions-step*.json"))
     assert len(preds) == 3 and len(json.loads(preds[-1].read_text())) == 60
     assert list((tmp_path / "figures").glob("val_em_f1-*.png"))
+
+
+def test_fsdp_preset_composes_and_wraps_one_unit_per_transformer_layer(capsys):
+    """Lightning refuses FSDP without a GPU, so this checks what a CPU can: the BERT FSDP preset composes with the
+    lecture config through the CLI, and its auto-wrap policy selects every encoder layer and nothing else."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    with pytest.raises(SystemExit) as stop:
+        run_cli("fit", "--config", str(CONFIGS / "trainer" / "fsdp_bert.yaml"), "--config",
+                str(CONFIGS / "bert_qa.yaml"), "--print_config")  # fmt: skip
+    assert stop.value.code in (0, None)
+    trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert (trainer["accelerator"], trainer["precision"]) == ("gpu", "bf16-mixed")
+    assert trainer["strategy"]["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
+    names = trainer["strategy"]["init_args"]["auto_wrap_policy"]
+    classes = set()
+    for name in names:  # jsonargparse prints a class by its shortest import path
+        module, _, attr = name.rpartition(".")
+        classes.add(getattr(importlib.import_module(module), attr))
+    policy = FSDPStrategy(auto_wrap_policy=classes).kwargs["auto_wrap_policy"]
+    model = BertQA().model
+    wrapped = [m for m in model.modules() if isinstance(m, tuple(policy._module_classes))]
+    assert len(wrapped) == model.config.num_hidden_layers and len(wrapped) >= 2
+    assert all(type(m).__name__ == "BertLayer" for m in wrapped)
 
 
 @pytest.mark.slow
