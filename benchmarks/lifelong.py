@@ -81,6 +81,8 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
         extra = ["--model.init_args.importance_samples", str(args.importance_samples)]
     if method in ("ewc", "mas"):
         extra += ["--model.init_args.vectorize", str(args.vectorize).lower()]
+    if method in ("mas", "scp"):
+        extra += ["--model.init_args.accumulate", args.accumulate]
     if args.penalty_weight is not None and method in HW14 and method != "finetune":
         extra += ["--model.init_args.penalty_weight", str(args.penalty_weight)]
     start = time.perf_counter()
@@ -102,6 +104,11 @@ def report(results: list[dict], args) -> str:
         + (
             f", penalty weight {args.penalty_weight} for every method (not HW14's)"
             if getattr(args, "penalty_weight", None)
+            else ""
+        )
+        + (
+            ", MAS/SCP importances accumulated as in HW14's sample code (compounding)"
+            if getattr(args, "accumulate", "sum") == "hw14"
             else ""
         ),
         "",
@@ -244,6 +251,12 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=None, help="test images per task in the matrix (all)")
     parser.add_argument("--importance-samples", type=int, default=None, help="EWC/MAS/SCP estimation images")
     parser.add_argument("--penalty-weight", type=float, default=None, help="overrides HW14's lambda of every method")
+    parser.add_argument(
+        "--accumulate",
+        choices=["sum", "hw14"],
+        default="sum",
+        help="how MAS and SCP add up the importances of successive tasks (hw14: the sample code's compounding sum)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     parser.add_argument("--vectorize", action="store_true", help="EWC/MAS per-sample gradients with vmap (else loop)")
     parser.add_argument("--timing", action="store_true", help="also time the importance estimation")

@@ -343,6 +343,7 @@ class Regularised(ContinualLearning):
             raise ValueError(f"{type(self).__name__}.penalty_weight must be >= 0, got {penalty_weight}")
         self.penalty_weight = penalty_weight
         self.penalties: list[tuple[Params, Params]] = []
+        self.guard_sum: Params | None = None  # accumulate="hw14": the sum of every task's running total so far
         self.tracker: PathIntegral | RiemannianWalk | None = None  # SI / RWalk: statistics along the path
 
     # The path statistics see every optimiser step: the gradient the optimiser used and the update it made. The
@@ -367,10 +368,20 @@ class Regularised(ContinualLearning):
         total = torch.stack([quadratic_penalty(params, a, b) for a, b in self.penalties]).sum()
         return {"penalty": self.penalty_weight * total}
 
-    def anchor_with(self, importance: Params, accumulate: bool = True) -> None:
-        """Anchor at the current weights with ``importance`` added to the accumulated one (or as a new pair)."""
+    def anchor_with(self, importance: Params, accumulate: bool = True, compound: bool = False) -> None:
+        """Anchor at the current weights with ``importance`` added to the accumulated one (or as a new pair).
+
+        ``compound``: HW14's sample code's accumulation instead. It keeps a list of every task's running total and
+        makes the next total the sum of that list plus the new importance: ``C_k = S_(k-1) + m_k`` with
+        ``S_k = S_(k-1) + C_k``, so task k's importance counts ``2^(j-k-1)`` times in the penalty after task j > k
+        (after 4 tasks: ``4 m_1 + 2 m_2 + m_3 + m_4``; the plain sum gives ``m_1 + m_2 + m_3 + m_4``)."""
         anchors = _clone(dict(self.named_params()))
-        if accumulate and self.penalties:
+        if compound:
+            s = self.guard_sum
+            total = _clone(importance) if s is None else {n: s[n] + importance[n] for n in importance}
+            self.guard_sum = _clone(total) if s is None else {n: s[n] + total[n] for n in total}
+            self.penalties = [(anchors, total)]
+        elif accumulate and self.penalties:
             old = self.penalties[0][1]
             importance = {n: old[n] + importance[n] for n in importance}
             self.penalties = [(anchors, importance)]
@@ -379,12 +390,15 @@ class Regularised(ContinualLearning):
 
     def method_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"penalties": [[dict(a), dict(b)] for a, b in self.penalties]}
+        if self.guard_sum is not None:
+            state["guard_sum"] = dict(self.guard_sum)
         if self.tracker is not None:
             state["tracker"] = self.tracker.state_dict()
         return state
 
     def load_method_state(self, state: dict[str, Any]) -> None:
         self.penalties = [(dict(a), dict(b)) for a, b in state["penalties"]]
+        self.guard_sum = dict(state["guard_sum"]) if "guard_sum" in state else None
         if self.tracker is not None:
             self.tracker.load_state_dict(state["tracker"])
 
@@ -395,3 +409,9 @@ def check_importance_args(owner: str, samples: int | None, batch_size: int) -> N
         raise ValueError(f"{owner}.importance_samples must be >= 1 or null (all), got {samples}")
     if batch_size < 1:
         raise ValueError(f"{owner}.importance_batch_size must be >= 1, got {batch_size}")
+
+
+def check_accumulate(owner: str, accumulate: str) -> None:
+    """Validate ``owner``'s ``accumulate`` setting (see :meth:`Regularised.anchor_with`)."""
+    if accumulate not in ("sum", "hw14"):
+        raise ValueError(f"{owner}.accumulate must be 'sum' or 'hw14', got {accumulate!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lecture_modules.lifelong.base import Regularised, check_importance_args
+from lecture_modules.lifelong.base import Regularised, check_accumulate, check_importance_args
 from lecture_modules.lifelong.importance import mas_importance
 
 __all__ = ["MAS"]
@@ -33,6 +33,7 @@ class MAS(Regularised):
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
         vectorize: bool = True,
+        accumulate: Literal["sum", "hw14"] = "sum",
     ) -> None:
         """
         Args:
@@ -47,12 +48,19 @@ class MAS(Regularised):
             importance_batch_size: samples per batch of per-sample gradients (all processes together).
             vectorize: per-sample gradients with ``vmap`` (one call per batch); False loops over the samples
                 (the faster choice on CPUs for wide MLPs; see ``benchmarks/lifelong.py``).
+            accumulate: how the importances of successive tasks add up. ``sum``: each task's estimate is added to
+                the running total. ``hw14``: as in HW14's sample code, which compounds: task k's estimate counts
+                ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (what its reported
+                numbers were measured with; see ``Regularised.anchor_with``).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
+        check_accumulate(type(self).__name__, accumulate)
         self.save_hyperparameters()
 
     def consolidate(self, task: int) -> None:
         hp = self.hparams
         batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
-        self.anchor_with(mas_importance(self.net, batches, self.all_reduce(), hp.vectorize))
+        self.anchor_with(
+            mas_importance(self.net, batches, self.all_reduce(), hp.vectorize), compound=hp.accumulate == "hw14"
+        )

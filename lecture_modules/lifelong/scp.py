@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from lecture_modules.lifelong.base import Regularised, check_importance_args
+from lecture_modules.lifelong.base import Regularised, check_accumulate, check_importance_args
 from lecture_modules.lifelong.importance import scp_importance
 
 __all__ = ["SCP"]
@@ -35,6 +35,7 @@ class SCP(Regularised):
         slices: int = 100,
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
+        accumulate: Literal["sum", "hw14"] = "sum",
     ) -> None:
         """
         Args:
@@ -48,15 +49,23 @@ class SCP(Regularised):
             slices: number L of random unit directions per batch.
             importance_samples: training samples of the task the importance is estimated on (None: all).
             importance_batch_size: samples per batch whose mean output is sliced (all processes together).
+            accumulate: how the importances of successive tasks add up. ``sum``: each task's estimate is added to
+                the running total. ``hw14``: as in HW14's sample code, which compounds: task k's estimate counts
+                ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (what its reported
+                numbers were measured with; see ``Regularised.anchor_with``).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if slices < 1:
             raise ValueError(f"SCP.slices must be >= 1, got {slices}")
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
+        check_accumulate(type(self).__name__, accumulate)
         self.save_hyperparameters()
 
     def consolidate(self, task: int) -> None:
         hp = self.hparams
         batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
         directions = torch.Generator().manual_seed(self.stream.seed * 7919 + task)  # the same on every process
-        self.anchor_with(scp_importance(self.net, batches, hp.slices, directions, self.all_reduce()))
+        self.anchor_with(
+            scp_importance(self.net, batches, hp.slices, directions, self.all_reduce()),
+            compound=hp.accumulate == "hw14",
+        )

@@ -137,6 +137,32 @@ def test_penalty_is_zero_at_the_anchor_and_positive_after_a_perturbation():
     assert penalty > 0 and penalty.requires_grad
 
 
+def test_hw14_accumulation_compounds_old_tasks_and_survives_a_checkpoint():
+    """After 4 tasks with importances m_k = k: the running sum holds 1 + 2 + 3 + 4 = 10, HW14's compounding
+    4 m_1 + 2 m_2 + m_3 + m_4 = 15; one penalty pair either way, anchored at the latest weights."""
+    from lecture_modules.lifelong.mas import MAS
+
+    totals = {}
+    for accumulate in ("sum", "hw14"):
+        model = MAS(num_classes=2, input_shape=(1, 2, 2), hidden=[3], accumulate=accumulate)
+        for k in range(1, 5):
+            with torch.no_grad():
+                next(model.net.parameters()).add_(1.0)  # the weights move between tasks
+            model.anchor_with({n: torch.full_like(p, float(k)) for n, p in model.named_params()},
+                              compound=accumulate == "hw14")  # fmt: skip
+        [(anchors, importance)] = model.penalties
+        assert all(torch.equal(anchors[n], p) for n, p in model.named_params())
+        totals[accumulate] = {float(v.unique()) for v in importance.values()}
+        restored = MAS(num_classes=2, input_shape=(1, 2, 2), hidden=[3], accumulate=accumulate)
+        restored.load_method_state(model.method_state())
+        assert restored.penalties[0][1].keys() == importance.keys()
+        if accumulate == "hw14":  # the running totals were 1, 3, 7, 15; their sum carries on to the next task
+            assert {float(v.unique()) for v in restored.guard_sum.values()} == {1 + 3 + 7 + 15}
+    assert totals == {"sum": {10.0}, "hw14": {15.0}}
+    with pytest.raises(ValueError, match=r"MAS\.accumulate"):
+        MAS(accumulate="product")
+
+
 def test_si_path_integral_on_a_quadratic():
     """SGD on L = theta^2 / 2 (g = theta, delta = -lr theta): omega = sum lr theta_t^2, Omega = omega / (D^2 + xi)."""
     theta = nn.Parameter(torch.tensor([1.0, -2.0]))
