@@ -61,6 +61,7 @@ def hw14_overrides(args, seed: int) -> list[str]:
         f"{base}val_fraction", "0",  # HW14 trains on all 60,000 images and plots test accuracy
         f"{base}seed", str(seed),
         "--data.init_args.num_tasks", "5",
+        "--data.init_args.scenario", args.scenario,
         "--data.init_args.epochs_per_task", str(args.epochs_per_task),
         "--data.init_args.eval_split", "test",
         "--data.init_args.seed", str(seed),
@@ -68,6 +69,8 @@ def hw14_overrides(args, seed: int) -> list[str]:
         "--optimizer.init_args.lr", "1e-4",
         "--trainer.max_epochs", str(5 * args.epochs_per_task),
     ]  # fmt: skip
+    if args.scenario == "rotated":  # HW14's rotated MNIST: 0, 20, 40, 60 and 80 degrees
+        out += ["--data.init_args.angles", "[0, 20, 40, 60, 80]"]
     if args.train_samples:
         out += [f"{base}limit_train_samples", str(args.train_samples)]
     if args.eval_images:
@@ -96,7 +99,7 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
 def report(results: list[dict], args) -> str:
     lines = [
         f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-        f"budget: 5 tasks x {args.epochs_per_task} epochs, "
+        f"stream: {getattr(args, 'scenario', 'permuted')} MNIST; budget: 5 tasks x {args.epochs_per_task} epochs, "
         f"{args.train_samples or 60000} training images per task, accuracy matrix on the first "
         f"{args.eval_images or 10000} test images of every task, seeds {args.seeds}, importance estimated on "
         f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
@@ -246,6 +249,12 @@ def main() -> None:
     parser.add_argument("--mnist", help="folder with MNIST's four IDX files (gzipped or not)")
     parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--scenario",
+        choices=["permuted", "rotated"],
+        default="permuted",
+        help="permuted MNIST, or MNIST rotated by 0/20/40/60/80 degrees (the stream of HW14's published sample code)",
+    )
     parser.add_argument("--epochs-per-task", type=int, default=10, help="HW14: 10")
     parser.add_argument("--train-samples", type=int, default=None, help="training images per task (HW14: all)")
     parser.add_argument("--eval-images", type=int, default=None, help="test images per task in the matrix (all)")
