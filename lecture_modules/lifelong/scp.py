@@ -38,10 +38,8 @@ class SCP(Regularised):
             slices: number L of random unit directions per batch.
             importance_samples: training samples of the task the importance is estimated on (None: all).
             importance_batch_size: samples per batch whose mean output is sliced (all processes together).
-            accumulate: how the importances of successive tasks add up. ``sum``: each task's estimate is added to
-                the running total. ``hw14``: as in HW14's sample code, which compounds: task k's estimate counts
-                ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (what its reported
-                numbers were measured with; see ``Regularised.anchor_with``).
+            accumulate: ``sum`` adds each task's importance to the running total; ``hw14`` compounds them as HW14's
+                sample code does (as for MAS; see ``Regularised.anchor_with``).
             **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
                 ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
