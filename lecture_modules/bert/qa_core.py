@@ -222,7 +222,8 @@ def squad_scores(predictions: dict[str, str], references: dict[str, list[str]]) 
     if missing:
         raise ValueError(f"no prediction for {len(missing)} question(s), e.g. {missing[:3]}")
     cjk = [qid for qid, refs in references.items() if any(has_cjk(r) for r in refs)]
-    latin = [qid for qid in references if qid not in set(cjk)]
+    cjk_ids = set(cjk)
+    latin = [qid for qid in references if qid not in cjk_ids]
     em_sum = f1_sum = 0.0
     if latin:
         preds = [{"prediction_text": predictions[qid], "id": qid} for qid in latin]
