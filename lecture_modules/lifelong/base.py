@@ -328,13 +328,17 @@ class Regularised(ContinualLearning):
     RWalk and SCP). ``penalties`` is a list of (anchors, importance) pairs: EWC keeps one per task, the others one
     accumulated pair anchored at the latest task's weights."""
 
-    def __init__(self, penalty_weight: float = 1.0, **kwargs: Any) -> None:
-        """
-        Args:
-            penalty_weight: lambda of the penalty.
-            **kwargs: the network (see :class:`ContinualLearning`).
-        """
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        backbone: Literal["mlp", "cnn"],
+        hidden: list[int] | None,
+        batch_norm: bool,
+        dropout: float,
+        penalty_weight: float,
+    ) -> None:
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout)
         if penalty_weight < 0:
             raise ValueError(f"{type(self).__name__}.penalty_weight must be >= 0, got {penalty_weight}")
         self.penalty_weight = penalty_weight

@@ -11,7 +11,7 @@ Run: ``python cli.py fit --config configs/ewc.yaml``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from lecture_modules.lifelong.base import Regularised, check_importance_args
 from lecture_modules.lifelong.importance import fisher_diagonal
@@ -24,6 +24,12 @@ class EWC(Regularised):
 
     def __init__(
         self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
         penalty_weight: float = 100.0,
         fisher: Literal["empirical", "true"] = "empirical",
         online: bool = False,
@@ -31,10 +37,15 @@ class EWC(Regularised):
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
         vectorize: bool = True,
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
             penalty_weight: lambda of the penalty ``lambda * sum F (theta - theta*)^2`` (HW14: 100).
             fisher: ``empirical`` (gradients at the true labels) or ``true`` (expectation over the model's own
                 predictive distribution, exact over all classes).
@@ -44,10 +55,8 @@ class EWC(Regularised):
             importance_batch_size: samples per batch of per-sample gradients (all processes together).
             vectorize: per-sample gradients with ``vmap`` (one call per batch); False loops over the samples
                 (the faster choice on CPUs for wide MLPs; see ``benchmarks/lifelong.py``).
-            **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
-                ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
-        super().__init__(penalty_weight=penalty_weight, **kwargs)
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if fisher not in ("empirical", "true"):
             raise ValueError(f"EWC.fisher must be 'empirical' or 'true', got {fisher!r}")
         if not 0.0 <= gamma <= 1.0:

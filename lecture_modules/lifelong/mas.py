@@ -10,7 +10,7 @@ Run: ``python cli.py fit --config configs/mas.yaml``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from lecture_modules.lifelong.base import Regularised, check_accumulate, check_importance_args
 from lecture_modules.lifelong.importance import mas_importance
@@ -23,15 +23,26 @@ class MAS(Regularised):
 
     def __init__(
         self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
         penalty_weight: float = 0.1,
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
         vectorize: bool = True,
         accumulate: Literal["sum", "hw14"] = "sum",
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
             penalty_weight: lambda of the penalty ``lambda * sum Omega (theta - theta*)^2`` (HW14: 0.1).
             importance_samples: training samples of the task the importance is averaged over (None: all).
             importance_batch_size: samples per batch of per-sample gradients (all processes together).
@@ -41,10 +52,8 @@ class MAS(Regularised):
                 the running total. ``hw14``: as in HW14's sample code, which compounds: task k's estimate counts
                 ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (what its reported
                 numbers were measured with; see ``Regularised.anchor_with``).
-            **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
-                ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
-        super().__init__(penalty_weight=penalty_weight, **kwargs)
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
         check_accumulate(type(self).__name__, accumulate)
         self.save_hyperparameters()

@@ -10,7 +10,7 @@ Run: ``python cli.py fit --config configs/replay.yaml``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +27,29 @@ class Replay(ContinualLearning):
 
     def __init__(
         self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
         memory_per_task: int = 100,
         replay_batch_size: int = 64,
         replay_weight: float = 1.0,
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
             memory_per_task: training samples of each finished task kept in the memory.
             replay_batch_size: memory samples replayed per training step (per process).
             replay_weight: weight of the replayed samples' cross-entropy.
-            **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
-                ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
-        super().__init__(**kwargs)
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout)
         if memory_per_task < 1 or replay_batch_size < 1 or replay_weight < 0:
             raise ValueError(
                 "Replay needs memory_per_task >= 1, replay_batch_size >= 1 and replay_weight >= 0; got "

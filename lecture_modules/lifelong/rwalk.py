@@ -12,7 +12,7 @@ Run: ``python cli.py fit --config configs/rwalk.yaml``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -27,14 +27,25 @@ class RWalk(Regularised):
 
     def __init__(
         self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
         penalty_weight: float = 100.0,
         alpha: float = 0.9,
         eps: float = 0.1,
         normalize: bool = False,
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
             penalty_weight: lambda of the penalty ``lambda * sum (F + S) (theta - theta*)^2`` (HW14: 100).
             alpha: weight of the old value in the moving average of the squared gradients.
             eps: damping of the score's denominator ``1/2 F delta^2 + eps``. With tiny steps the quadratic term is
@@ -42,10 +53,8 @@ class RWalk(Regularised):
                 it on SI's scale, where HW14's lambda of 100 fits; 1e-8 makes it 10^7 times larger).
             normalize: divide F and S each by its maximum over all parameters before adding them (then lambda
                 must be far smaller than HW14's 100: the paper's experiments used 0.1).
-            **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
-                ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
-        super().__init__(penalty_weight=penalty_weight, **kwargs)
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if not 0.0 <= alpha < 1.0 or eps <= 0:
             raise ValueError(f"RWalk needs alpha in [0, 1) and eps > 0, got {alpha}, {eps}")
         self.save_hyperparameters()

@@ -10,7 +10,7 @@ Run: ``python cli.py fit --config configs/scp.yaml``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -25,25 +25,34 @@ class SCP(Regularised):
 
     def __init__(
         self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
         penalty_weight: float = 100.0,
         slices: int = 100,
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
         accumulate: Literal["sum", "hw14"] = "sum",
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
             penalty_weight: lambda of the penalty ``lambda * sum Gamma (theta - theta*)^2`` (HW14: 100).
             slices: number L of random unit directions per batch.
             importance_samples: training samples of the task the importance is estimated on (None: all).
             importance_batch_size: samples per batch whose mean output is sliced (all processes together).
             accumulate: ``sum`` adds each task's importance to the running total; ``hw14`` compounds them as HW14's
                 sample code does (as for MAS; see ``Regularised.anchor_with``).
-            **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
-                ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
-        super().__init__(penalty_weight=penalty_weight, **kwargs)
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if slices < 1:
             raise ValueError(f"SCP.slices must be >= 1, got {slices}")
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)

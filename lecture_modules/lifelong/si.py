@@ -11,7 +11,7 @@ Run: ``python cli.py fit --config configs/si.yaml``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from lecture_modules.lifelong.base import Regularised
 from lecture_modules.lifelong.importance import PathIntegral
@@ -24,19 +24,28 @@ class SI(Regularised):
 
     def __init__(
         self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        backbone: Literal["mlp", "cnn"] = "mlp",
+        hidden: list[int] | None = None,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
         penalty_weight: float = 1.0,
         xi: float = 0.001,
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            backbone: ``mlp`` (HW14) or ``cnn``.
+            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
+            batch_norm: batch normalisation after each hidden layer.
+            dropout: dropout probability after each hidden layer.
             penalty_weight: lambda (the paper's c) of the penalty ``lambda * sum Omega (theta - theta*)^2``
                 (HW14: 1).
             xi: damping of ``omega / (Delta^2 + xi)`` for parameters that barely moved.
-            **kwargs: the network: ``num_classes``, ``input_shape``, ``backbone``, ``hidden``, ``batch_norm``,
-                ``dropout`` (see :class:`~lecture_modules.lifelong.base.ContinualLearning`).
         """
-        super().__init__(penalty_weight=penalty_weight, **kwargs)
+        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if xi <= 0:
             raise ValueError(f"SI.xi must be > 0, got {xi}")
         self.save_hyperparameters()
