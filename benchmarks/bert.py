@@ -89,6 +89,23 @@ def _median_step(stamps: list[tuple[float, float]], warmup: int, clock: int) -> 
     return statistics.median(gaps)
 
 
+def _sst2_datamodule(args, limit: int, group_by_length: bool):
+    """The first ``limit`` SST-2 training sentences, tokenised for MiniLM, set up (no validation split)."""
+    from datamodules.text import TextClassificationDataModule
+
+    dm = TextClassificationDataModule(
+        train_file=str(args.data / "sst2" / "train.tsv"),
+        tokenizer_name_or_path="minilm",
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        val_fraction=0.0,
+        limit_train_samples=limit,
+        group_by_length=group_by_length,
+    )
+    dm.setup()
+    return dm
+
+
 def _lecture_epoch(dm, seed: int, clock: L.Callback) -> None:
     """One fine-tuning epoch of this lecture on ``dm``'s training set (fp32, clipping at 1.0), timed by ``clock``."""
     from lecture_modules.bert import BertClassification
@@ -128,17 +145,8 @@ def throughput(args) -> dict:
     from transformers import DataCollatorWithPadding
 
     from datamodules.samplers import ResumableSampler
-    from datamodules.text import TextClassificationDataModule
 
-    dm = TextClassificationDataModule(
-        train_file=str(args.data / "sst2" / "train.tsv"),
-        tokenizer_name_or_path="minilm",
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        val_fraction=0.0,
-        limit_train_samples=args.tp_samples,
-    )
-    dm.setup()
+    dm = _sst2_datamodule(args, args.tp_samples, group_by_length=False)
     features = dm._features["train"]
     results: dict[str, list[float]] = {"lightning": [], "hf_trainer": [], "lightning_cpu": [], "hf_trainer_cpu": []}
     for rep in range(args.reps):
@@ -216,19 +224,9 @@ def throughput_defaults(args) -> dict:
     batches against ``transformers.Trainer`` with its default random batches, and against the Trainer with
     ``train_sampling_strategy="group_by_length"``; alternating, repetition r shuffles with seed r, after one
     warm-up round of every side on 320 sentences (first calls in a process are slow)."""
-    from datamodules.text import TextClassificationDataModule
-
-    def datamodule(limit: int) -> TextClassificationDataModule:
-        dm = TextClassificationDataModule(
-            train_file=str(args.data / "sst2" / "train.tsv"), tokenizer_name_or_path="minilm",
-            max_length=args.max_length, batch_size=args.batch_size, val_fraction=0.0, limit_train_samples=limit,
-            group_by_length=True,  # configs/bert_classification.yaml's setting
-        )  # fmt: skip
-        dm.setup()
-        return dm
-
-    _shipped_epochs(args, datamodule(320), seed=0)  # warm-up, not counted
-    dm = datamodule(args.tp_samples)
+    grouped = True  # configs/bert_classification.yaml's setting
+    _shipped_epochs(args, _sst2_datamodule(args, 320, grouped), seed=0)  # warm-up, not counted
+    dm = _sst2_datamodule(args, args.tp_samples, grouped)
     n = len(dm._features["train"])
     keys = ("lecture_grouped", "hf_default", "hf_grouped")
     runs: dict[str, list[float]] = {f"{k}{c}": [] for k in keys for c in ("", "_cpu")}
