@@ -9,7 +9,27 @@ import pytest
 
 from lecture_modules.tracking import configure_wandb_init_args, wandb_offline_reason
 from tests.helpers import FIT_CPU, run_cli
-from tests.wandb_reader import read_run
+from tests.wandb_reader import FULL, read_records, read_run
+
+
+def test_reader_stops_at_a_chunk_the_writer_has_not_finished(tmp_path):
+    """The W&B service may still be appending when a test reads the log: a truncated last chunk is left for the
+    next read instead of failing to parse."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    record = wandb_internal_pb2.Record()
+    record.exit.exit_code = 0
+    body = record.SerializeToString()
+    header = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+    full = struct.pack("<IHB", 0, len(body), FULL) + body
+    path = tmp_path / "run.wandb"
+    path.write_bytes(header + full + struct.pack("<IHB", 0, 100, FULL) + body[:3])  # second chunk cut short
+    [read] = read_records(path)
+    assert read.WhichOneof("record_type") == "exit"
+    path.write_bytes(header + full + full)
+    assert len(read_records(path)) == 2
 
 
 def test_offline_without_credentials(tmp_path):

@@ -30,6 +30,8 @@ def read_records(path: Path) -> list:
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         chunk = data[pos + 7 : pos + 7 + length]
+        if len(chunk) < length:  # the writer is still appending this chunk: what follows is not there yet
+            break
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
