@@ -60,17 +60,17 @@ def hw14_overrides(args, seed: int) -> list[str]:
         f"{base}eval_batch_size", "1000",
         f"{base}val_fraction", "0",  # HW14 trains on all 60,000 images and plots test accuracy
         f"{base}seed", str(seed),
-        "--data.init_args.num_tasks", "5",
+        "--data.init_args.num_tasks", str(args.num_tasks),
         "--data.init_args.scenario", args.scenario,
         "--data.init_args.epochs_per_task", str(args.epochs_per_task),
         "--data.init_args.eval_split", "test",
         "--data.init_args.seed", str(seed),
         "--model.init_args.hidden", "[1024, 512, 256]",
         "--optimizer.init_args.lr", "1e-4",
-        "--trainer.max_epochs", str(5 * args.epochs_per_task),
+        "--trainer.max_epochs", str(args.num_tasks * args.epochs_per_task),
     ]  # fmt: skip
     if args.scenario == "rotated":  # HW14's rotated MNIST: 0, 20, 40, 60 and 80 degrees
-        out += ["--data.init_args.angles", "[0, 20, 40, 60, 80]"]
+        out += ["--data.init_args.angles", str([20 * k for k in range(args.num_tasks)])]
     if args.train_samples:
         out += [f"{base}limit_train_samples", str(args.train_samples)]
     if args.eval_images:
@@ -86,6 +86,11 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
         extra += ["--model.init_args.vectorize", str(args.vectorize).lower()]
     if method in ("mas", "scp"):
         extra += ["--model.init_args.accumulate", args.accumulate]
+    for item in args.model_arg:
+        key, _, value = item.partition("=")
+        extra += [f"--model.init_args.{key}", value]
+    if args.reset_optimizer:
+        extra += ["--trainer.callbacks+=callbacks.ResetOptimizerPerTask"]
     if args.penalty_weight is not None and method in HW14 and method != "finetune":
         extra += ["--model.init_args.penalty_weight", str(args.penalty_weight)]
     start = time.perf_counter()
@@ -265,6 +270,19 @@ def main() -> None:
         choices=["sum", "hw14"],
         default="sum",
         help="how MAS and SCP add up the importances of successive tasks (hw14: the sample code's compounding sum)",
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more model init argument for every method run (e.g. per_sample=false for MAS); repeatable",
+    )
+    parser.add_argument("--num-tasks", type=int, default=5, help="tasks in the stream (HW14: 5)")
+    parser.add_argument(
+        "--reset-optimizer",
+        action="store_true",
+        help="a fresh optimiser state at every task (callbacks.ResetOptimizerPerTask), as HW14 builds a new Adam",
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     parser.add_argument("--vectorize", action="store_true", help="EWC/MAS per-sample gradients with vmap (else loop)")

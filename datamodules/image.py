@@ -94,8 +94,11 @@ def resume_sampler(trainer: L.Trainer | None, sampler: ResumableSampler, batch_s
             "already seen in the interrupted epoch."
         )
     if trainer.fit_loop.restarting:
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if 0 < done < -(-sampler.num_samples // batch_size):
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        done = progress.current.processed
+        # A checkpoint written on the epoch's last batch (e.g. every_n_train_steps landing there) resumes in the
+        # next epoch: Lightning counts the saved epoch as finished, so nothing of the new one is skipped.
+        if 0 < done < -(-sampler.num_samples // batch_size) and not progress.is_last_batch:
             sampler.resume_from(trainer.current_epoch, done, batch_size)
         else:
             sampler.set_epoch(trainer.current_epoch)

@@ -174,6 +174,15 @@ class ContinualLearning(LectureModule):
             self.random_init_acc = self.evaluate_tasks()
 
     def on_train_epoch_start(self) -> None:
+        self._enter_task_of_epoch()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning skips on_train_epoch_start for the epoch it resumes into from a checkpoint written on the
+        # previous epoch's last batch; the task boundary must still be crossed before the first step.
+        self._enter_task_of_epoch()
+
+    def _enter_task_of_epoch(self) -> None:
+        """Close the finished tasks and begin the current epoch's task (once each; idempotent)."""
         task = self.stream.task_of_epoch(self.current_epoch)
         while self.tasks_done < task:
             self._end_task(self.tasks_done)

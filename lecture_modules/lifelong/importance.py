@@ -34,6 +34,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 __all__ = [
     "PathIntegral",
     "RiemannianWalk",
+    "batch_mean_gradients",
     "finite",
     "fisher_diagonal",
     "mas_importance",
@@ -173,10 +174,20 @@ def mas_importance(
     all_reduce: AllReduce | None = None,
     vectorize: bool = True,
     chunk_size: int | None = None,
+    per_sample: bool = True,
 ) -> Params:
     """MAS importance: ``E_x |d ||f(x)||_2^2 / d theta|`` per parameter (no labels needed); the arguments are
-    those of :func:`fisher_diagonal`."""
+    those of :func:`fisher_diagonal`.
+
+    ``per_sample=False`` takes the absolute gradient of each batch's mean instead, averaged over the batches:
+    ``mean_batches |d mean_(x in batch) ||f(x)||_2^2 / d theta|`` (HW14's sample code, the official MAS code with
+    batches larger than 1). Gradients that change sign from sample to sample cancel inside a batch, so the larger
+    the batch, the more the importance keeps only directions in which the whole task's outputs move together.
+    Under DDP a batch is the global one (see :func:`batch_mean_gradients`)."""
     params, buffers = _state(model)
+    if not per_sample:
+        with _EvalMode(model):
+            return batch_mean_gradients(model, batches, lambda out: out.pow(2).sum(), torch.abs, all_reduce)
     logits = _one_sample(model, buffers)
 
     def absolute(p: Params, x: Tensor, t: Tensor) -> Params:
@@ -185,6 +196,41 @@ def mas_importance(
 
     with _EvalMode(model):
         return _accumulate(lambda p, x, y, t: absolute(p, x, t), params, batches, all_reduce, vectorize, chunk_size)
+
+
+def batch_mean_gradients(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    objective: Callable[[Tensor], Tensor],
+    transform: Callable[[Tensor], Tensor],
+    all_reduce: AllReduce | None = None,
+) -> Params:
+    """``mean_batches transform(d mean_(x in batch) objective(f(x)) / d theta)``: batch-level statistics.
+
+    ``objective`` maps the logits of a batch (B, C) to the sum over its samples (a scalar). Under DDP each process
+    passes its part of every global batch; the gradient sums and sample counts are all-reduced before ``transform``
+    (which is nonlinear), so the result is the single-process one.
+    """
+    params, buffers = _state(model)
+
+    def total(p: Params, x: Tensor, t: Tensor) -> Tensor:
+        return objective(finite(functional_call(model, (p, buffers), (x, t))))
+
+    sums = {n: torch.zeros_like(p) for n, p in params.items()}
+    device = next(iter(params.values())).device
+    num_batches = 0
+    for x, _, t in batches:
+        g = grad(total)(params, x, t)
+        count = torch.tensor(float(len(x)), device=device)
+        if all_reduce is not None:
+            g = {n: all_reduce(v) for n, v in g.items()}
+            count = all_reduce(count)
+        for n, v in g.items():
+            sums[n] += transform(v / count)
+        num_batches += 1
+    if num_batches == 0:
+        raise ValueError("importance estimation got no batches (empty task data or importance_samples = 0)")
+    return {n: s / num_batches for n, s in sums.items()}
 
 
 def scp_importance(

@@ -34,6 +34,7 @@ class MAS(Regularised):
         importance_batch_size: int = 64,
         vectorize: bool = True,
         accumulate: Literal["sum", "hw14"] = "sum",
+        per_sample: bool = True,
     ) -> None:
         """
         Args:
@@ -52,6 +53,9 @@ class MAS(Regularised):
                 the running total. ``hw14``: as in HW14's sample code, which compounds: task k's estimate counts
                 ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (what its reported
                 numbers were measured with; see ``Regularised.anchor_with``).
+            per_sample: True: the mean absolute per-sample gradient (the paper's definition). False: the absolute
+                gradient of each batch's mean output norm, averaged over the batches of ``importance_batch_size``
+                (HW14's sample code; cancellations inside a batch make it smaller and sparser).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
@@ -62,5 +66,5 @@ class MAS(Regularised):
         hp = self.hparams
         batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
         self.anchor_with(
-            mas_importance(self.net, batches, self.all_reduce(), hp.vectorize), compound=hp.accumulate == "hw14"
+            mas_importance(self.net, batches, self.all_reduce(), hp.vectorize, per_sample=hp.per_sample), compound=hp.accumulate == "hw14"
         )

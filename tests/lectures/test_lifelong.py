@@ -4,6 +4,7 @@ the stream."""
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,23 @@ def test_mas_matches_per_sample_loop():
     got = mas_importance(net, batches, vectorize=False)
     assert_close(got, mas_importance(net, batches))
     assert_close(got, loop_estimate(net, batches, lambda logits, y: [((lambda g: g.abs()), logits.pow(2).sum())]))
+
+
+def test_batch_level_mas_is_the_absolute_gradient_of_each_batch_mean():
+    """per_sample=False (HW14's estimate): |d mean_batch ||f||^2 / d theta| per batch, averaged over batches;
+    with equal batches, never above the per-sample estimate (triangle inequality) and below it where signs cancel."""
+    net, batches = tiny_net(), tiny_batches(n=12, batch=4)
+    params = dict(net.named_parameters())
+    expected = {k: torch.zeros_like(p) for k, p in params.items()}
+    for x, _, t in batches:
+        grads = torch.autograd.grad(net(x, t).pow(2).sum(1).mean(), list(params.values()))
+        for k, g in zip(params, grads):
+            expected[k] += g.abs() / len(batches)
+    got = mas_importance(net, batches, per_sample=False)
+    assert_close(got, expected)
+    per_sample = mas_importance(net, batches)
+    assert all((got[k] <= per_sample[k] + 1e-7).all() for k in got)
+    assert any((got[k] < per_sample[k] - 1e-4).any() for k in got)
 
 
 def test_scp_equals_explicit_slices():
@@ -368,6 +386,54 @@ def test_resume_in_the_middle_of_task_three_is_exact(method, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+class AdamSteps(L.Callback):
+    """Adam's step count for the network's first parameter when every epoch starts (probe for the reset)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, first = trainer.optimizers[0].state, next(pl_module.net.parameters())
+        self.steps.append(int(state[first]["step"]) if first in state else 0)
+
+
+RESET = "--trainer.callbacks+=callbacks.ResetOptimizerPerTask"
+PROBE = "--trainer.callbacks+=tests.lectures.test_lifelong.AdamSteps"
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_optimizer_state_is_cleared_when_a_task_begins_and_only_then(reset, tmp_path):
+    """2 tasks x 2 epochs x 3 steps: Adam's step count at each epoch start is 0, 3, 6, 9 when the state is kept
+    and 0, 3, 0, 3 with ResetOptimizerPerTask (cleared at the second task, not between a task's epochs)."""
+    args = [*_stream_args("ewc", tmp_path, tasks=2, batches=3), "--data.init_args.epochs_per_task", "2"]
+    cli = run_cli(*args, "--trainer.max_epochs", "4", *([RESET] if reset else []), PROBE)
+    [probe] = [c for c in cli.trainer.callbacks if isinstance(c, AdamSteps)]
+    assert probe.steps == ([0, 3, 0, 3] if reset else [0, 3, 6, 9])
+
+
+def test_reset_optimizer_callback_refuses_a_plain_datamodule(tmp_path):
+    with pytest.raises(TypeError, match="ResetOptimizerPerTask needs a task stream"):
+        run_cli(
+            "fit", "--config", str(CONFIGS / "classification.yaml"), *QUICK, "--trainer.logger", "false",
+            "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path), RESET,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [6, 8])
+def test_resume_with_optimizer_reset_is_exact_inside_a_task_and_at_its_boundary(step, tmp_path):
+    """3 tasks x 4 steps with ResetOptimizerPerTask: a crash inside task 2 (step 6) or right at its end (step 8,
+    saved on its last batch, before task 3 resets the optimiser; Lightning resumes straight into task 3 without
+    calling on_train_epoch_start) resumes to the uninterrupted run's weights, matrix and optimiser state."""
+    args = [*_stream_args("si", tmp_path / "x", tasks=3, batches=4), RESET]
+    full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full"))
+    ckpt = crash_after_checkpoint(args, step, tmp_path / "ckpt")
+    resumed = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
+    assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
+    assert resumed.model.matrix == full.model.matrix
+    a, b = (_flat(c.trainer.optimizers[0].state_dict()["state"]) for c in (resumed, full))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _flat(value, prefix: str = "") -> dict[str, torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return {prefix: value}
@@ -399,6 +465,7 @@ def _estimates(world: int = 1, rank: int = 0, all_reduce=None) -> dict[str, dict
         "empirical": fisher_diagonal(net, shard, "empirical", all_reduce),
         "true": fisher_diagonal(net, shard, "true", all_reduce),
         "mas": mas_importance(net, shard, all_reduce),
+        "mas_batch": mas_importance(net, shard, all_reduce, per_sample=False),
         "scp": scp_importance(net, shard, 6, torch.Generator().manual_seed(0), all_reduce),
         "si": _si_omega(net, batches, world, rank),
     }
@@ -424,7 +491,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
-    """Fisher (empirical and true), MAS and SCP are reduced over processes; SI's path integral follows the
+    """Fisher (empirical and true), MAS (per sample and per batch) and SCP are reduced over processes; SI's path integral follows the
     DDP-averaged gradients: both processes end with the single-process importances of the same data."""
     import socket
 
