@@ -84,7 +84,7 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
         extra = ["--model.init_args.importance_samples", str(args.importance_samples)]
     if method in ("ewc", "mas"):
         extra += ["--model.init_args.vectorize", str(args.vectorize).lower()]
-    if method in ("mas", "scp"):
+    if method in ("mas", "scp") and args.accumulate:
         extra += ["--model.init_args.accumulate", args.accumulate]
     for item in args.model_arg:
         key, _, value = item.partition("=")
@@ -104,7 +104,8 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
 def report(results: list[dict], args) -> str:
     lines = [
         f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-        f"stream: {getattr(args, 'scenario', 'permuted')} MNIST; budget: 5 tasks x {args.epochs_per_task} epochs, "
+        f"stream: {getattr(args, 'scenario', 'permuted')} MNIST; "
+        f"budget: {getattr(args, 'num_tasks', 5)} tasks x {args.epochs_per_task} epochs, "
         f"{args.train_samples or 60000} training images per task, accuracy matrix on the first "
         f"{args.eval_images or 10000} test images of every task, seeds {args.seeds}, importance estimated on "
         f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
@@ -115,10 +116,12 @@ def report(results: list[dict], args) -> str:
             else ""
         )
         + (
-            ", MAS/SCP importances accumulated as in HW14's sample code (compounding)"
-            if getattr(args, "accumulate", "sum") == "hw14"
+            f", MAS/SCP importances accumulated by {args.accumulate}"
+            if getattr(args, "accumulate", None) not in (None, "sum")
             else ""
-        ),
+        )
+        + (f", model arguments {' '.join(args.model_arg)}" if getattr(args, "model_arg", None) else "")
+        + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else ""),
         "",
         "| method | final avg acc (%) | BWT (points) | forgetting (points) | HW14 sample avg acc (%) | s / run |",
         "|---|---|---|---|---|---|",
@@ -267,9 +270,10 @@ def main() -> None:
     parser.add_argument("--penalty-weight", type=float, default=None, help="overrides HW14's lambda of every method")
     parser.add_argument(
         "--accumulate",
-        choices=["sum", "hw14"],
-        default="sum",
-        help="how MAS and SCP add up the importances of successive tasks (hw14: the sample code's compounding sum)",
+        choices=["sum", "mean", "hw14"],
+        default=None,
+        help="how MAS and SCP add up the importances of successive tasks (default: their configs'; mean: HW14 2021's "
+        "average over the tasks seen; hw14: the 2022 sample code's compounding sum)",
     )
     parser.add_argument(
         "--model-arg",

@@ -352,7 +352,7 @@ class Regularised(ContinualLearning):
             raise ValueError(f"{type(self).__name__}.penalty_weight must be >= 0, got {penalty_weight}")
         self.penalty_weight = penalty_weight
         self.penalties: list[tuple[Params, Params]] = []
-        self.guard_sum: Params | None = None  # accumulate="hw14": the sum of every task's running total so far
+        self.guard_sum: Params | None = None  # accumulate="hw14" / "mean": the running sums behind the penalty
         self.tracker: PathIntegral | RiemannianWalk | None = None  # SI / RWalk: statistics along the path
 
     # The path statistics see every optimiser step: the gradient the optimiser used and the update it made. The
@@ -377,15 +377,26 @@ class Regularised(ContinualLearning):
         total = torch.stack([quadratic_penalty(params, a, b) for a, b in self.penalties]).sum()
         return {"penalty": self.penalty_weight * total}
 
-    def anchor_with(self, importance: Params, accumulate: bool = True, compound: bool = False) -> None:
+    def anchor_with(
+        self, importance: Params, accumulate: bool = True, compound: bool = False, average_over: int | None = None
+    ) -> None:
         """Anchor at the current weights with ``importance`` added to the accumulated one (or as a new pair).
 
         ``compound``: HW14's sample code's accumulation instead. It keeps a list of every task's running total and
         makes the next total the sum of that list plus the new importance: ``C_k = S_(k-1) + m_k`` with
         ``S_k = S_(k-1) + C_k``, so task k's importance counts ``2^(j-k-1)`` times in the penalty after task j > k
-        (after 4 tasks: ``4 m_1 + 2 m_2 + m_3 + m_4``; the plain sum gives ``m_1 + m_2 + m_3 + m_4``)."""
+        (after 4 tasks: ``4 m_1 + 2 m_2 + m_3 + m_4``; the plain sum gives ``m_1 + m_2 + m_3 + m_4``).
+
+        ``average_over``: the mean instead, ``(m_1 + ... + m_k) / k`` for ``k = average_over`` tasks so far (the
+        running sum is kept in ``guard_sum``). HW14's 2021 sample code re-estimates MAS on the data of every task
+        seen so far and divides by the number of batches, which is this mean when every task has the same data;
+        unlike the sum, the penalty does not grow stiffer with every task."""
         anchors = _clone(dict(self.named_params()))
-        if compound:
+        if average_over is not None:
+            s = self.guard_sum
+            self.guard_sum = _clone(importance) if s is None else {n: s[n] + importance[n] for n in importance}
+            self.penalties = [(anchors, {n: v / average_over for n, v in self.guard_sum.items()})]
+        elif compound:
             s = self.guard_sum
             total = _clone(importance) if s is None else {n: s[n] + importance[n] for n in importance}
             self.guard_sum = _clone(total) if s is None else {n: s[n] + total[n] for n in total}
@@ -422,5 +433,5 @@ def check_importance_args(owner: str, samples: int | None, batch_size: int) -> N
 
 def check_accumulate(owner: str, accumulate: str) -> None:
     """Validate ``owner``'s ``accumulate`` setting (see :meth:`Regularised.anchor_with`)."""
-    if accumulate not in ("sum", "hw14"):
-        raise ValueError(f"{owner}.accumulate must be 'sum' or 'hw14', got {accumulate!r}")
+    if accumulate not in ("sum", "mean", "hw14"):
+        raise ValueError(f"{owner}.accumulate must be 'sum', 'mean' or 'hw14', got {accumulate!r}")

@@ -1,9 +1,12 @@
 """Memory aware synapses — lecture 14 / HW14 (Aljundi et al. 2018, arXiv 1711.09601).
 
-Importance is how sensitive the network's output is to each parameter, with no labels needed: the mean absolute
-per-sample gradient of the squared L2 norm of the output
-(:func:`~lecture_modules.lifelong.importance.mas_importance`), accumulated over tasks and anchored at the latest
-task's weights.
+Importance is how sensitive the network's output is to each parameter, with no labels needed: the absolute
+gradient of the squared L2 norm of the output (:func:`~lecture_modules.lifelong.importance.mas_importance`),
+accumulated over tasks and anchored at the latest task's weights. ``per_sample: true`` averages it per sample
+(the paper's formula); ``false`` takes it of each batch's mean output norm (HW14's sample code and the official
+MAS code, which estimate on mini-batches; ``configs/mas.yaml``). The per-sample estimate is never smaller, and
+is largest where single samples pull in different directions; at HW14's lambda it both learns the new tasks less
+well and forgets more on HW14's full permuted-MNIST budget (README, ``benchmarks/lifelong.py``).
 
 Run: ``python cli.py fit --config configs/mas.yaml``
 """
@@ -33,7 +36,7 @@ class MAS(Regularised):
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
         vectorize: bool = True,
-        accumulate: Literal["sum", "hw14"] = "sum",
+        accumulate: Literal["sum", "mean", "hw14"] = "sum",
         per_sample: bool = True,
     ) -> None:
         """
@@ -50,9 +53,10 @@ class MAS(Regularised):
             vectorize: per-sample gradients with ``vmap`` (one call per batch); False loops over the samples
                 (the faster choice on CPUs for wide MLPs; see ``benchmarks/lifelong.py``).
             accumulate: how the importances of successive tasks add up. ``sum``: each task's estimate is added to
-                the running total. ``hw14``: as in HW14's sample code, which compounds: task k's estimate counts
-                ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (what its reported
-                numbers were measured with; see ``Regularised.anchor_with``).
+                the running total. ``mean``: the penalty holds the mean of the tasks' estimates, so it does not grow
+                stiffer with every task (HW14's 2021 sample code averages over the data of all tasks seen so far).
+                ``hw14``: the compounding sum of HW14's 2022 sample code: task k's estimate counts ``2^(j-k-1)``
+                times after task j, so old tasks are held ever more firmly (see ``Regularised.anchor_with``).
             per_sample: True: the mean absolute per-sample gradient (the paper's definition). False: the absolute
                 gradient of each batch's mean output norm, averaged over the batches of ``importance_batch_size``
                 (HW14's sample code; cancellations inside a batch make it smaller and sparser).
@@ -66,5 +70,7 @@ class MAS(Regularised):
         hp = self.hparams
         batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
         self.anchor_with(
-            mas_importance(self.net, batches, self.all_reduce(), hp.vectorize, per_sample=hp.per_sample), compound=hp.accumulate == "hw14"
+            mas_importance(self.net, batches, self.all_reduce(), hp.vectorize, per_sample=hp.per_sample),
+            compound=hp.accumulate == "hw14",
+            average_over=task + 1 if hp.accumulate == "mean" else None,
         )

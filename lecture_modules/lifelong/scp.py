@@ -35,7 +35,7 @@ class SCP(Regularised):
         slices: int = 100,
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
-        accumulate: Literal["sum", "hw14"] = "sum",
+        accumulate: Literal["sum", "mean", "hw14"] = "sum",
     ) -> None:
         """
         Args:
@@ -49,8 +49,8 @@ class SCP(Regularised):
             slices: number L of random unit directions per batch.
             importance_samples: training samples of the task the importance is estimated on (None: all).
             importance_batch_size: samples per batch whose mean output is sliced (all processes together).
-            accumulate: ``sum`` adds each task's importance to the running total; ``hw14`` compounds them as HW14's
-                sample code does (as for MAS; see ``Regularised.anchor_with``).
+            accumulate: ``sum`` adds each task's importance to the running total, ``mean`` holds their mean,
+                ``hw14`` compounds them as HW14's 2022 sample code does (as for MAS; see ``Regularised.anchor_with``).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if slices < 1:
@@ -66,4 +66,5 @@ class SCP(Regularised):
         self.anchor_with(
             scp_importance(self.net, batches, hp.slices, directions, self.all_reduce()),
             compound=hp.accumulate == "hw14",
+            average_over=task + 1 if hp.accumulate == "mean" else None,
         )

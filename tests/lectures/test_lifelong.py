@@ -156,18 +156,19 @@ def test_penalty_is_zero_at_the_anchor_and_positive_after_a_perturbation():
 
 
 def test_hw14_accumulation_compounds_old_tasks_and_survives_a_checkpoint():
-    """After 4 tasks with importances m_k = k: the running sum holds 1 + 2 + 3 + 4 = 10, HW14's compounding
-    4 m_1 + 2 m_2 + m_3 + m_4 = 15; one penalty pair either way, anchored at the latest weights."""
+    """After 4 tasks with importances m_k = k: the running sum holds 1 + 2 + 3 + 4 = 10, the mean 2.5, HW14's
+    compounding 4 m_1 + 2 m_2 + m_3 + m_4 = 15; one penalty pair each, anchored at the latest weights."""
     from lecture_modules.lifelong.mas import MAS
 
     totals = {}
-    for accumulate in ("sum", "hw14"):
+    for accumulate in ("sum", "mean", "hw14"):
         model = MAS(num_classes=2, input_shape=(1, 2, 2), hidden=[3], accumulate=accumulate)
         for k in range(1, 5):
             with torch.no_grad():
                 next(model.net.parameters()).add_(1.0)  # the weights move between tasks
             model.anchor_with({n: torch.full_like(p, float(k)) for n, p in model.named_params()},
-                              compound=accumulate == "hw14")  # fmt: skip
+                              compound=accumulate == "hw14",
+                              average_over=k if accumulate == "mean" else None)  # fmt: skip
         [(anchors, importance)] = model.penalties
         assert all(torch.equal(anchors[n], p) for n, p in model.named_params())
         totals[accumulate] = {float(v.unique()) for v in importance.values()}
@@ -176,7 +177,9 @@ def test_hw14_accumulation_compounds_old_tasks_and_survives_a_checkpoint():
         assert restored.penalties[0][1].keys() == importance.keys()
         if accumulate == "hw14":  # the running totals were 1, 3, 7, 15; their sum carries on to the next task
             assert {float(v.unique()) for v in restored.guard_sum.values()} == {1 + 3 + 7 + 15}
-    assert totals == {"sum": {10.0}, "hw14": {15.0}}
+        if accumulate == "mean":  # the sum 10 carries on, the penalty holds 10 / 4
+            assert {float(v.unique()) for v in restored.guard_sum.values()} == {10.0}
+    assert totals == {"sum": {10.0}, "mean": {2.5}, "hw14": {15.0}}
     with pytest.raises(ValueError, match=r"MAS\.accumulate"):
         MAS(accumulate="product")
 
@@ -491,8 +494,9 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
-    """Fisher (empirical and true), MAS (per sample and per batch) and SCP are reduced over processes; SI's path integral follows the
-    DDP-averaged gradients: both processes end with the single-process importances of the same data."""
+    """Fisher (empirical and true), MAS (per sample and per batch) and SCP are reduced over processes; SI's path
+    integral follows the DDP-averaged gradients: both processes end with the single-process importances of the same
+    data."""
     import socket
 
     import torch.multiprocessing as mp
