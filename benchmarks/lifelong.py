@@ -123,8 +123,9 @@ def report(results: list[dict], args) -> str:
         + (f", model arguments {' '.join(args.model_arg)}" if getattr(args, "model_arg", None) else "")
         + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else ""),
         "",
-        "| method | final avg acc (%) | BWT (points) | forgetting (points) | HW14 sample avg acc (%) | s / run |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | final avg acc (%) | BWT (points) | forgetting (points) | HW14 sample avg acc (%) "
+        "| s / run |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in args.methods:
         rows = [r for r in results if r["method"] == method]
@@ -139,7 +140,7 @@ def report(results: list[dict], args) -> str:
         secs = statistics.mean(r["seconds"] for r in rows)
         hw = HW14.get(method)
         lines.append(
-            f"| {method} | {stat('cl/avg_acc')} | {stat('cl/bwt')} | {stat('cl/forgetting')} | "
+            f"| {method} | {len(rows)} | {stat('cl/avg_acc')} | {stat('cl/bwt')} | {stat('cl/forgetting')} | "
             f"{hw if hw is not None else '-'} | {secs:.0f} |"
         )
     return "\n".join(lines)
@@ -245,7 +246,9 @@ def combine(args) -> None:
         if i == 0:
             first = argparse.Namespace(**saved["args"])
         runs.update({(r["method"], r["seed"]): r for r in saved["runs"]})
-    results = [runs[m, s] for s in first.seeds for m in first.methods if (m, s) in runs]
+    results = [runs[key] for key in sorted(runs, key=lambda k: (k[1], METHODS.index(k[0])))]
+    first.seeds = sorted({seed for _, seed in runs})
+    first.methods = [m for m in METHODS if any(m == method for method, _ in runs)]
     text = report(results, first) + f"\n\ncombined from: {', '.join(args.combine)}"
     print(text)
     Path(args.results).with_suffix(".md").write_text(text + "\n")
@@ -297,8 +300,8 @@ def main() -> None:
         "--combine",
         nargs="+",
         metavar="JSON",
-        help="no training: the table and figure of the runs in these results files (a later file's run replaces an "
-        "earlier one of the same method and seed; the budget is read from the first)",
+        help="no training: the table and figure of every run in these results files (a later file's run replaces an "
+        "earlier one of the same method and seed; the budget line is read from the first)",
     )
     parser.add_argument("--results", default="benchmarks/results/lifelong.json")
     parser.add_argument("--figure", default="benchmarks/lifelong.png")
