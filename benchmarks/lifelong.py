@@ -276,7 +276,7 @@ def main() -> None:
         choices=["sum", "mean", "hw14"],
         default=None,
         help="how MAS and SCP add up the importances of successive tasks (default: their configs'; mean: HW14 2021's "
-        "average over the tasks seen; hw14: the 2022 sample code's compounding sum)",
+        "average over the tasks seen; hw14: the later sample code's compounding sum)",
     )
     parser.add_argument(
         "--model-arg",

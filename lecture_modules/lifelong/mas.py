@@ -55,8 +55,9 @@ class MAS(Regularised):
             accumulate: how the importances of successive tasks add up. ``sum``: each task's estimate is added to
                 the running total. ``mean``: the penalty holds the mean of the tasks' estimates, so it does not grow
                 stiffer with every task (HW14's 2021 sample code averages over the data of all tasks seen so far).
-                ``hw14``: the compounding sum of HW14's 2022 sample code: task k's estimate counts ``2^(j-k-1)``
-                times after task j, so old tasks are held ever more firmly (see ``Regularised.anchor_with``).
+                ``hw14``: the compounding sum of HW14's later (rotated-MNIST) sample code: task k's estimate counts
+                ``2^(j-k-1)`` times after task j, so old tasks are held ever more firmly (see
+                ``Regularised.anchor_with``).
             per_sample: True: the mean absolute per-sample gradient (the paper's definition). False: the absolute
                 gradient of each batch's mean output norm, averaged over the batches of ``importance_batch_size``
                 (HW14's sample code; cancellations inside a batch make it smaller and sparser).

@@ -50,7 +50,8 @@ class SCP(Regularised):
             importance_samples: training samples of the task the importance is estimated on (None: all).
             importance_batch_size: samples per batch whose mean output is sliced (all processes together).
             accumulate: ``sum`` adds each task's importance to the running total, ``mean`` holds their mean,
-                ``hw14`` compounds them as HW14's 2022 sample code does (as for MAS; see ``Regularised.anchor_with``).
+                ``hw14`` compounds them as HW14's later (rotated-MNIST) sample code does (as for MAS; see
+                ``Regularised.anchor_with``).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if slices < 1:
