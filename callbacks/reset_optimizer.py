@@ -6,7 +6,7 @@ steps are where old tasks get overwritten. HW14's sample code builds a new optim
 resets the optimiser at every experience. This callback does the same inside one ``fit``: when a task begins it
 clears every optimiser's per-parameter state (moments and step counts), leaving the hyper-parameters alone.
 
-The decision follows the lecture module's own task counter (``tasks_started``, which travels in the checkpoint),
+The decision follows the lecture module's own task counter (``task_to_begin``, whose state travels in the checkpoint),
 so a run resumed in the middle of a task keeps the optimiser state it saved, and a run resumed at a task boundary
 resets exactly as the uninterrupted run did.
 """
@@ -33,12 +33,12 @@ class ResetOptimizerPerTask(Callback):
     @staticmethod
     def _reset_if_a_task_begins(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stream = trainer.datamodule
-        if not hasattr(stream, "task_of_epoch") or not hasattr(pl_module, "tasks_started"):
+        if not hasattr(stream, "task_of_epoch") or not hasattr(pl_module, "task_to_begin"):
             raise TypeError(
                 "ResetOptimizerPerTask needs a task stream (data: datamodules.streams.TaskStreamDataModule) and a "
                 f"continual-learning lecture; got {type(stream).__name__} and {type(pl_module).__name__}"
             )
-        task = stream.task_of_epoch(trainer.current_epoch)
-        if task > 0 and pl_module.tasks_started <= task:  # the module begins `task` right after this hook
+        task = pl_module.task_to_begin()  # the module begins it right after this hook; its first task needs nothing
+        if task:
             for optimizer in trainer.optimizers:
                 optimizer.state.clear()

@@ -65,6 +65,11 @@ def _clone(params: Params) -> Params:
     return {n: p.detach().clone() for n, p in params.items()}
 
 
+def _plus(running: Params | None, new: Params) -> Params:
+    """``running + new`` per parameter; a copy of ``new`` when there is no running total yet."""
+    return _clone(new) if running is None else {n: running[n] + new[n] for n in new}
+
+
 class ContinualLearning(LectureModule):
     """Continual learning on a task stream (shared base of the lifelong lectures; not an entry point)."""
 
@@ -181,12 +186,17 @@ class ContinualLearning(LectureModule):
         # previous epoch's last batch; the task boundary must still be crossed before the first step.
         self._enter_task_of_epoch()
 
+    def task_to_begin(self) -> int | None:
+        """The current epoch's task if it has not begun yet (it begins before the next training step), else None."""
+        task = self.stream.task_of_epoch(self.current_epoch)
+        return task if self.tasks_started <= task else None
+
     def _enter_task_of_epoch(self) -> None:
         """Close the finished tasks and begin the current epoch's task (once each; idempotent)."""
-        task = self.stream.task_of_epoch(self.current_epoch)
-        while self.tasks_done < task:
+        while self.tasks_done < self.stream.task_of_epoch(self.current_epoch):
             self._end_task(self.tasks_done)
-        if self.tasks_started <= task:
+        task = self.task_to_begin()
+        if task is not None:
             self.begin_task(task)
             self.tasks_started = task + 1
 
@@ -393,18 +403,14 @@ class Regularised(ContinualLearning):
         unlike the sum, the penalty does not grow stiffer with every task."""
         anchors = _clone(dict(self.named_params()))
         if average_over is not None:
-            s = self.guard_sum
-            self.guard_sum = _clone(importance) if s is None else {n: s[n] + importance[n] for n in importance}
+            self.guard_sum = _plus(self.guard_sum, importance)
             self.penalties = [(anchors, {n: v / average_over for n, v in self.guard_sum.items()})]
         elif compound:
-            s = self.guard_sum
-            total = _clone(importance) if s is None else {n: s[n] + importance[n] for n in importance}
-            self.guard_sum = _clone(total) if s is None else {n: s[n] + total[n] for n in total}
+            total = _plus(self.guard_sum, importance)
+            self.guard_sum = _plus(self.guard_sum, total)
             self.penalties = [(anchors, total)]
         elif accumulate and self.penalties:
-            old = self.penalties[0][1]
-            importance = {n: old[n] + importance[n] for n in importance}
-            self.penalties = [(anchors, importance)]
+            self.penalties = [(anchors, _plus(self.penalties[0][1], importance))]
         else:
             self.penalties.append((anchors, _clone(importance)))
 

@@ -184,10 +184,10 @@ def mas_importance(
     batches larger than 1). Gradients that change sign from sample to sample cancel inside a batch, so the larger
     the batch, the more the importance keeps only directions in which the whole task's outputs move together.
     Under DDP a batch is the global one (see :func:`batch_mean_gradients`)."""
-    params, buffers = _state(model)
     if not per_sample:
         with _EvalMode(model):
             return batch_mean_gradients(model, batches, lambda out: out.pow(2).sum(), torch.abs, all_reduce)
+    params, buffers = _state(model)
     logits = _one_sample(model, buffers)
 
     def absolute(p: Params, x: Tensor, t: Tensor) -> Params:
