@@ -13,7 +13,7 @@ tensors, numbers and lists, so checkpoints load with ``weights_only=True`` and a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -414,6 +414,33 @@ class Regularised(ContinualLearning):
         else:
             self.penalties.append((anchors, _clone(importance)))
 
+    def consolidate_estimated(
+        self, task: int, importance_of: Callable[[int], Params], accumulate: str, estimate_on: str
+    ) -> None:
+        """Anchor at the current weights with importances estimated from data (MAS, SCP).
+
+        ``estimate_on: current``: ``importance_of(task)``, the closing task's, combined with the earlier tasks' as
+        ``accumulate`` says (:meth:`anchor_with`). ``estimate_on: seen``: the importances of every task so far,
+        all re-estimated now at the current weights, their mean (``accumulate: mean``) or sum (``sum``) replacing
+        the earlier penalty. That is HW14's 2021 sample code, which re-estimates on the data of all seen tasks after
+        each one; it needs those tasks' data (``importance_samples`` of each), which a memory-free regulariser does
+        not keep."""
+        if estimate_on == "current":
+            self.anchor_with(
+                importance_of(task),
+                compound=accumulate == "hw14",
+                average_over=task + 1 if accumulate == "mean" else None,
+            )
+            return
+        total: Params | None = None
+        for k in range(task + 1):
+            total = _plus(total, importance_of(k))
+        assert total is not None
+        if accumulate == "mean":
+            total = {n: v / (task + 1) for n, v in total.items()}
+        self.penalties = []
+        self.anchor_with(total, accumulate=False)
+
     def method_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"penalties": [[dict(a), dict(b)] for a, b in self.penalties]}
         if self.guard_sum is not None:
@@ -437,7 +464,15 @@ def check_importance_args(owner: str, samples: int | None, batch_size: int) -> N
         raise ValueError(f"{owner}.importance_batch_size must be >= 1, got {batch_size}")
 
 
-def check_accumulate(owner: str, accumulate: str) -> None:
-    """Validate ``owner``'s ``accumulate`` setting (see :meth:`Regularised.anchor_with`)."""
+def check_accumulate(owner: str, accumulate: str, estimate_on: str = "current") -> None:
+    """Validate ``owner``'s ``accumulate`` and ``estimate_on`` settings (see
+    :meth:`Regularised.consolidate_estimated`)."""
     if accumulate not in ("sum", "mean", "hw14"):
         raise ValueError(f"{owner}.accumulate must be 'sum', 'mean' or 'hw14', got {accumulate!r}")
+    if estimate_on not in ("current", "seen"):
+        raise ValueError(f"{owner}.estimate_on must be 'current' or 'seen', got {estimate_on!r}")
+    if estimate_on == "seen" and accumulate == "hw14":
+        raise ValueError(
+            f"{owner}: accumulate 'hw14' compounds one estimate per task; with estimate_on 'seen' every task is "
+            "re-estimated at each boundary, so use accumulate 'mean' (HW14's 2021 code) or 'sum'"
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 from lecture_modules.lifelong.base import Regularised, check_accumulate, check_importance_args
-from lecture_modules.lifelong.importance import mas_importance
+from lecture_modules.lifelong.importance import Params, mas_importance
 
 __all__ = ["MAS"]
 
@@ -38,6 +38,7 @@ class MAS(Regularised):
         vectorize: bool = True,
         accumulate: Literal["sum", "mean", "hw14"] = "sum",
         per_sample: bool = True,
+        estimate_on: Literal["current", "seen"] = "current",
     ) -> None:
         """
         Args:
@@ -61,17 +62,21 @@ class MAS(Regularised):
             per_sample: True: the mean absolute per-sample gradient (the paper's definition). False: the absolute
                 gradient of each batch's mean output norm, averaged over the batches of ``importance_batch_size``
                 (HW14's sample code; cancellations inside a batch make it smaller and sparser).
+            estimate_on: ``current``: each task's importance is estimated once, on its own data, when it ends.
+                ``seen``: at every task's end the importances of all tasks so far are re-estimated at the current
+                weights and replace the penalty (their mean or sum, per ``accumulate``; HW14's 2021 sample code).
+                Needs the old tasks' data: ``importance_samples`` images of each (set it; None means all).
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
-        check_accumulate(type(self).__name__, accumulate)
+        check_accumulate(type(self).__name__, accumulate, estimate_on)
         self.save_hyperparameters()
 
     def consolidate(self, task: int) -> None:
         hp = self.hparams
-        batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
-        self.anchor_with(
-            mas_importance(self.net, batches, self.all_reduce(), hp.vectorize, per_sample=hp.per_sample),
-            compound=hp.accumulate == "hw14",
-            average_over=task + 1 if hp.accumulate == "mean" else None,
-        )
+
+        def importance_of(k: int) -> Params:
+            batches = self.importance_batches(k, hp.importance_samples, hp.importance_batch_size)
+            return mas_importance(self.net, batches, self.all_reduce(), hp.vectorize, per_sample=hp.per_sample)
+
+        self.consolidate_estimated(task, importance_of, hp.accumulate, hp.estimate_on)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from lecture_modules.lifelong.base import Regularised, check_accumulate, check_importance_args
-from lecture_modules.lifelong.importance import scp_importance
+from lecture_modules.lifelong.importance import Params, scp_importance
 
 __all__ = ["SCP"]
 
@@ -36,6 +36,7 @@ class SCP(Regularised):
         importance_samples: int | None = None,
         importance_batch_size: int = 64,
         accumulate: Literal["sum", "mean", "hw14"] = "sum",
+        estimate_on: Literal["current", "seen"] = "current",
     ) -> None:
         """
         Args:
@@ -52,20 +53,24 @@ class SCP(Regularised):
             accumulate: ``sum`` adds each task's importance to the running total, ``mean`` holds their mean,
                 ``hw14`` compounds them as HW14's later (rotated-MNIST) sample code does (as for MAS; see
                 ``Regularised.anchor_with``).
+            estimate_on: ``current``: each task's importance is estimated once, on its own data, when it ends.
+                ``seen``: every task's end re-estimates the importances of all tasks so far at the current weights
+                (their mean or sum, per ``accumulate``, replaces the penalty; HW14's 2021 sample code). Needs the
+                old tasks' data: ``importance_samples`` images of each.
         """
         super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout, penalty_weight)
         if slices < 1:
             raise ValueError(f"SCP.slices must be >= 1, got {slices}")
         check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
-        check_accumulate(type(self).__name__, accumulate)
+        check_accumulate(type(self).__name__, accumulate, estimate_on)
         self.save_hyperparameters()
 
     def consolidate(self, task: int) -> None:
         hp = self.hparams
-        batches = self.importance_batches(task, hp.importance_samples, hp.importance_batch_size)
         directions = torch.Generator().manual_seed(self.stream.seed * 7919 + task)  # the same on every process
-        self.anchor_with(
-            scp_importance(self.net, batches, hp.slices, directions, self.all_reduce()),
-            compound=hp.accumulate == "hw14",
-            average_over=task + 1 if hp.accumulate == "mean" else None,
-        )
+
+        def importance_of(k: int) -> Params:
+            batches = self.importance_batches(k, hp.importance_samples, hp.importance_batch_size)
+            return scp_importance(self.net, batches, hp.slices, directions, self.all_reduce())
+
+        self.consolidate_estimated(task, importance_of, hp.accumulate, hp.estimate_on)

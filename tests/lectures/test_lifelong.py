@@ -324,6 +324,49 @@ def test_ewc_online_keeps_one_decayed_penalty_and_true_fisher_runs(tmp_path):
     assert len(true.penalties) == 3
 
 
+@pytest.mark.parametrize("method", ["mas", "scp"])
+def test_estimate_on_seen_re_estimates_every_seen_task_at_the_current_weights(method, tmp_path):
+    """estimate_on seen (HW14's 2021 protocol): after task 3 the one penalty holds the mean (sum) of the three
+    tasks' importances, all estimated at the anchor (the current weights), not the ones of when each task ended."""
+
+    def seen_estimates(model) -> list[dict[str, torch.Tensor]]:
+        hp = model.hparams
+        directions = torch.Generator().manual_seed(model.stream.seed * 7919 + 2)  # task 3's boundary generator
+        out = []
+        for k in range(3):
+            batches = list(model.stream.shard_batches(k, 30, hp.importance_batch_size))
+            if method == "mas":
+                out.append(mas_importance(model.net, batches, per_sample=hp.per_sample))
+            else:
+                out.append(scp_importance(model.net, batches, hp.slices, directions))
+        return out
+
+    extra = ["--model.init_args.estimate_on", "seen", "--model.init_args.importance_samples", "30"]
+    for accumulate in ("mean", "sum"):
+        args = _stream_args(method, tmp_path / accumulate, tasks=3, batches=2)
+        model = run_cli(*args, *extra, "--model.init_args.accumulate", accumulate).model
+        [(anchors, importance)] = model.penalties
+        assert all(torch.equal(anchors[n], p) for n, p in model.named_params())
+        estimates = seen_estimates(model)
+        total = {n: sum(e[n] for e in estimates) for n in anchors}
+        assert_close(importance, {n: v / 3 for n, v in total.items()} if accumulate == "mean" else total)
+    current = run_cli(*_stream_args(method, tmp_path / "current", tasks=3, batches=2),
+                      "--model.init_args.accumulate", "mean").model  # fmt: skip
+    [(_, importance)] = current.penalties  # each task estimated when it ended: not the re-estimated mean
+    mean_now = {n: sum(e[n] for e in seen_estimates(current)) / 3 for n in importance}
+    assert any(not torch.allclose(importance[n], mean_now[n]) for n in importance)
+
+
+def test_estimate_on_rejects_unknown_values_and_compounding():
+    from lecture_modules.lifelong.mas import MAS
+    from lecture_modules.lifelong.scp import SCP
+
+    with pytest.raises(ValueError, match=r"MAS\.estimate_on"):
+        MAS(estimate_on="all")
+    with pytest.raises(ValueError, match="accumulate 'hw14'"):
+        SCP(estimate_on="seen", accumulate="hw14")
+
+
 def test_joint_refuses_a_current_task_only_stream(tmp_path):
     with pytest.raises(ValueError, match="train_on"):
         run_cli(*_stream_args("joint", tmp_path), "--data.init_args.train_on", "current")
