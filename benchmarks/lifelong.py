@@ -106,8 +106,9 @@ def report(results: list[dict], args) -> str:
         f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
         f"stream: {getattr(args, 'scenario', 'permuted')} MNIST; "
         f"budget: {getattr(args, 'num_tasks', 5)} tasks x {args.epochs_per_task} epochs, "
-        f"{args.train_samples or 60000} training images per task, accuracy matrix on the first "
-        f"{args.eval_images or 10000} test images of every task, seeds {args.seeds}, importance estimated on "
+        f"{args.train_samples or 60000} training images per task, accuracy matrix on "
+        f"{f'the first {args.eval_images}' if args.eval_images else 'all 10000'} test images of every task (the first "
+        f"2000 are harder: benchmarks/results/mnist_test_halves.md), seeds {args.seeds}, importance estimated on "
         f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
         f"{'vmap' if args.vectorize else 'torch.func loop'})"
         + (
