@@ -249,7 +249,8 @@ def combine(args) -> None:
         runs.update({(r["method"], r["seed"]): r for r in saved["runs"]})
     results = [runs[key] for key in sorted(runs, key=lambda k: (k[1], METHODS.index(k[0])))]
     first.seeds = sorted({seed for _, seed in runs})
-    first.methods = [m for m in METHODS if any(m == method for method, _ in runs)]
+    present = {method for method, _ in runs}
+    first.methods = [m for m in METHODS if m in present]
     text = report(results, first) + f"\n\ncombined from: {', '.join(args.combine)}"
     print(text)
     Path(args.results).with_suffix(".md").write_text(text + "\n")
