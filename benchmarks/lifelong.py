@@ -126,9 +126,9 @@ def report(results: list[dict], args) -> str:
         + (f", model arguments {' '.join(args.model_arg)}" if getattr(args, "model_arg", None) else "")
         + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else ""),
         "",
-        "| method | seeds | final avg acc (%) | BWT (points) | forgetting (points) | HW14 sample avg acc (%) "
-        "| s / run |",
-        "|---|---|---|---|---|---|---|",
+        "| method | seeds | final avg acc (%) | per seed (%) | BWT (points) | forgetting (points) "
+        "| HW14 sample avg acc (%) | s / run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method in args.methods:
         rows = [r for r in results if r["method"] == method]
@@ -142,9 +142,10 @@ def report(results: list[dict], args) -> str:
 
         secs = statistics.mean(r["seconds"] for r in rows)
         hw = HW14.get(method)
+        per_seed = ", ".join(f"{100 * r['cl/avg_acc']:.2f}" for r in sorted(rows, key=lambda r: r["seed"]))
         lines.append(
-            f"| {method} | {len(rows)} | {stat('cl/avg_acc')} | {stat('cl/bwt')} | {stat('cl/forgetting')} | "
-            f"{hw if hw is not None else '-'} | {secs:.0f} |"
+            f"| {method} | {len(rows)} | {stat('cl/avg_acc')} | {per_seed} | {stat('cl/bwt')} | "
+            f"{stat('cl/forgetting')} | {hw if hw is not None else '-'} | {secs:.0f} |"
         )
     return "\n".join(lines)
 
