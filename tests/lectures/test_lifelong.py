@@ -556,23 +556,28 @@ def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
                 torch.testing.assert_close(got[kind][name], value, rtol=1e-5, atol=1e-8, msg=f"{kind} {name}")
 
 
+def _two_process_penalty(args: list[str], root) -> tuple[TaskNet, dict[str, torch.Tensor]]:
+    """Run ``args`` (a ``fit``) on 2 CPU processes with a checkpoint; its one penalty: the network at the stored
+    anchors and the importance."""
+    from lecture_modules.classification import build_mlp
+    from tests.helpers import run_cli_subprocess, with_checkpoints
+
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    fit = run_cli_subprocess(*args, *ddp, *with_checkpoints(root / "ckpt"), cwd=root)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    [ckpt] = (root / "ckpt").glob("*.ckpt")
+    [[anchors, importance]] = torch.load(ckpt, weights_only=True)["lifelong"]["method"]["penalties"]
+    net = TaskNet(build_mlp((1, 8, 8), 10, [32], False, 0.0))
+    net.load_state_dict(anchors)
+    return net, importance
+
+
 @pytest.mark.slow
 def test_ddp_ewc_fit_stores_the_fisher_of_the_whole_task(tmp_path):
     """A 2-process Lightning run: the Fisher in its checkpoint equals a single-process estimate on the whole of
     task 0's training data at the stored anchors (the processes' shards are all-reduced)."""
-    from lecture_modules.classification import build_mlp
-    from tests.helpers import run_cli_subprocess, with_checkpoints
-
-    args = _stream_args("ewc", tmp_path / "fit", batches=2)
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    fit = run_cli_subprocess(*args, *ddp, *with_checkpoints(tmp_path / "ckpt"), cwd=tmp_path)
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    [ckpt] = (tmp_path / "ckpt").glob("*.ckpt")
-    [[anchors, fisher]] = torch.load(ckpt, weights_only=True)["lifelong"]["method"]["penalties"]
-    net = TaskNet(build_mlp((1, 8, 8), 10, [32], False, 0.0))
-    net.load_state_dict(anchors)
-    stream = TaskStreamDataModule(num_tasks=2)
-    expected = fisher_diagonal(net, stream.shard_batches(0, None, 64))
+    net, fisher = _two_process_penalty(_stream_args("ewc", tmp_path / "fit", batches=2), tmp_path)
+    expected = fisher_diagonal(net, TaskStreamDataModule(num_tasks=2).shard_batches(0, None, 64))
     for name, value in expected.items():
         torch.testing.assert_close(fisher[name], value, rtol=1e-4, atol=1e-9)
 
@@ -580,22 +585,13 @@ def test_ddp_ewc_fit_stores_the_fisher_of_the_whole_task(tmp_path):
 @pytest.mark.slow
 def test_ddp_mas_estimate_on_seen_stores_the_mean_over_every_seen_task(tmp_path):
     """A 2-process run with estimate_on seen (HW14's 2021 protocol) over 3 tasks: the checkpoint of the last epoch
-    (written before the last task is closed at the end of fit) holds one penalty, the mean of tasks 1 and 2's
+    (written before the last task is closed at the end of fit) holds one penalty, the mean of the first two tasks'
     batch-level MAS importances re-estimated at the stored anchors, equal to a single process's estimate on the
     whole of each batch (each process holds half of every batch)."""
-    from lecture_modules.classification import build_mlp
-    from tests.helpers import run_cli_subprocess, with_checkpoints
-
     args = _stream_args("mas", tmp_path / "fit", tasks=3, batches=2)
-    seen = ["--model.init_args.estimate_on", "seen", "--model.init_args.importance_samples", "120"]
-    seen += ["--model.init_args.importance_batch_size", "40"]  # 3 batches per task, 20 images per process each
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    fit = run_cli_subprocess(*args, *seen, *ddp, *with_checkpoints(tmp_path / "ckpt"), cwd=tmp_path)
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    [ckpt] = (tmp_path / "ckpt").glob("*.ckpt")
-    [[anchors, importance]] = torch.load(ckpt, weights_only=True)["lifelong"]["method"]["penalties"]
-    net = TaskNet(build_mlp((1, 8, 8), 10, [32], False, 0.0))
-    net.load_state_dict(anchors)
+    args += ["--model.init_args.estimate_on", "seen", "--model.init_args.importance_samples", "120"]
+    args += ["--model.init_args.importance_batch_size", "40"]  # 3 batches per task, 20 images per process each
+    net, importance = _two_process_penalty(args, tmp_path)
     stream = TaskStreamDataModule(num_tasks=3)
     first, second = (mas_importance(net, stream.shard_batches(k, 120, 40), per_sample=False) for k in range(2))
     for name, value in importance.items():
