@@ -93,8 +93,10 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
         extra += ["--trainer.callbacks+=callbacks.ResetOptimizerPerTask"]
     if args.penalty_weight is not None and method in HW14 and method != "finetune":
         extra += ["--model.init_args.penalty_weight", str(args.penalty_weight)]
+    # diagnostic only (benchmarks/leaky_importance.py): the class first, so that the overrides below still apply
+    first = ["--data.class_path", "leaky_importance.ImportanceOnEvalImages"] if args.importance_on_eval_images else []
     start = time.perf_counter()
-    cli = fit(f"{method}.yaml", *hw14_overrides(args, seed), *extra, root=tmp / f"{method}-{seed}")
+    cli = fit(f"{method}.yaml", *first, *hw14_overrides(args, seed), *extra, root=tmp / f"{method}-{seed}")
     seconds = time.perf_counter() - start
     model = cli.model
     values = summary(model.matrix, model.random_init_acc)
@@ -124,7 +126,12 @@ def report(results: list[dict], args) -> str:
             else ""
         )
         + (f", model arguments {' '.join(args.model_arg)}" if getattr(args, "model_arg", None) else "")
-        + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else ""),
+        + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else "")
+        + (
+            ", DIAGNOSTIC: importances estimated on the scored test images (HW14's choice; leaks)"
+            if getattr(args, "importance_on_eval_images", False)
+            else ""
+        ),
         "",
         "| method | seeds | final avg acc (%) | per seed (%) | BWT (points) | forgetting (points) "
         "| HW14 sample avg acc (%) | s / run |",
@@ -295,6 +302,12 @@ def main() -> None:
         "--reset-optimizer",
         action="store_true",
         help="a fresh optimiser state at every task (callbacks.ResetOptimizerPerTask), as HW14 builds a new Adam",
+    )
+    parser.add_argument(
+        "--importance-on-eval-images",
+        action="store_true",
+        help="diagnostic only: estimate EWC/MAS/SCP importances on the test images the matrix scores, as HW14's "
+        "sample code does (benchmarks/leaky_importance.py); measures what that choice is worth, leaks, not a result",
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     parser.add_argument("--vectorize", action="store_true", help="EWC/MAS per-sample gradients with vmap (else loop)")

@@ -186,15 +186,15 @@ class TaskStreamDataModule(L.LightningDataModule):
         return x.contiguous(), y, torch.full_like(y, task)
 
     def shard_batches(
-        self, task: int, samples: int | None, batch_size: int, world: int = 1, rank: int = 0
+        self, task: int, samples: int | None, batch_size: int, world: int = 1, rank: int = 0, split: str = "train"
     ) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Rank ``rank``'s part of every global batch of ``samples`` seeded-random training samples of ``task``.
+        """Rank ``rank``'s part of every global batch of ``samples`` seeded-random ``split`` samples of ``task``.
 
         The global batches (``batch_size`` samples, all processes together) do not depend on the number of
         processes; rank ``r`` of ``w`` takes every ``w``-th sample of each, so statistics summed over processes
         equal the single-process ones. A last batch smaller than ``world`` is dropped on every rank.
         """
-        data = self.task_data(task, "train")
+        data = self.task_data(task, split)
         n = len(data) if samples is None else min(samples, len(data))
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed * 7919 + task))[:n]
         for start in range(0, n, batch_size):
