@@ -251,6 +251,9 @@ def test_stream_tasks_are_permutations_rotations_and_class_splits():
     whole = list(permuted.shard_batches(0, 10, 4))
     for (y0, y1), y in zip(((s0[1], s1[1]) for s0, s1 in zip(*shards)), (w[1] for w in whole)):
         assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
+    (val_x, *_), *_ = permuted.shard_batches(1, None, 10_000, split="val")  # every val sample of task 1, one batch
+    ref = permuted.task_data(1, "val").tensors[0]
+    assert len(val_x) == len(ref) and torch.equal(val_x.flatten(1).sort(0).values, ref.flatten(1).sort(0).values)
 
 
 def test_stream_rejects_bad_settings():
