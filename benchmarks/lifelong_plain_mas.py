@@ -1,0 +1,131 @@
+"""HW14's MAS procedure in plain PyTorch, no Lightning and no lecture code: how far its own runs spread.
+
+HW14's MAS figure (95.1%) is the last epoch of one run of its 2021 sample notebook. To know whether our MAS
+(``benchmarks/lifelong.py``) matches it, we need the spread of that procedure over seeds, which one run cannot
+give. This script is a from-scratch loop that follows the notebook's procedure step by step, written here for
+this comparison:
+
+* 5 tasks of MNIST (all 60,000 training images each), task 1 unpermuted and tasks 2-5 with pixel permutations
+  from ``numpy.random.seed(seed)``; inputs standardised with mean 0.1307, std 0.3081.
+* the 784-1024-512-256-10 ReLU MLP with PyTorch's default initialisation; Adam with lr 1e-4, a new one per task;
+  batches of 128, reshuffled every epoch; 10 epochs per task.
+* loss: cross-entropy + ``lambda * sum_i Omega_i (theta_i - theta*_i)^2`` with lambda 0.1 (``--penalty-weight 0``:
+  fine-tuning), anchored at the weights where the previous task ended.
+* after each task, ``Omega`` is re-estimated at the current weights on the test images of every task seen so far,
+  shuffled, in batches of 8,192: the mean over all those batches of ``|d mean_batch ||f(x)||^2 / d theta|``
+  (``--importance-images train``: on 10,000 training images per task instead, as ``benchmarks/lifelong.py`` does).
+* after every epoch, the test accuracy of every task (all 10,000 images); the curve is their mean over the tasks
+  seen so far, the quantity the notebook prints.
+
+It writes a results file in the schema of ``benchmarks/lifelong.py`` (``args``, ``runs`` with ``matrix`` and
+``curves``), which ``benchmarks/lifelong_vs_hw14.py --plain`` reads.
+
+Run: ``.venv/bin/python benchmarks/lifelong_plain_mas.py --mnist ../shared/data/mnist --seeds 0 --results r.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
+
+from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from mnist_test_halves import standardise
+
+from datamodules.sources import IDXSource
+from lecture_modules.lifelong.metrics import summary
+
+
+def mlp() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+        nn.Linear(256, 10),
+    )  # fmt: skip
+
+
+def output_sensitivity(net: nn.Module, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per parameter, the mean over ``batches`` of ``|d mean_(x in batch) ||net(x)||^2 / d theta|``."""
+    omega = [torch.zeros_like(p) for p in net.parameters()]
+    for x in batches:
+        net.zero_grad()
+        net(x).pow(2).sum(1).mean().backward()
+        for o, p in zip(omega, net.parameters()):
+            o += p.grad.abs() / len(batches)
+    net.zero_grad()
+    return omega
+
+
+def accuracies(net: nn.Module, tests: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    with torch.no_grad():
+        return [(net(x).argmax(1) == y).float().mean().item() for x, y in tests]
+
+
+def run(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    np.random.seed(seed)
+    perms = [torch.arange(784)] + [torch.from_numpy(np.random.permutation(784)) for _ in range(args.num_tasks - 1)]
+    trains = [(train[0][:, p], train[1]) for p in perms]
+    tests = [(test[0][:, p], test[1]) for p in perms]
+    torch.manual_seed(seed)
+    net = mlp()
+    omega: list[torch.Tensor] | None = None
+    anchor: list[torch.Tensor] | None = None
+    matrix, curves = [], []
+    for task, (x, y) in enumerate(trains):
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+        for _ in range(args.epochs_per_task):
+            for idx in torch.randperm(len(x)).split(128):
+                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+                if omega is not None and args.penalty_weight:
+                    drift = sum(((p - a).pow(2) * o).sum() for p, a, o in zip(net.parameters(), anchor, omega))
+                    loss = loss + args.penalty_weight * drift
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            curves.append(accuracies(net, tests))
+        matrix.append(curves[-1])
+        if args.importance_images == "test":  # HW14: every seen task's test images, reshuffled, batches of 8,192
+            batches = [t[0][i] for t in tests[: task + 1] for i in torch.randperm(len(t[0])).split(8192)]
+        else:  # as benchmarks/lifelong.py: 10,000 training images per seen task
+            batches = [t[0][i] for t in trains[: task + 1] for i in torch.randperm(len(t[0]))[:10_000].split(8192)]
+        omega = output_sensitivity(net, batches)
+        anchor = [p.detach().clone() for p in net.parameters()]
+    return {"method": "mas" if args.penalty_weight else "finetune", "seed": seed, "matrix": matrix, "curves": curves}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist", required=True, help="folder with MNIST's four IDX files (gzipped or not)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--penalty-weight", type=float, default=0.1, help="HW14's MAS lambda; 0: fine-tuning")
+    parser.add_argument("--importance-images", choices=["test", "train"], default="test", help="test: HW14's")
+    parser.add_argument("--epochs-per-task", type=int, default=10, help="HW14: 10")
+    parser.add_argument("--num-tasks", type=int, default=5, help="HW14: 5")
+    parser.add_argument("--results", required=True, help=".json file for the runs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    splits = IDXSource(root=args.mnist).load().splits
+    train = standardise(splits["train"][0]), splits["train"][1]
+    test = standardise(splits["test"][0]), splits["test"][1]
+    runs = []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        result = run(seed, args, train, test)
+        result.update(summary(result["matrix"], None), seconds=time.perf_counter() - start)
+        runs.append(result)
+        print(f"seed {seed}: final average accuracy {100 * result['cl/avg_acc']:.2f}%, "
+              f"BWT {100 * result['cl/bwt']:.2f} ({result['seconds']:.0f} s)", flush=True)  # fmt: skip
+    out = {"args": vars(args), "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread", "runs": runs}
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
