@@ -59,82 +59,114 @@ def seen_average(curves: list[list[float]], epochs_per_task: int) -> list[float]
     return out
 
 
-def load_runs(files: list[str], method: str) -> list[tuple[int, int, list[float]]]:
-    """(seed, epochs per task, HW14-style curve) of every ``method`` run in ``files``; a later file's seed wins."""
-    runs: dict[int, tuple[int, list[float]]] = {}
+Run = tuple[int, float, "list[float] | None"]  # seed, final average accuracy (%), HW14-style curve if kept
+
+
+def load_runs(files: list[str], method: str, epochs_per_task: int) -> list[Run]:
+    """Every ``method`` run in ``files`` (a later file's seed wins); runs made before curves were kept give only
+    their final average accuracy."""
+    runs: dict[int, Run] = {}
     for name in files:
         path = Path(name)
         if not path.is_file():
             raise SystemExit(f"{path}: no such results file")
         saved = json.loads(path.read_text())
+        if saved.get("args", {}).get("epochs_per_task") != epochs_per_task:
+            raise SystemExit(f"{path}: not {epochs_per_task} epochs per task, HW14's curve cannot be compared")
         for run in saved.get("runs", []):
-            if run.get("method") != method:
-                continue
-            if "curves" not in run:
-                seed = run["seed"]
-                raise SystemExit(f"{path}: run {method} seed {seed} has no 'curves' (made before runs kept them)")
-            epochs = saved["args"]["epochs_per_task"]
-            runs[run["seed"]] = (epochs, seen_average(run["curves"], epochs))
+            if run.get("method") == method:
+                curve = seen_average(run["curves"], epochs_per_task) if "curves" in run else None
+                runs[run["seed"]] = (run["seed"], 100 * run["cl/avg_acc"], curve)
     if not runs:
         raise SystemExit(f"no {method} runs in {', '.join(files)}")
-    return [(seed, *runs[seed]) for seed in sorted(runs)]
+    return [runs[seed] for seed in sorted(runs)]
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def describe(values: list[float], reference: float) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    mean, sd = mean_sd(values)
     reach = sum(v >= reference for v in values)
-    return (
-        f"{statistics.mean(values):.2f} ± {sd:.2f} | {min(values):.2f} to {max(values):.2f} | {reference:.2f} "
-        f"| {reach} of {len(values)}"
-    )
+    return f"{mean:.2f} ± {sd:.2f} | {min(values):.2f} to {max(values):.2f} | {reach} of {len(values)}"
 
 
-def report(runs: list[tuple[int, int, list[float]]], method: str, reference: list[float], machine: str) -> str:
-    epochs = runs[0][1]
-    if any(e != epochs or len(c) != len(reference) for _, e, c in runs):
-        raise SystemExit(f"every run must have HW14's {len(reference)} epochs ({epochs} per task) to compare")
+def report(groups: dict[str, list[Run]], reference: list[float], epochs: int, method: str, machine: str) -> str:
     tasks = len(reference) // epochs
-    seeds = [seed for seed, _, _ in runs]
     lines = [
         f"machine: {machine}",
-        f"{method}: average test accuracy (%) over the tasks seen so far, our seeds {seeds} against the HW14 2021 "
-        f"sample notebook's single run; 'reach' counts our seeds at or above HW14's value",
-        "",
-        "| after | ours: mean ± sd | ours: range | HW14 | seeds that reach HW14 |",
-        "|---|---|---|---|---|",
+        f"{method}: average test accuracy (%) over the tasks seen so far, against the single run printed by the "
+        "HW14 2021 sample notebook; 'reach': runs at or above HW14's value",
     ]
-    for task in range(tasks):
-        end = (task + 1) * epochs - 1
-        row = describe([c[end] for _, _, c in runs], reference[end])
-        lines.append(f"| task {task + 1} (epoch {end + 1}) | {row} |")
-    last = slice((tasks - 1) * epochs, tasks * epochs)
-    lines.append(
-        f"| task {tasks}, mean of its {epochs} epochs | "
-        + describe([statistics.mean(c[last]) for _, _, c in runs], statistics.mean(reference[last]))
-        + " |"
-    )
-    ours_final = [c[-1] for _, _, c in runs]
-    per_seed = ", ".join(f"{s}: {v:.2f}" for s, v in zip(seeds, ours_final))
-    lines += ["", f"final average accuracy per seed: {per_seed}"]
+    for name, runs in groups.items():
+        curves = [c for _, _, c in runs if c is not None]
+        if any(len(c) != len(reference) for c in curves):
+            raise SystemExit(f"{name}: every run must have HW14's {len(reference)} epochs to compare")
+        finals = [final for _, final, _ in runs]
+        mean, sd = mean_sd(finals)
+        reach = sum(f >= reference[-1] for f in finals)
+        lines += [
+            "",
+            f"**{name}**: final average accuracy {mean:.2f} ± {sd:.2f} (range {min(finals):.2f} to "
+            f"{max(finals):.2f}; {reach} of {len(finals)} runs reach HW14's {reference[-1]:.2f}); per seed: "
+            + ", ".join(f"{seed}: {final:.2f}" for seed, final, _ in runs),
+        ]
+        if not curves:
+            continue
+        seeds = [seed for seed, _, c in runs if c is not None]
+        lines += [
+            "",
+            f"| after (seeds {', '.join(map(str, seeds))}) | mean ± sd | range | reach | HW14 |",
+            "|---|---|---|---|---|",
+        ]
+        for task in range(tasks):
+            end = (task + 1) * epochs - 1
+            lines.append(
+                f"| task {task + 1} (epoch {end + 1}) | {describe([c[end] for c in curves], reference[end])} "
+                f"| {reference[end]:.2f} |"
+            )
+        last = slice((tasks - 1) * epochs, tasks * epochs)
+        ref_last = statistics.mean(reference[last])
+        row = describe([statistics.mean(c[last]) for c in curves], ref_last)
+        lines.append(f"| task {tasks}, mean of its {epochs} epochs | {row} | {ref_last:.2f} |")
+    if len(groups) == 2:
+        (name_a, a), (name_b, b) = groups.items()
+        (ma, sa), (mb, sb) = mean_sd([f for _, f, _ in a]), mean_sd([f for _, f, _ in b])
+        se = (sa**2 / len(a) + sb**2 / len(b)) ** 0.5
+        lines += [
+            "",
+            f"final average accuracy, {name_a} minus {name_b}: {ma - mb:+.2f} points "
+            f"(standard error {se:.2f}; {len(a)} and {len(b)} seeds)",
+        ]
     return "\n".join(lines)
 
 
-def figure(runs: list[tuple[int, int, list[float]]], method: str, reference: list[float], path: Path) -> None:
-    epochs = runs[0][1]
+COLOURS = ["tab:blue", "tab:orange"]
+
+
+def figure(groups: dict[str, list[Run]], reference: list[float], epochs: int, method: str, path: Path) -> None:
     x = list(range(1, len(reference) + 1))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for seed, _, curve in runs:
-        ax.plot(x, curve, color="tab:blue", lw=0.8, alpha=0.35, label="ours, one seed" if seed == runs[0][0] else None)
-    mean = [statistics.mean(c[i] for _, _, c in runs) for i in range(len(reference))]
-    ax.plot(x, mean, color="tab:blue", lw=2, label=f"ours, mean of {len(runs)} seeds")
-    ax.plot(x, reference, "k--", lw=1.5, label="HW14 sample solution (one run)")
+    low = min(reference)
+    for colour, (name, runs) in zip(COLOURS, groups.items()):
+        curves = [c for _, _, c in runs if c is not None]
+        if not curves:
+            continue
+        lo = [min(c[i] for c in curves) for i in range(len(x))]
+        hi = [max(c[i] for c in curves) for i in range(len(x))]
+        ax.fill_between(x, lo, hi, color=colour, alpha=0.2, lw=0)
+        mean = [statistics.mean(c[i] for c in curves) for i in range(len(x))]
+        ax.plot(x, mean, color=colour, lw=1.8, label=f"{name}: mean and range of {len(curves)} seeds")
+        low = min(low, min(lo))
+    ax.plot(x, reference, "k--", lw=1.5, label="HW14 sample notebook (one run)")
     for boundary in range(epochs, len(reference), epochs):
         ax.axvline(boundary + 0.5, color="grey", lw=0.5)
-    ax.set_xlabel("epoch (10 per task)")
+    ax.set_xlabel(f"epoch ({epochs} per task)")
     ax.set_ylabel("average test accuracy over seen tasks (%)")
-    ax.set_ylim(min(min(reference), min(min(c) for _, _, c in runs)) - 0.5, 99)
-    ax.set_title(f"{method.upper()} on permuted MNIST, HW14's budget and protocol")
-    ax.legend(loc="lower left")
+    ax.set_ylim(low - 0.3, 98.6)
+    ax.set_title(f"{method.upper()} on permuted MNIST at HW14's budget")
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -144,17 +176,23 @@ def figure(runs: list[tuple[int, int, list[float]]], method: str, reference: lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", metavar="JSON", help="results files of benchmarks/lifelong.py")
+    parser.add_argument(
+        "--plain", nargs="+", default=[], metavar="JSON", help="results files of benchmarks/lifelong_plain_mas.py"
+    )
     parser.add_argument("--method", default="mas", choices=sorted(HW14_CURVES))
-    parser.add_argument("--machine", required=True, help="the machine the runs ran on (the files' budget line)")
+    parser.add_argument("--machine", required=True, help="the machine the runs ran on")
     parser.add_argument("--results", default="benchmarks/results/lifelong_mas_vs_hw14.md")
     parser.add_argument("--figure", default="benchmarks/lifelong_mas_vs_hw14.png")
     args = parser.parse_args()
-    runs = load_runs(args.files, args.method)
-    text = report(runs, args.method, HW14_CURVES[args.method], args.machine)
-    text += f"\n\nfrom: {', '.join(args.files)}"
+    reference, epochs = HW14_CURVES[args.method], 10
+    groups = {"ours (lifelong.py)": load_runs(args.files, args.method, epochs)}
+    if args.plain:
+        groups["HW14's procedure, plain PyTorch (lifelong_plain_mas.py)"] = load_runs(args.plain, args.method, epochs)
+    text = report(groups, reference, epochs, args.method, args.machine)
+    text += f"\n\nfrom: {', '.join(args.files + args.plain)}"
     print(text)
     Path(args.results).write_text(text + "\n")
-    figure(runs, args.method, HW14_CURVES[args.method], Path(args.figure))
+    figure(groups, reference, epochs, args.method, Path(args.figure))
 
 
 if __name__ == "__main__":
