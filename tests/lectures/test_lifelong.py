@@ -4,12 +4,16 @@ the stream."""
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from callbacks.reset_optimizer import ResetOptimizerPerTask
+from datamodules.samplers import ResumableSampler
 from datamodules.streams import TaskStreamDataModule, permute_pixels, rotate_images, split_classes
 from lecture_modules.lifelong.base import TaskNet
 from lecture_modules.lifelong.importance import (
@@ -20,6 +24,7 @@ from lecture_modules.lifelong.importance import (
     quadratic_penalty,
     scp_importance,
 )
+from lecture_modules.lifelong.mas import MAS
 from lecture_modules.lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
 from tests.helpers import CONFIGS, QUICK, crash_after_checkpoint, run_cli, state_dict_equal
 
@@ -481,6 +486,56 @@ def test_resume_with_optimizer_reset_is_exact_inside_a_task_and_at_its_boundary(
     assert resumed.model.matrix == full.model.matrix
     a, b = (_flat(c.trainer.optimizers[0].state_dict()["state"]) for c in (resumed, full))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mas_with_hw14s_protocol_in_one_fit_equals_a_plain_loop_step_for_step():
+    """HW14's MAS procedure written as a plain PyTorch loop (a new Adam per task; after each task the importance
+    re-estimated at the current weights on every seen task, the mean of the batch-level estimates, anchored
+    there) ends at the weights of one Lightning fit of MAS (``estimate_on: seen``, ``accumulate: mean``,
+    ``per_sample: false``, ResetOptimizerPerTask) fed the same initial weights and batches: 3 tasks x 2 epochs."""
+    tasks, epochs, lam, lr, samples, ibs = 3, 2, 5.0, 1e-3, 200, 150
+    L.seed_everything(0)
+    stream = TaskStreamDataModule(num_tasks=tasks, epochs_per_task=epochs, seed=3)
+    model = MAS(
+        hidden=[32, 16], penalty_weight=lam, importance_samples=samples, importance_batch_size=ibs,
+        accumulate="mean", per_sample=False, estimate_on="seen",
+    )  # fmt: skip
+    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=lr)
+    net = copy.deepcopy(model.net)  # the plain loop's network, from the same initial weights
+    trainer = L.Trainer(
+        max_epochs=tasks * epochs, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ResetOptimizerPerTask()], accelerator="cpu", devices=1,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=stream)
+
+    def importance(task: int) -> dict[str, torch.Tensor]:
+        grads = []
+        for x, _, _ in stream.shard_batches(task, samples, ibs):
+            net.zero_grad()
+            net(x).pow(2).sum(1).mean().backward()
+            grads.append({n: p.grad.abs() for n, p in net.named_parameters()})
+        return {n: sum(g[n] for g in grads) / len(grads) for n in grads[0]}
+
+    omega = anchor = None
+    for task in range(tasks):
+        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        x_all, y_all, t_all = stream.task_data(task, "train").tensors
+        for epoch in range(task * epochs, (task + 1) * epochs):
+            sampler = ResumableSampler(len(y_all), seed=stream.seed)  # the stream's per-epoch shuffling
+            sampler.set_epoch(epoch)
+            for idx in torch.tensor(list(sampler)).split(stream.base.batch_size):
+                loss = F.cross_entropy(net(x_all[idx], t_all[idx]), y_all[idx])
+                if omega is not None:
+                    loss = loss + lam * quadratic_penalty(dict(net.named_parameters()), anchor, omega)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        seen = [importance(k) for k in range(task + 1)]
+        omega = {n: sum(s[n] for s in seen) / len(seen) for n in seen[0]}
+        anchor = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for (name, fitted), plain in zip(model.net.named_parameters(), net.parameters()):
+        torch.testing.assert_close(fitted.detach(), plain.detach(), rtol=0, atol=1e-6, msg=name)
 
 
 def _flat(value, prefix: str = "") -> dict[str, torch.Tensor]:
