@@ -13,7 +13,8 @@ this comparison:
   fine-tuning), anchored at the weights where the previous task ended.
 * after each task, ``Omega`` is re-estimated at the current weights on the test images of every task seen so far,
   shuffled, in batches of 8,192: the mean over all those batches of ``|d mean_batch ||f(x)||^2 / d theta|``
-  (``--importance-images train``: on 10,000 training images per task instead, as ``benchmarks/lifelong.py`` does).
+  (``--importance-images train``: on 10,000 training images per task instead, as ``benchmarks/lifelong.py`` does;
+  ``--importance-batches fixed``: the same seeded batches at every estimate, as ``benchmarks/lifelong.py`` does).
 * after every epoch, the test accuracy of every task (all 10,000 images); the curve is their mean over the tasks
   seen so far, the quantity the notebook prints.
 
@@ -91,10 +92,14 @@ def run(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[t
                 optimizer.step()
             curves.append(accuracies(net, tests))
         matrix.append(curves[-1])
-        if args.importance_images == "test":  # HW14: every seen task's test images, reshuffled, batches of 8,192
-            batches = [t[0][i] for t in tests[: task + 1] for i in torch.randperm(len(t[0])).split(8192)]
-        else:  # as benchmarks/lifelong.py: 10,000 training images per seen task
-            batches = [t[0][i] for t in trains[: task + 1] for i in torch.randperm(len(t[0]))[:10_000].split(8192)]
+        source = tests if args.importance_images == "test" else trains
+        batches = []
+        for k, (images, _) in enumerate(source[: task + 1]):
+            # HW14 reshuffles a seen task's test images at every estimate; "fixed": the same split every time, as
+            # benchmarks/lifelong.py's seeded subset does
+            g = torch.Generator().manual_seed(seed * 7919 + k) if args.importance_batches == "fixed" else None
+            order = torch.randperm(len(images), generator=g)[:10_000]
+            batches += [images[i] for i in order.split(8192)]
         omega = output_sensitivity(net, batches)
         anchor = [p.detach().clone() for p in net.parameters()]
     return {"method": "mas" if args.penalty_weight else "finetune", "seed": seed, "matrix": matrix, "curves": curves}
@@ -106,6 +111,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--penalty-weight", type=float, default=0.1, help="HW14's MAS lambda; 0: fine-tuning")
     parser.add_argument("--importance-images", choices=["test", "train"], default="test", help="test: HW14's")
+    parser.add_argument(
+        "--importance-batches",
+        choices=["reshuffled", "fixed"],
+        default="reshuffled",
+        help="reshuffled: new batches at every estimate (HW14's); fixed: the same seeded batches every time",
+    )
     parser.add_argument("--epochs-per-task", type=int, default=10, help="HW14: 10")
     parser.add_argument("--num-tasks", type=int, default=5, help="HW14: 5")
     parser.add_argument("--results", required=True, help=".json file for the runs")
