@@ -179,6 +179,11 @@ def main() -> None:
     parser.add_argument(
         "--plain", nargs="+", default=[], metavar="JSON", help="results files of benchmarks/lifelong_plain_mas.py"
     )
+    parser.add_argument(
+        "--plain-label",
+        default="HW14's procedure, plain PyTorch (lifelong_plain_mas.py)",
+        help="how the tables and the figure name the --plain runs",
+    )
     parser.add_argument("--method", default="mas", choices=sorted(HW14_CURVES))
     parser.add_argument("--machine", required=True, help="the machine the runs ran on")
     parser.add_argument("--results", default="benchmarks/results/lifelong_mas_vs_hw14.md")
@@ -187,7 +192,7 @@ def main() -> None:
     reference, epochs = HW14_CURVES[args.method], 10
     groups = {"ours (lifelong.py)": load_runs(args.files, args.method, epochs)}
     if args.plain:
-        groups["HW14's procedure, plain PyTorch (lifelong_plain_mas.py)"] = load_runs(args.plain, args.method, epochs)
+        groups[args.plain_label] = load_runs(args.plain, args.method, epochs)
     text = report(groups, reference, epochs, args.method, args.machine)
     text += f"\n\nfrom: {', '.join(args.files + args.plain)}"
     print(text)

@@ -488,7 +488,7 @@ def test_resume_with_optimizer_reset_is_exact_inside_a_task_and_at_its_boundary(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_mas_with_hw14s_protocol_in_one_fit_equals_a_plain_loop_step_for_step():
+def test_mas_with_hw14s_protocol_in_one_fit_equals_a_plain_loop_step_for_step(tmp_path):
     """HW14's MAS procedure written as a plain PyTorch loop (a new Adam per task; after each task the importance
     re-estimated at the current weights on every seen task, the mean of the batch-level estimates, anchored
     there) ends at the weights of one Lightning fit of MAS (``estimate_on: seen``, ``accumulate: mean``,
@@ -505,7 +505,7 @@ def test_mas_with_hw14s_protocol_in_one_fit_equals_a_plain_loop_step_for_step():
     trainer = L.Trainer(
         max_epochs=tasks * epochs, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[ResetOptimizerPerTask()], accelerator="cpu", devices=1,
+        callbacks=[ResetOptimizerPerTask()], accelerator="cpu", devices=1, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, datamodule=stream)
 
