@@ -106,6 +106,7 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
 
 
 def report(results: list[dict], args) -> str:
+    importance_split = "test" if getattr(args, "importance_on_eval_images", False) else "training"
     lines = [
         f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
         f"stream: {getattr(args, 'scenario', 'permuted')} MNIST; "
@@ -113,7 +114,7 @@ def report(results: list[dict], args) -> str:
         f"{args.train_samples or 60000} training images per task, accuracy matrix on "
         f"{f'the first {args.eval_images}' if args.eval_images else 'all 10000'} test images of every task (the first "
         f"2000 are harder: benchmarks/results/mnist_test_halves.md), seeds {args.seeds}, importance estimated on "
-        f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
+        f"{args.importance_samples or 'all'} {importance_split} images (EWC, MAS, SCP; per-sample gradients "
         f"{'vmap' if args.vectorize else 'torch.func loop'})"
         + (
             f", penalty weight {args.penalty_weight} for every method (not HW14's)"
@@ -128,7 +129,7 @@ def report(results: list[dict], args) -> str:
         + (f", model arguments {' '.join(args.model_arg)}" if getattr(args, "model_arg", None) else "")
         + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else "")
         + (
-            ", DIAGNOSTIC: importances estimated on the scored test images (HW14's choice; leaks)"
+            ", DIAGNOSTIC: the importance images are the scored test images (HW14's choice; leaks)"
             if getattr(args, "importance_on_eval_images", False)
             else ""
         ),

@@ -39,17 +39,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
-from mnist_test_halves import standardise
+from mnist_test_halves import hw14_mlp, standardise
 
 from datamodules.sources import IDXSource
 from lecture_modules.lifelong.metrics import summary
-
-
-def mlp() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
-        nn.Linear(256, 10),
-    )  # fmt: skip
 
 
 def output_sensitivity(net: nn.Module, batches: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -75,7 +68,7 @@ def run(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[t
     trains = [(train[0][:, p], train[1]) for p in perms]
     tests = [(test[0][:, p], test[1]) for p in perms]
     torch.manual_seed(seed)
-    net = mlp()
+    net = hw14_mlp()
     omega: list[torch.Tensor] | None = None
     anchor: list[torch.Tensor] | None = None
     matrix, curves = [], []

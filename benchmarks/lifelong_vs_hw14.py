@@ -6,12 +6,15 @@ epoch, the test accuracy averaged over the tasks seen so far (all 10,000 test im
 holds the printed curve of MAS (lambda 0.1; rounded to 3 decimals), the one method whose final figure our seeds'
 mean stays under.
 
-This script reads result files of ``benchmarks/lifelong.py`` whose runs kept their ``curves`` (every task's test
-accuracy after every epoch), turns each run's curve into HW14's quantity and prints, at the end of every task and
-for the last task's epochs together, our seeds' mean, standard deviation and range next to HW14's value and how
-many of our seeds reach it. A single run is one draw: whether HW14's run lies inside our seeds' spread says more
-than whether one number beats another. It writes the table to ``--results`` and a figure of the curves
-(ours per seed, their mean, HW14's) to ``--figure``.
+This script reads result files whose runs kept their ``curves`` (every task's test accuracy after every epoch):
+ours from ``benchmarks/lifelong.py`` and, with ``--plain``, those of ``benchmarks/lifelong_plain_mas.py`` (HW14's
+procedure as a plain PyTorch loop). It turns each run's curve into HW14's quantity and prints, per group, the final
+average accuracy over all its runs (runs made before curves were kept count here too) and, at the end of every task
+and for the last task's epochs together, the seeds' mean, standard deviation and range next to HW14's value and
+how many runs reach it; with two groups, also the difference of their final means and its standard error. A single
+run is one draw: whether HW14's run lies inside a group's spread says more than whether one number beats another.
+It writes the tables to ``--results`` and a figure of each group's mean curve and range, with HW14's curve, to
+``--figure``.
 
 Run: ``.venv/bin/python benchmarks/lifelong_vs_hw14.py benchmarks/results/lifelong_full10k_mas_seen_s3.json ...``
 """
@@ -21,15 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 # HW14 2021 sample notebook, MAS (lambda 0.1, 5 permuted-MNIST tasks x 10 epochs): the printed average test accuracy
 # over the tasks seen so far after every epoch, in %.

@@ -35,6 +35,14 @@ def standardise(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() / 255.0 - 0.1307) / 0.3081).flatten(1)
 
 
+def hw14_mlp() -> nn.Sequential:
+    """HW14's 784-1024-512-256-10 ReLU MLP with PyTorch's default initialisation."""
+    return nn.Sequential(
+        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+        nn.Linear(256, 10),
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist", required=True, help="folder with MNIST's four IDX files (gzipped or not)")
@@ -56,10 +64,7 @@ def main() -> None:
     ]
     for seed in args.seeds:
         torch.manual_seed(seed)
-        net = nn.Sequential(
-            nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
-            nn.Linear(256, 10),
-        )  # fmt: skip
+        net = hw14_mlp()
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
         start = time.perf_counter()
         for epoch in range(1, args.epochs + 1):
