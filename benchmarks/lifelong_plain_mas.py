@@ -18,6 +18,13 @@ this comparison:
 * after every epoch, the test accuracy of every task (all 10,000 images); the curve is their mean over the tasks
   seen so far, the quantity the notebook prints.
 
+``--draws ours`` replays, instead of HW14's random draws, those of a ``benchmarks/lifelong.py`` run with the same
+seed (MAS with HW14's protocol): its data (our ``TaskStreamDataModule``'s permuted, standardised tensors, task 1
+permuted too), its per-epoch batch order (``ResumableSampler``) and its importance samples (10,000 seeded training
+images per seen task, ``shard_batches``); the initial weights are the same in both modes. The training loop stays
+this script's own. If the replay lands on our runs' numbers, the gap between the two procedures lies in the
+draws; if it lands on HW14's, it lies in the training loop.
+
 It writes a results file in the schema of ``benchmarks/lifelong.py`` (``args``, ``runs`` with ``matrix`` and
 ``curves``), which ``benchmarks/lifelong_vs_hw14.py --plain`` reads.
 
@@ -62,20 +69,64 @@ def accuracies(net: nn.Module, tests: list[tuple[torch.Tensor, torch.Tensor]]) -
         return [(net(x).argmax(1) == y).float().mean().item() for x, y in tests]
 
 
-def run(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def our_draws(seed: int, args):
+    """The tasks, batch orders and importance batches of ``benchmarks/lifelong.py``'s run of ``seed``."""
+    from datamodules.image import ImageDataModule
+    from datamodules.samplers import ResumableSampler
+    from datamodules.streams import TaskStreamDataModule
+
+    base = ImageDataModule(IDXSource(args.mnist), batch_size=128, eval_batch_size=1000, val_fraction=0, seed=seed)
+    stream = TaskStreamDataModule(base, "permuted", args.num_tasks, args.epochs_per_task, eval_split="test", seed=seed)
+    trains = [tuple(stream.task_data(t, "train").tensors[:2]) for t in range(args.num_tasks)]
+    tests = [tuple(stream.task_data(t, "test").tensors[:2]) for t in range(args.num_tasks)]
+    trains, tests = ([(x.flatten(1), y) for x, y in part] for part in (trains, tests))
+
+    def order(epoch: int) -> torch.Tensor:
+        sampler = ResumableSampler(len(trains[0][1]), seed=seed)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler))
+
+    def importance_batches(task: int) -> list[torch.Tensor]:
+        return [x.flatten(1) for k in range(task + 1) for x, _, _ in stream.shard_batches(k, 10_000, 8192)]
+
+    return trains, tests, order, importance_batches
+
+
+def hw14_draws(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]):
+    """HW14's tasks (task 1 unpermuted, numpy permutations), fresh batch orders and importance batches."""
     np.random.seed(seed)
     perms = [torch.arange(784)] + [torch.from_numpy(np.random.permutation(784)) for _ in range(args.num_tasks - 1)]
     trains = [(train[0][:, p], train[1]) for p in perms]
     tests = [(test[0][:, p], test[1]) for p in perms]
-    torch.manual_seed(seed)
+
+    def importance_batches(task: int) -> list[torch.Tensor]:
+        source = tests if args.importance_images == "test" else trains
+        batches = []
+        for k, (images, _) in enumerate(source[: task + 1]):
+            # HW14 reshuffles a seen task's test images at every estimate; "fixed": the same split every time, as
+            # benchmarks/lifelong.py's seeded subset does
+            g = torch.Generator().manual_seed(seed * 7919 + k) if args.importance_batches == "fixed" else None
+            order = torch.randperm(len(images), generator=g)[:10_000]
+            batches += [images[i] for i in order.split(8192)]
+        return batches
+
+    return trains, tests, lambda epoch: torch.randperm(len(train[1])), importance_batches
+
+
+def run(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    if args.draws == "ours":
+        trains, tests, order, importance_batches = our_draws(seed, args)
+    else:
+        trains, tests, order, importance_batches = hw14_draws(seed, args, train, test)
+    torch.manual_seed(seed)  # the initial weights of benchmarks/lifelong.py's run of this seed, too
     net = hw14_mlp()
     omega: list[torch.Tensor] | None = None
     anchor: list[torch.Tensor] | None = None
     matrix, curves = [], []
     for task, (x, y) in enumerate(trains):
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
-        for _ in range(args.epochs_per_task):
-            for idx in torch.randperm(len(x)).split(128):
+        for epoch in range(task * args.epochs_per_task, (task + 1) * args.epochs_per_task):
+            for idx in order(epoch).split(128):
                 loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
                 if omega is not None and args.penalty_weight:
                     drift = sum(((p - a).pow(2) * o).sum() for p, a, o in zip(net.parameters(), anchor, omega))
@@ -85,15 +136,7 @@ def run(seed: int, args, train: tuple[torch.Tensor, torch.Tensor], test: tuple[t
                 optimizer.step()
             curves.append(accuracies(net, tests))
         matrix.append(curves[-1])
-        source = tests if args.importance_images == "test" else trains
-        batches = []
-        for k, (images, _) in enumerate(source[: task + 1]):
-            # HW14 reshuffles a seen task's test images at every estimate; "fixed": the same split every time, as
-            # benchmarks/lifelong.py's seeded subset does
-            g = torch.Generator().manual_seed(seed * 7919 + k) if args.importance_batches == "fixed" else None
-            order = torch.randperm(len(images), generator=g)[:10_000]
-            batches += [images[i] for i in order.split(8192)]
-        omega = output_sensitivity(net, batches)
+        omega = output_sensitivity(net, importance_batches(task))
         anchor = [p.detach().clone() for p in net.parameters()]
     return {"method": "mas" if args.penalty_weight else "finetune", "seed": seed, "matrix": matrix, "curves": curves}
 
@@ -109,6 +152,13 @@ def main() -> None:
         choices=["reshuffled", "fixed"],
         default="reshuffled",
         help="reshuffled: new batches at every estimate (HW14's); fixed: the same seeded batches every time",
+    )
+    parser.add_argument(
+        "--draws",
+        choices=["hw14", "ours"],
+        default="hw14",
+        help="hw14: HW14's random draws; ours: replay benchmarks/lifelong.py's draws for the seed (data, batch order, "
+        "importance samples), a diagnostic that ignores --importance-images and --importance-batches",
     )
     parser.add_argument("--epochs-per-task", type=int, default=10, help="HW14: 10")
     parser.add_argument("--num-tasks", type=int, default=5, help="HW14: 5")
