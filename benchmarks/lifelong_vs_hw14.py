@@ -11,7 +11,8 @@ ours from ``benchmarks/lifelong.py`` and, with ``--plain``, those of ``benchmark
 procedure as a plain PyTorch loop). It turns each run's curve into HW14's quantity and prints, per group, the final
 average accuracy over all its runs (runs made before curves were kept count here too) and, at the end of every task
 and for the last task's epochs together, the seeds' mean, standard deviation and range next to HW14's value and
-how many runs reach it; with two groups, also the difference of their final means and its standard error. A single
+how many runs reach it; with two groups, also the difference of their final means and its standard error
+(``--paired``: and their seed-by-seed differences, for groups that share their draws). A single
 run is one draw: whether HW14's run lies inside a group's spread says more than whether one number beats another.
 It writes the tables to ``--results`` and a figure of each group's mean curve and range, with HW14's curve, to
 ``--figure``.
@@ -92,7 +93,9 @@ def describe(values: list[float], reference: float) -> str:
     return f"{mean:.2f} ± {sd:.2f} | {min(values):.2f} to {max(values):.2f} | {reach} of {len(values)}"
 
 
-def report(groups: dict[str, list[Run]], reference: list[float], epochs: int, method: str, machine: str) -> str:
+def report(
+    groups: dict[str, list[Run]], reference: list[float], epochs: int, method: str, machine: str, paired: bool = False
+) -> str:
     tasks = len(reference) // epochs
     lines = [
         f"machine: {machine}",
@@ -139,6 +142,17 @@ def report(groups: dict[str, list[Run]], reference: list[float], epochs: int, me
             f"final average accuracy, {name_a} minus {name_b}: {ma - mb:+.2f} points "
             f"(standard error {se:.2f}; {len(a)} and {len(b)} seeds)",
         ]
+        if paired:  # the same draws in both groups: compare seed by seed
+            finals_b = {seed: final for seed, final, _ in b}
+            diffs = [(seed, final - finals_b[seed]) for seed, final, _ in a if seed in finals_b]
+            if not diffs:
+                raise SystemExit("--paired: the two groups share no seed")
+            dm, ds = mean_sd([d for _, d in diffs])
+            lines.append(
+                f"seed by seed, {name_a} minus {name_b}: {dm:+.2f} ± {ds:.2f} points over {len(diffs)} seeds ("
+                + ", ".join(f"{seed}: {d:+.2f}" for seed, d in diffs)
+                + ")"
+            )
     return "\n".join(lines)
 
 
@@ -184,6 +198,12 @@ def main() -> None:
         default="HW14's procedure, plain PyTorch (lifelong_plain_mas.py)",
         help="how the tables and the figure name the --plain runs",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="also compare the two groups seed by seed (for runs that share their draws, such as "
+        "lifelong_plain_mas.py --draws ours against lifelong.py)",
+    )
     parser.add_argument("--method", default="mas", choices=sorted(HW14_CURVES))
     parser.add_argument("--machine", required=True, help="the machine the runs ran on")
     parser.add_argument("--results", default="benchmarks/results/lifelong_mas_vs_hw14.md")
@@ -193,7 +213,7 @@ def main() -> None:
     groups = {"ours (lifelong.py)": load_runs(args.files, args.method, epochs)}
     if args.plain:
         groups[args.plain_label] = load_runs(args.plain, args.method, epochs)
-    text = report(groups, reference, epochs, args.method, args.machine)
+    text = report(groups, reference, epochs, args.method, args.machine, args.paired)
     text += f"\n\nfrom: {', '.join(args.files + args.plain)}"
     print(text)
     Path(args.results).write_text(text + "\n")
