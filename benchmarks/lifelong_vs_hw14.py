@@ -209,6 +209,8 @@ def main() -> None:
     parser.add_argument("--results", default="benchmarks/results/lifelong_mas_vs_hw14.md")
     parser.add_argument("--figure", default="benchmarks/lifelong_mas_vs_hw14.png")
     args = parser.parse_args()
+    if args.paired and not args.plain:
+        parser.error("--paired compares the runs with the --plain runs: give --plain files")
     reference, epochs = HW14_CURVES[args.method], 10
     groups = {"ours (lifelong.py)": load_runs(args.files, args.method, epochs)}
     if args.plain:
