@@ -158,12 +158,14 @@ def main() -> None:
         choices=["hw14", "ours"],
         default="hw14",
         help="hw14: HW14's random draws; ours: replay benchmarks/lifelong.py's draws for the seed (data, batch order, "
-        "importance samples), a diagnostic that ignores --importance-images and --importance-batches",
+        "importance samples), a diagnostic that takes neither --importance-images nor --importance-batches",
     )
     parser.add_argument("--epochs-per-task", type=int, default=10, help="HW14: 10")
     parser.add_argument("--num-tasks", type=int, default=5, help="HW14: 5")
     parser.add_argument("--results", required=True, help=".json file for the runs")
     args = parser.parse_args()
+    if args.draws == "ours" and (args.importance_images, args.importance_batches) != ("test", "reshuffled"):
+        parser.error("--draws ours replays our run's importance samples: drop --importance-images/--importance-batches")
     torch.set_num_threads(1)
     splits = IDXSource(root=args.mnist).load().splits
     train = standardise(splits["train"][0]), splits["train"][1]
