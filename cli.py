@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,16 +30,31 @@ from lecture_modules.registry import (
 )
 from lecture_modules.tracking import WANDB_LOGGER_PATHS, configure_wandb_init_args, wandb_offline_reason
 
-__all__ = ["LectureCLI", "list_lectures", "main"]
+__all__ = ["LectureCLI", "list_lectures", "main", "run"]
 
 STEP_SCHEDULERS = (OneCycleLR, CyclicLR)
+BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class LectureCLI(LightningCLI):
-    """LightningCLI with lecture plugins, data-to-model links, per-step schedules and W&B defaults."""
+    """LightningCLI with lecture plugins, data-to-model links, per-step schedules and W&B defaults.
+
+    ``configs/base.yaml`` (what every lecture shares: seed, W&B logger, logging cadence) is read before any
+    ``--config``, so lecture configs hold only their deltas.
+    """
 
     def __init__(self, *args: Any, entries: dict[str, LectureEntry] | None = None, **kwargs: Any) -> None:
         self.entries = entries or {}
+        if BASE_CONFIG.is_file():
+            base = {"default_config_files": [str(BASE_CONFIG)]}
+            parser_kwargs = dict(kwargs.get("parser_kwargs") or {})
+            if kwargs.get("run", True):
+                for sub in SUBCOMMANDS:
+                    parser_kwargs[sub] = {**base, **parser_kwargs.get(sub, {})}
+            else:
+                parser_kwargs = {**base, **parser_kwargs}
+            kwargs["parser_kwargs"] = parser_kwargs
         kwargs.setdefault("model_class", LectureModule)
         kwargs.setdefault("datamodule_class", L.LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -124,6 +140,23 @@ def _rewrite_model_arg(argv: list[str], entries: dict[str, LectureEntry]) -> lis
     return out
 
 
+def run(args: list[str] | None = None, **cli_kwargs: Any) -> LectureCLI:
+    """Run the command line ``python cli.py ARGS`` in this process and return its :class:`LectureCLI`.
+
+    ``--model`` may name a lecture by entry-point name or class name. Keyword arguments go to ``LectureCLI``
+    (``run=False`` only parses and instantiates; ``trainer_defaults=...``). Tests and benchmarks call this; ``main``
+    is this plus one-line error reporting.
+
+    Raises:
+        LectureNotFoundError, PluginLoadError, PluginConflictError: the lecture named by ``--model`` is not usable.
+    """
+    entries = load_all(discover())
+    argv = _rewrite_model_arg(list(sys.argv[1:] if args is None else args), entries)
+    if args is None:  # keep sys.argv as run: DDP re-launches this script with it
+        sys.argv[1:] = argv
+    return LectureCLI(args=None if args is None else argv, entries=entries, **cli_kwargs)
+
+
 def list_lectures(entries: dict[str, LectureEntry]) -> str:
     """The lecture table printed by ``python cli.py lectures``."""
     rows = [("NAME", "CLASS PATH", "DISTRIBUTION", "STATUS", "DESCRIPTION")]
@@ -137,20 +170,15 @@ def main(args: list[str] | None = None) -> int:
     """Entry point of ``python cli.py`` and the ``ml-lectures`` script. Returns the exit code."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
-        entries = load_all(discover())
         if argv[:1] == ["lectures"]:
-            sys.stdout.write(list_lectures(entries) + "\n")
+            sys.stdout.write(list_lectures(load_all(discover())) + "\n")
             return 0
-        argv = _rewrite_model_arg(argv, entries)
+        run(args)
     except (LectureNotFoundError, PluginLoadError, PluginConflictError) as exc:
         if exc.__cause__ is not None:  # show where the plugin broke, then the actionable summary
             sys.stderr.write("".join(traceback.format_exception(exc.__cause__)))
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    if args is None:  # keep sys.argv as run: DDP re-launches this script with it
-        sys.argv[1:] = argv
-    try:
-        LectureCLI(args=None if args is None else argv, entries=entries)
     except (ValueError, TypeError) as exc:
         cause = _setting_error(exc)
         if cause is None:

@@ -43,8 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, s
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 from runner import QUIET, REPO
 
-from cli import LectureCLI, _rewrite_model_arg
-from lecture_modules.registry import discover, load_all
+from cli import LectureCLI, run
 
 
 def _now() -> tuple[float, float]:
@@ -255,9 +254,8 @@ def throughput_defaults(args) -> dict:
 
 
 def _fit(config: str, overrides: list[str], root: Path) -> LectureCLI:
-    entries = load_all(discover())
     argv = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
-    return LectureCLI(args=_rewrite_model_arg([*argv, *overrides], entries), entries=entries)
+    return run([*argv, *overrides])
 
 
 def sst2(args, root: Path) -> dict:

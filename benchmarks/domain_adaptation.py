@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, s
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 
-from cli import LectureCLI, _rewrite_model_arg
-from lecture_modules.registry import discover, load_all
+import cli
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("source_only", "dann", "mcd", "target_oracle")
@@ -99,13 +98,12 @@ def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> 
     argv += [f"--{item}" for item in args.override]
     if args.limit_train_samples is not None:
         argv.append(f"--data.init_args.limit_train_samples={args.limit_train_samples}")
-    entries = load_all(discover())
     sys.argv[1:] = []  # the CLI reads `argv` only; the script's own arguments are not for it
     start = time.perf_counter()
-    cli = LectureCLI(args=_rewrite_model_arg(argv, entries), entries=entries, trainer_defaults={"callbacks": [history]})
+    lecture = cli.run(argv, trainer_defaults={"callbacks": [history]})
     fit_s = time.perf_counter() - start
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    metrics = cli.trainer.callback_metrics
+    lecture.trainer.test(lecture.model, datamodule=lecture.datamodule, verbose=False)
+    metrics = lecture.trainer.callback_metrics
     return {
         "target": float(metrics["test/target_acc"]),
         "source": float(metrics["test/source_acc"]),

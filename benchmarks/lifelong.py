@@ -200,9 +200,9 @@ def loop_importance(net, x, y, t, kind: str) -> dict[str, torch.Tensor]:
 
 def timing(args) -> str:
     from datamodules.sources import IDXSource
-    from lecture_modules.classification import build_mlp
     from lecture_modules.lifelong.base import TaskNet
     from lecture_modules.lifelong.importance import fisher_diagonal, mas_importance
+    from lecture_modules.nets import build_mlp
 
     torch.manual_seed(0)
     images, labels = IDXSource(args.mnist).load().splits["train"]

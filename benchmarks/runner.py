@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli import LectureCLI, _rewrite_model_arg
-from lecture_modules.registry import discover, load_all
+from cli import LectureCLI, run
 
 REPO = Path(__file__).resolve().parents[1]
 # One CPU process, no logger, checkpoints, progress bar or model summary: the scripts print their own tables.
@@ -26,9 +25,8 @@ QUIET = [
 
 def fit(config: str, *overrides: str, root: Path) -> LectureCLI:
     """``python cli.py fit --config configs/<config> <overrides>`` in this process."""
-    entries = load_all(discover())
     args = ["fit", "--config", str(REPO / "configs" / config), *QUIET, "--trainer.default_root_dir", str(root)]
-    return LectureCLI(args=_rewrite_model_arg([*args, *overrides], entries), entries=entries)
+    return run([*args, *overrides])
 
 
 def fit_and_test(config: str, *overrides: str, root: Path) -> LectureCLI:

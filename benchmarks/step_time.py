@@ -51,7 +51,9 @@ LR = 1e-3
 SEED = 0
 TARGET_RATIO = 1.10
 NOISY_SPREAD = 1.25  # run medians of one side further apart than this mean the CPU was shared
-CNN = {"backbone": "cnn", "hidden": [32, 64, 128], "batch_norm": True, "dropout": 0.1}  # configs/classification.yaml
+CNN = {
+    "net": {"kind": "cnn", "widths": [32, 64, 128], "batch_norm": True, "dropout": 0.1}
+}  # configs/classification.yaml
 
 
 class BenchClassification(Classification):

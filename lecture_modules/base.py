@@ -40,6 +40,12 @@ class NonFiniteLossError(FloatingPointError):
 class LectureModule(L.LightningModule):
     """Base class of every lecture. Subclasses set the docstring's first line: it is what the lecture list shows."""
 
+    @classmethod
+    def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """A checkpoint's hyper-parameters in today's ``__init__`` arguments (a lecture whose arguments were renamed
+        maps the old names here, so its older checkpoints keep loading)."""
+        return dict(hparams)
+
     # ------------------------------------------------------------------ losses
     def combine_losses(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> torch.Tensor:
         """Sum named loss terms, log them, and stop on the first non-finite one.

@@ -11,54 +11,17 @@ Run: ``python cli.py fit --config configs/classification.yaml``
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lecture_modules.base import LectureModule
+from lecture_modules.nets import NetSpec, fold_legacy_net_args
 
-__all__ = ["Classification", "build_cnn", "build_mlp"]
-
-
-def _block(layer: nn.Module, width: int, batch_norm: bool, dropout: float, dims: int) -> list[nn.Module]:
-    norm = (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(width) if batch_norm else nn.Identity()
-    drop = (nn.Dropout if dims == 1 else nn.Dropout2d)(dropout) if dropout > 0 else nn.Identity()
-    return [layer, norm, nn.ReLU(inplace=True), drop]
-
-
-def build_mlp(
-    input_shape: tuple[int, ...], num_classes: int, hidden: list[int], batch_norm: bool, dropout: float
-) -> nn.Sequential:
-    """Flatten -> [Linear -> BN -> ReLU -> Dropout] * len(hidden) -> Linear."""
-    layers: list[nn.Module] = [nn.Flatten()]  # (B, C*H*W)
-    width = int(torch.tensor(input_shape).prod())
-    for h in hidden:
-        layers += _block(nn.Linear(width, h, bias=not batch_norm), h, batch_norm, dropout, dims=1)
-        width = h
-    layers.append(nn.Linear(width, num_classes))  # (B, num_classes)
-    return nn.Sequential(*layers)
-
-
-def build_cnn(
-    input_shape: tuple[int, ...], num_classes: int, channels: list[int], batch_norm: bool, dropout: float
-) -> nn.Sequential:
-    """[Conv3x3 -> BN -> ReLU -> Dropout2d -> MaxPool2 (while the map is >= 4 px)] per width -> GAP -> Linear."""
-    in_ch, size = input_shape[0], min(input_shape[1:])
-    layers: list[nn.Module] = []
-    for out_ch in channels:
-        layers += _block(
-            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=not batch_norm), out_ch, batch_norm, dropout, dims=2
-        )  # (B, out_ch, H, W)
-        if size >= 4:
-            layers.append(nn.MaxPool2d(2))  # (B, out_ch, H/2, W/2)
-            size //= 2
-        in_ch = out_ch
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)]  # (B, num_classes)
-    return nn.Sequential(*layers)
+__all__ = ["Classification", "confusion_figure"]
 
 
 class Classification(LectureModule):
@@ -68,40 +31,27 @@ class Classification(LectureModule):
         self,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (1, 8, 8),
-        backbone: Literal["mlp", "cnn"] = "cnn",
-        hidden: list[int] | None = None,
-        batch_norm: bool = True,
-        dropout: float = 0.1,
+        net: NetSpec = NetSpec(kind="cnn", batch_norm=True, dropout=0.1),
         label_smoothing: float = 0.0,
     ) -> None:
         """
         Args:
             num_classes: number of classes (linked from the DataModule by the CLI).
             input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
-            backbone: ``mlp`` (fully connected) or ``cnn`` (3x3 convolutions with pooling).
-            hidden: layer widths: hidden units for the MLP, channels for the CNN
-                (default: [256, 128] for the MLP, [32, 64, 128] for the CNN).
-            batch_norm: add batch normalisation after each hidden layer.
-            dropout: dropout probability after each hidden layer (0 disables it).
+            net: the network: an MLP or a CNN with its widths, batch norm and dropout.
             label_smoothing: cross-entropy label smoothing in [0, 1).
         """
         super().__init__()
-        if backbone not in ("mlp", "cnn"):
-            raise ValueError(f"Classification.backbone must be 'mlp' or 'cnn', got {backbone!r}")
+        net = NetSpec.of(net, owner="Classification.net")
         if num_classes < 2:
             raise ValueError(f"Classification.num_classes must be >= 2, got {num_classes}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Classification.dropout must be in [0, 1), got {dropout}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"Classification.label_smoothing must be in [0, 1), got {label_smoothing}")
         if len(input_shape) != 3:
             raise ValueError(f"Classification.input_shape must be (C, H, W), got {input_shape}")
-        hidden = hidden if hidden is not None else ([256, 128] if backbone == "mlp" else [32, 64, 128])
-        if not hidden or min(hidden) < 1:
-            raise ValueError(f"Classification.hidden must list positive widths, got {hidden}")
-        self.save_hyperparameters()
-        build = build_mlp if backbone == "mlp" else build_cnn
-        self.net = build(tuple(input_shape), num_classes, hidden, batch_norm, dropout)
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
+        self.net = net.build(input_shape, num_classes)
         self.example_input_array = torch.zeros(2, *input_shape)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -109,6 +59,11 @@ class Classification(LectureModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
         self.last_confusion: torch.Tensor | None = None
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before ``net`` existed stored ``backbone``, ``hidden``, ``batch_norm``, ``dropout``."""
+        return fold_legacy_net_args(hparams)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, num_classes)

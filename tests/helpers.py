@@ -11,9 +11,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from cli import LectureCLI, _rewrite_model_arg
+from cli import LectureCLI, run
 from lecture_modules.classification import Classification
-from lecture_modules.registry import discover, load_all
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -31,8 +30,13 @@ SMOKE_FIT = ["fit", "--config", CLASSIFICATION, "--config", SMOKE]
 
 def run_cli(*args: str) -> LectureCLI:
     """Run the CLI in this process (like ``python cli.py ...``) and return the LectureCLI object."""
-    entries = load_all(discover())
-    return LectureCLI(args=_rewrite_model_arg(list(args), entries), entries=entries)
+    return run(list(args))
+
+
+def run_cli_parse_only(*args: str) -> LectureCLI:
+    """Parse ``args`` (no subcommand) and instantiate the model and data with the config's seed, without training;
+    no logger, no callbacks."""
+    return run([*args, "--trainer.logger", "false", "--trainer.callbacks", "[]"], run=False)
 
 
 def run_cli_subprocess(

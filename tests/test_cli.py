@@ -53,16 +53,16 @@ def test_bad_yaml_key_is_named(tmp_path, capsys):
 
 def test_bad_type_is_named(capsys):
     with pytest.raises(SystemExit):
-        run_cli("fit", "--config", CLASSIFICATION, "--model.init_args.dropout", "lots")
+        run_cli("fit", "--config", CLASSIFICATION, "--model.init_args.net.dropout", "lots")
     assert "dropout" in capsys.readouterr().err
 
 
 def test_bad_value_prints_the_lectures_own_message(capsys):
     """A value of the right type that __init__ rejects: exit 2 with the lecture's message, not jsonargparse's
     "does not validate against any of the Union subtypes" wrapper around it."""
-    assert main(["fit", "--config", CLASSIFICATION, "--config", SMOKE, "--model.init_args.dropout", "1.5"]) == 2
+    assert main(["fit", "--config", CLASSIFICATION, "--config", SMOKE, "--model.init_args.net.dropout", "1.5"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last == "error: ValueError: Classification.dropout must be in [0, 1), got 1.5"
+    assert last == "error: ValueError: Classification.net.dropout must be in [0, 1), got 1.5"
 
 
 def test_yaml_python_tags_are_rejected(tmp_path, capsys):
@@ -105,7 +105,7 @@ def test_non_finite_loss_stops_with_step_and_term():
 def test_fit_help_lists_lecture_arguments():
     out = run_cli_subprocess("fit", "--model.help", "Classification")
     assert out.returncode == 0, out.stderr
-    assert "--model.backbone {mlp,cnn}" in out.stdout and "--model.dropout" in out.stdout
+    assert "--model.net.kind {mlp,cnn}" in out.stdout and "--model.net.dropout" in out.stdout
 
 
 def test_broken_plugin_stops_the_cli_with_its_name_and_cause(tmp_path, monkeypatch, capsys):

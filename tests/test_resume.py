@@ -18,7 +18,7 @@ BASE = [
     "--trainer.callbacks=[]",
     "--trainer.max_epochs",
     "2",
-    "--model.init_args.dropout",
+    "--model.init_args.net.dropout",
     "0.3",
     "--data.init_args.limit_train_samples",
     "1077",
@@ -68,4 +68,4 @@ def test_without_rng_restore_resume_would_differ(tmp_path, monkeypatch):
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
     ckpt = torch.load(_crash_after_checkpoint(3, tmp_path / "ckpt"), weights_only=True)
-    assert "rng_states" in ckpt and "state_dict" in ckpt and ckpt["hyper_parameters"]["backbone"] == "cnn"
+    assert "rng_states" in ckpt and "state_dict" in ckpt and ckpt["hyper_parameters"]["net"]["kind"] == "cnn"

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lecture_modules.classification import build_cnn, build_mlp
+from lecture_modules.nets import build_cnn, build_mlp
 
 __all__ = [
     "STUDENTS",

@@ -112,7 +112,7 @@ def _build_lecture(lecture: str, init_args: dict[str, Any], where: str) -> nn.Mo
         entry = resolve(lecture, load_all())
     except LectureNotFoundError as exc:
         raise ValueError(f"{where}: {exc} Only registered lectures are built from a teacher file.") from exc
-    return instantiate_module(LectureModule, {"_class_path": entry.class_path, **init_args})
+    return instantiate_module(LectureModule, {"_class_path": entry.class_path, **entry.cls.upgrade_hparams(init_args)})
 
 
 def _load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], where: Path) -> None:

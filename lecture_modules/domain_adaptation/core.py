@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lecture_modules.classification import build_cnn
+from lecture_modules.nets import build_cnn
 
 __all__ = [
     "GradientReverse",

@@ -24,7 +24,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.streams import TaskStreamDataModule
 from lecture_modules.base import LectureModule
-from lecture_modules.classification import build_cnn, build_mlp
 from lecture_modules.lifelong.importance import (
     AllReduce,
     Batch,
@@ -34,6 +33,7 @@ from lecture_modules.lifelong.importance import (
     quadratic_penalty,
 )
 from lecture_modules.lifelong.metrics import accuracy_curves_figure, accuracy_matrix_figure, summary
+from lecture_modules.nets import build_cnn, build_mlp
 
 __all__ = ["ContinualLearning", "Regularised", "TaskNet", "check_importance_args"]
 

@@ -30,7 +30,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lecture_modules.base import LectureModule
-from lecture_modules.classification import build_cnn
+from lecture_modules.nets import build_cnn
 from lecture_modules.pruning.core import (
     TaylorAccumulator,
     channel_scores,

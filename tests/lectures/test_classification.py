@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lecture_modules.classification import Classification, build_cnn, build_mlp
+from lecture_modules.classification import Classification
+from lecture_modules.nets import NetSpec, build_cnn, build_mlp
 from lecture_modules.schedules import WarmupCosineLR, warmup_cosine_factor
 from tests.helpers import FIT_CPU, SMOKE_FIT, run_cli
 
@@ -26,10 +27,20 @@ def test_backbones_map_images_to_logits(build):
 
 
 def test_invalid_settings_name_the_argument():
-    with pytest.raises(ValueError, match=r"Classification.backbone"):
-        Classification(backbone="resnet")
-    with pytest.raises(ValueError, match=r"Classification.dropout"):
-        Classification(dropout=1.0)
+    with pytest.raises(ValueError, match=r"Classification.net.kind"):
+        Classification(net={"kind": "resnet"})
+    with pytest.raises(ValueError, match=r"Classification.net.dropout"):
+        Classification(net=NetSpec(dropout=1.0))
+    with pytest.raises(ValueError, match=r"Classification.net: unknown field\(s\) \['hidden'\]"):
+        Classification(net={"kind": "mlp", "hidden": [4]})
+
+
+def test_checkpoints_from_before_the_net_argument_keep_their_network():
+    old = {"num_classes": 10, "backbone": "mlp", "hidden": [32], "batch_norm": False, "dropout": 0.2}
+    new = Classification.upgrade_hparams(old)
+    assert new == {"num_classes": 10, "net": {"kind": "mlp", "widths": [32], "batch_norm": False, "dropout": 0.2}}
+    model = Classification(**new)
+    assert [m.out_features for m in model.net if isinstance(m, nn.Linear)] == [32, 10]
 
 
 def test_warmup_cosine_endpoints_and_shape():
@@ -46,9 +57,9 @@ def test_warmup_cosine_endpoints_and_shape():
         WarmupCosineLR(opt, warmup_steps=1.5)
 
 
-@pytest.mark.parametrize("backbone", ["mlp", "cnn"])
-def test_config_runs_offline_smoke(backbone):
-    cli = run_cli(*SMOKE_FIT, "--model.init_args.backbone", backbone)
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_config_runs_offline_smoke(kind):
+    cli = run_cli(*SMOKE_FIT, "--model.init_args.net.kind", kind, "--model.init_args.net.widths", "[16, 16]")
     assert cli.trainer.global_step == 2 and "val/acc" in cli.trainer.callback_metrics
     assert cli.model.hparams.input_shape == (1, 16, 16)  # linked from the DataModule
 

@@ -617,7 +617,7 @@ def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
 def _two_process_penalty(args: list[str], root) -> tuple[TaskNet, dict[str, torch.Tensor]]:
     """Run ``args`` (a ``fit``) on 2 CPU processes with a checkpoint; its one penalty: the network at the stored
     anchors and the importance."""
-    from lecture_modules.classification import build_mlp
+    from lecture_modules.nets import build_mlp
     from tests.helpers import run_cli_subprocess, with_checkpoints
 
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from lecture_modules.classification import build_cnn
+from lecture_modules.nets import build_cnn
 from lecture_modules.pruning import Pruning, export_pruned
 from lecture_modules.pruning.core import (
     TaylorAccumulator,
