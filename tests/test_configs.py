@@ -48,7 +48,7 @@ def restated_defaults(node, where: str = "") -> list[str]:
 @pytest.mark.parametrize("config", LECTURE_CONFIGS, ids=lambda p: p.name)
 def test_lecture_config_states_no_class_default(config):
     restated = restated_defaults(yaml.safe_load(config.read_text()))
-    assert not restated, f"{config.name} restates class defaults (delete them; a comment may name the default it relies on): {restated}"
+    assert not restated, f"{config.name} restates class defaults (delete them; a comment may name them): {restated}"
 
 
 @pytest.mark.parametrize("config", LECTURE_CONFIGS, ids=lambda p: p.name)
