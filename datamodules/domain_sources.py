@@ -35,48 +35,141 @@ UNLABELLED = -1
 
 
 class MNISTMSource(ImageSource):
-    """MNIST-M: ``mnist_m_{train,test}/*.png`` with ``mnist_m_{train,test}_labels.txt`` (``name label`` lines)."""
+    """MNIST-M: ``mnist_m_{train,test}/*.png`` with ``mnist_m_{train,test}_labels.txt`` (``name label`` lines), read
+    from the distributed ``mnist_m.tar.gz`` directly or from its extracted folder."""
+
+    NUM_CLASSES = 10
 
     def __init__(self, root: str, image_size: int | None = None) -> None:
         """
         Args:
-            root: folder holding ``mnist_m_train/``, ``mnist_m_train_labels.txt`` and optionally the test pair.
+            root: the ``mnist_m.tar.gz`` archive as distributed (read without extracting), or a folder holding
+                ``mnist_m_train/`` and ``mnist_m_train_labels.txt`` (and optionally the test pair), or a folder
+                holding the extracted ``mnist_m/`` folder or the archive.
             image_size: resize every image to this square size while reading (MNIST-M images are 32x32).
         """
         self.root = Path(root)
         self.image_size = image_size
 
-    def _read_split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        folder, labels_file = self.root / f"mnist_m_{split}", self.root / f"mnist_m_{split}_labels.txt"
-        for path, kind in ((folder, "folder"), (labels_file, "file")):
-            if not path.exists():
-                raise FileNotFoundError(f"MNISTMSource: the {split} split needs the {kind} {path}")
+    def _locate(self) -> Path:
+        """The archive or the folder that holds the splits."""
+        root = self.root
+        if root.is_file():
+            return root
+        if not root.is_dir():
+            raise FileNotFoundError(f"MNISTMSource.root does not exist: {root} (give mnist_m.tar.gz or its folder)")
+        for candidate in (root, root / "mnist_m"):
+            if (candidate / "mnist_m_train_labels.txt").exists() or (candidate / "mnist_m_train").is_dir():
+                return candidate
+        for name in ("mnist_m.tar.gz", "mnist_m.tgz", "mnist_m.tar"):
+            if (root / name).is_file():
+                return root / name
+        raise FileNotFoundError(
+            f"MNISTMSource.root {root} holds neither mnist_m_train/ with mnist_m_train_labels.txt, nor mnist_m/, "
+            "nor mnist_m.tar.gz"
+        )
+
+    def load(self) -> ImageSplits:
+        where = self._locate()
+        files = _ArchiveFiles(where) if where.is_file() else _FolderFiles(where)
+        splits = {"train": self._read_split(files, "train")}
+        if files.has("mnist_m_test_labels.txt") or files.has_folder("mnist_m_test"):
+            splits["test"] = self._read_split(files, "test")
+        return ImageSplits(splits, [str(i) for i in range(self.NUM_CLASSES)])
+
+    def _read_split(self, files: _FolderFiles | _ArchiveFiles, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        folder, labels_name = f"mnist_m_{split}", f"mnist_m_{split}_labels.txt"
+        if not files.has_folder(folder):
+            raise FileNotFoundError(f"MNISTMSource: the {split} split needs the folder {files.describe(folder)}")
+        if not files.has(labels_name):
+            raise FileNotFoundError(f"MNISTMSource: the {split} split needs the file {files.describe(labels_name)}")
+        labels_where = files.describe(labels_name)
         images, labels = [], []
-        for number, line in enumerate(labels_file.read_text().splitlines(), start=1):
+        for number, line in enumerate(files.read_text(labels_name).splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{labels_file}, line {number}: expected '<file name> <label>', got {line!r}")
-            path = folder / parts[0]
-            if not path.is_file():
-                raise FileNotFoundError(f"{labels_file}, line {number}: image file {path} does not exist")
-            images.append(read_image(path, self.image_size))
-            labels.append(int(parts[1]))
+                raise ValueError(f"{labels_where}, line {number}: expected '<file name> <label>', got {line!r}")
+            label = int(parts[1])
+            if not 0 <= label < self.NUM_CLASSES:
+                raise ValueError(
+                    f"{labels_where}, line {number}: label {label} is outside the classes 0..{self.NUM_CLASSES - 1}"
+                )
+            member = f"{folder}/{parts[0]}"
+            if not files.has(member):
+                raise FileNotFoundError(
+                    f"{labels_where}, line {number}: image file {files.describe(member)} does not exist"
+                )
+            images.append(files.read_image(member, self.image_size))
+            labels.append(label)
         if not images:
-            raise ValueError(f"MNISTMSource: {labels_file} lists no images")
-        return stack_images(images, str(folder)), torch.tensor(labels, dtype=torch.int64)
-
-    def load(self) -> ImageSplits:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"MNISTMSource.root does not exist or is not a folder: {self.root}")
-        splits = {"train": self._read_split("train")}
-        if (self.root / "mnist_m_test_labels.txt").exists() or (self.root / "mnist_m_test").exists():
-            splits["test"] = self._read_split("test")
-        return ImageSplits(splits, [str(i) for i in range(10)])
+            raise ValueError(f"MNISTMSource: {labels_where} lists no images")
+        return stack_images(images, files.describe(folder)), torch.tensor(labels, dtype=torch.int64)
 
     def describe(self) -> str:
         return f"MNIST-M in {self.root}"
+
+
+class _FolderFiles:
+    """The files of an extracted MNIST-M folder, by relative name."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def has(self, name: str) -> bool:
+        return (self.root / name).is_file()
+
+    def has_folder(self, name: str) -> bool:
+        return (self.root / name).is_dir()
+
+    def describe(self, name: str) -> str:
+        return str(self.root / name)
+
+    def read_text(self, name: str) -> str:
+        return (self.root / name).read_text()
+
+    def read_image(self, name: str, image_size: int | None) -> torch.Tensor:
+        return read_image(self.root / name, image_size)
+
+
+class _ArchiveFiles:
+    """The members of an MNIST-M tar archive (``mnist_m/...`` inside, any leading folder), read once into memory."""
+
+    def __init__(self, archive: Path) -> None:
+        import tarfile
+        import zlib
+
+        self.archive = archive
+        self.members: dict[str, bytes] = {}
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar:
+                    parts = member.name.split("/")
+                    if not member.isfile() or not parts[-1] or parts[-1].startswith("."):
+                        continue
+                    name = "/".join(parts[-2:]) if len(parts) > 1 and parts[-2].startswith("mnist_m_") else parts[-1]
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        self.members[name] = handle.read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise ValueError(f"MNISTMSource: cannot read the archive {archive}: {exc}") from exc
+
+    def has(self, name: str) -> bool:
+        return name in self.members
+
+    def has_folder(self, name: str) -> bool:
+        prefix = name + "/"
+        return any(key.startswith(prefix) for key in self.members)
+
+    def describe(self, name: str) -> str:
+        return f"{self.archive}:{name}"
+
+    def read_text(self, name: str) -> str:
+        return self.members[name].decode()
+
+    def read_image(self, name: str, image_size: int | None) -> torch.Tensor:
+        return read_image(self.describe(name), image_size, data=self.members[name])
 
 
 class HW11Source(ImageSource):

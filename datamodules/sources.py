@@ -14,6 +14,7 @@ Bad input raises ``FileNotFoundError``/``ValueError`` naming the file or setting
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,12 +178,13 @@ def stack_images(images: list[torch.Tensor], where: str) -> torch.Tensor:
     return torch.stack(images)
 
 
-def read_image(path: Path, image_size: int | None = None) -> torch.Tensor:
-    """One image file to uint8 (C, H, W); unreadable files raise ``ValueError`` naming the file."""
+def read_image(path: Path | str, image_size: int | None = None, data: bytes | None = None) -> torch.Tensor:
+    """One image file (or its bytes, read from an archive member named ``path``) to uint8 (C, H, W); unreadable
+    images raise ``ValueError`` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img.load()
             if image_size is not None and img.size != (image_size, image_size):
                 img = img.resize((image_size, image_size), Image.BILINEAR)

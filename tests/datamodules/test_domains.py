@@ -11,7 +11,7 @@ from datamodules.domain_sources import HW11Source, MNISTMSource, MNISTMStyleSour
 from datamodules.domains import TwoDomainDataModule
 from datamodules.samplers import ResumableSampler
 from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource
-from tests.test_data import write_idx
+from tests.datamodules.test_sources import write_idx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,6 +64,40 @@ def test_mnistm_errors_name_the_file(tmp_path):
         MNISTMSource(str(root)).load()
     with pytest.raises(FileNotFoundError, match=r"MNISTMSource.root .*nowhere"):
         MNISTMSource(str(tmp_path / "nowhere")).load()
+
+
+def _tar(folder, archive):
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="mnist_m")  # the distributed layout: mnist_m/mnist_m_train/..., mnist_m/*_labels.txt
+    return archive
+
+
+def test_mnistm_reads_the_distributed_archive_and_its_extracted_folder_alike(tmp_path):
+    folder = _mnistm(tmp_path / "extracted" / "mnist_m")
+    archive = _tar(folder, tmp_path / "mnist_m.tar.gz")
+    want = MNISTMSource(str(folder)).load().splits
+    for root in (archive, tmp_path / "extracted", tmp_path):  # the archive, the folder above mnist_m/, its folder
+        got = MNISTMSource(str(root)).load().splits
+        assert set(got) == {"train", "test"}
+        for split in got:
+            assert torch.equal(got[split][0], want[split][0]) and torch.equal(got[split][1], want[split][1])
+
+
+def test_mnistm_labels_outside_the_ten_digits_and_broken_archives_name_the_file(tmp_path):
+    folder = _mnistm(tmp_path / "mnist_m")
+    labels = folder / "mnist_m_train_labels.txt"
+    labels.write_text(labels.read_text().replace("00000004.png 4", "00000004.png -5"))
+    with pytest.raises(ValueError, match=r"mnist_m_train_labels.txt, line 5: label -5 is outside the classes 0..9"):
+        MNISTMSource(str(folder)).load()
+    archive = _tar(folder, tmp_path / "mnist_m.tar.gz")
+    with pytest.raises(ValueError, match=r"mnist_m.tar.gz:mnist_m_train_labels.txt, line 5: label -5"):
+        MNISTMSource(str(archive)).load()
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cannot read the archive .*truncated.tar.gz"):
+        MNISTMSource(str(truncated)).load()
 
 
 def test_mnist_to_mnistm_conforms_grey_28_to_rgb_32(tmp_path):
@@ -148,7 +182,7 @@ def test_cycling_sampler_keeps_the_first_permutation_and_shards():
 
 
 def test_hugging_face_dataset_as_target_and_image_folder_as_source(tmp_path):
-    from tests.test_data import _hf_dataset
+    from tests.datamodules.test_sources import _hf_dataset
 
     _hf_dataset().save_to_disk(str(tmp_path / "hf"))  # 3 classes, 4x4 grey
     for c in "abc":
