@@ -11,9 +11,12 @@ regularisation methods add ``lambda * sum_i b_i (theta_i - theta*_i)^2`` and dif
 * ``scp`` — sliced Cramér preservation (openreview BJge3TNKwH);
 
 against ``finetune`` (the forgetting baseline), ``replay`` (a small episodic memory) and ``joint`` (multi-task
-training, the upper bound). The importance estimators are plain functions in
-:mod:`lecture_modules.lifelong.importance`; the metrics (accuracy matrix, average accuracy, BWT, forgetting,
-forward transfer) in :mod:`lecture_modules.lifelong.metrics`.
+training, the upper bound). Each method is the file named after it; they share
+
+* :mod:`~lecture_modules.lifelong.continual` — the shell: task boundaries, the accuracy matrix, checkpoint state;
+* :mod:`~lecture_modules.lifelong.penalty` — the quadratic penalty and how a task's importance is anchored;
+* :mod:`~lecture_modules.lifelong.importance` — the pure core: the importance estimators as plain functions;
+* :mod:`~lecture_modules.lifelong.metrics` — the accuracy matrix's average accuracy, BWT, forgetting, FWT.
 
 Run: ``python cli.py fit --config configs/ewc.yaml`` (one config per method).
 """

@@ -34,7 +34,9 @@ from torch.func import functional_call, grad, jacrev, vmap
 __all__ = [
     "PathIntegral",
     "RiemannianWalk",
+    "add_params",
     "batch_mean_gradients",
+    "copy_params",
     "finite",
     "fisher_diagonal",
     "mas_importance",
@@ -45,6 +47,16 @@ __all__ = [
 Batch = tuple[Tensor, Tensor, Tensor]  # x (B, ...), y (B,), task (B,)
 AllReduce = Callable[[Tensor], Tensor]
 Params = dict[str, Tensor]
+
+
+def copy_params(params: Mapping[str, Tensor]) -> Params:
+    """A detached copy of every tensor."""
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def add_params(running: Mapping[str, Tensor] | None, new: Mapping[str, Tensor]) -> Params:
+    """``running + new`` per parameter; a copy of ``new`` when there is no running total yet."""
+    return copy_params(new) if running is None else {n: running[n] + new[n] for n in new}
 
 
 def quadratic_penalty(params: Mapping[str, Tensor], anchors: Mapping[str, Tensor], importance: Mapping[str, Tensor]):

@@ -1,16 +1,19 @@
 """Joint multi-task training — lecture 14's upper bound: the network sees the data of every task together.
 
-With the stream's ``train_on: seen`` (configs/joint.yaml), task ``k`` trains on the union of tasks 0..k, so the
-accuracy matrix is comparable row by row with the continual methods and its last row is multi-task training on
-all tasks; ``train_on: all`` trains on all tasks from the first epoch. Nothing is regularised: the only
-difference from fine-tuning is the data.
+Multi-task learning (Caruana 1997), the reference of the continual-learning papers. For every task ``k`` of the
+stream, in order:
+
+1. Train with the cross-entropy on the union of tasks ``0..k`` (the stream's ``train_on: seen``, configs/joint.yaml;
+   ``train_on: all`` trains on every task from the first epoch).
+2. Nothing else: the accuracy matrix is comparable row by row with the continual methods, and its last row is
+   multi-task training on all tasks. The only difference from fine-tuning is the data.
 
 Run: ``python cli.py fit --config configs/joint.yaml``
 """
 
 from __future__ import annotations
 
-from lecture_modules.lifelong.base import ContinualLearning
+from lecture_modules.lifelong.continual import ContinualLearning
 
 __all__ = ["Joint"]
 

@@ -1,23 +1,28 @@
 """Experience replay — lecture 14: keep a small memory of earlier tasks' samples and keep training on them.
 
-At the end of every task ``memory_per_task`` seeded-random training samples of the task are stored (the same on
-every process); every training step then adds the cross-entropy of ``replay_batch_size`` samples drawn from the
-memory (Chaudhry et al. 2019, "On tiny episodic memories in continual learning", arXiv 1902.10486). The memory
-travels in the checkpoint.
+Chaudhry et al. 2019, "On tiny episodic memories in continual learning", arXiv 1902.10486. For every task ``k`` of
+the stream, in order:
+
+1. Train on task ``k`` with ``CE(batch) + replay_weight * CE(replayed)``, where ``replayed`` is
+   ``replay_batch_size`` samples drawn from the memory at every step (:meth:`Replay.extra_losses`; seeded by step
+   and process, so a resumed run draws the same ones).
+2. When task ``k`` ends, store ``memory_per_task`` seeded-random training samples of it in the memory (the same on
+   every process; :meth:`Replay.consolidate`). The memory travels in the checkpoint.
 
 Run: ``python cli.py fit --config configs/replay.yaml``
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lecture_modules.lifelong.base import ContinualLearning
+from lecture_modules.lifelong.continual import HW14_MLP, ContinualLearning
 from lecture_modules.lifelong.importance import Batch
+from lecture_modules.nets import NetSpec
 
 __all__ = ["Replay"]
 
@@ -29,10 +34,7 @@ class Replay(ContinualLearning):
         self,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (1, 8, 8),
-        backbone: Literal["mlp", "cnn"] = "mlp",
-        hidden: list[int] | None = None,
-        batch_norm: bool = False,
-        dropout: float = 0.0,
+        net: NetSpec = HW14_MLP,
         memory_per_task: int = 100,
         replay_batch_size: int = 64,
         replay_weight: float = 1.0,
@@ -41,24 +43,21 @@ class Replay(ContinualLearning):
         Args:
             num_classes: number of classes (linked from the DataModule by the CLI).
             input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
-            backbone: ``mlp`` (HW14) or ``cnn``.
-            hidden: layer widths (default [1024, 512, 256] for the MLP, as in HW14).
-            batch_norm: batch normalisation after each hidden layer.
-            dropout: dropout probability after each hidden layer.
+            net: the network (default HW14's 1024-512-256 ReLU MLP).
             memory_per_task: training samples of each finished task kept in the memory.
             replay_batch_size: memory samples replayed per training step (per process).
             replay_weight: weight of the replayed samples' cross-entropy.
         """
-        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout)
-        if memory_per_task < 1 or replay_batch_size < 1 or replay_weight < 0:
-            raise ValueError(
-                "Replay needs memory_per_task >= 1, replay_batch_size >= 1 and replay_weight >= 0; got "
-                f"{memory_per_task}, {replay_batch_size}, {replay_weight}"
-            )
-        self.save_hyperparameters()
+        super().__init__(num_classes=num_classes, input_shape=input_shape, net=net)
+        for name, value, low in (("memory_per_task", memory_per_task, 1), ("replay_batch_size", replay_batch_size, 1)):
+            if value < low:
+                raise ValueError(f"Replay.{name} must be >= {low}, got {value}")
+        if replay_weight < 0:
+            raise ValueError(f"Replay.replay_weight must be >= 0, got {replay_weight}")
         self.memory: list[Tensor] = []  # [x, y, task], concatenated over finished tasks
 
     def consolidate(self, task: int) -> None:
+        """Step 2, once when ``task`` ends: add ``memory_per_task`` of its training samples to the memory."""
         data = self.stream.task_data(task, "train")
         g = torch.Generator().manual_seed(self.stream.seed * 7919 + task)
         idx = torch.randperm(len(data), generator=g)[: self.hparams.memory_per_task]
@@ -66,6 +65,7 @@ class Replay(ContinualLearning):
         self.memory = new if not self.memory else [torch.cat([m, n]) for m, n in zip(self.memory, new)]
 
     def extra_losses(self, batch: Batch) -> dict[str, Tensor]:
+        """Step 1's second term: the weighted cross-entropy of a batch drawn from the memory."""
         if not self.memory:
             return {}
         # Seeded by step and rank: reproducible on resume, different on every process.

@@ -4,18 +4,15 @@ the stream."""
 
 from __future__ import annotations
 
-import copy
-
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from callbacks.reset_optimizer import ResetOptimizerPerTask
-from datamodules.samplers import ResumableSampler
 from datamodules.streams import TaskStreamDataModule, permute_pixels, rotate_images, split_classes
-from lecture_modules.lifelong.base import TaskNet
+from lecture_modules.lifelong.continual import TaskNet
+from lecture_modules.lifelong.ewc import EWC
 from lecture_modules.lifelong.importance import (
     PathIntegral,
     RiemannianWalk,
@@ -26,6 +23,7 @@ from lecture_modules.lifelong.importance import (
 )
 from lecture_modules.lifelong.mas import MAS
 from lecture_modules.lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
+from lecture_modules.nets import NetSpec, build_mlp
 from tests.helpers import CONFIGS, QUICK, crash_after_checkpoint, run_cli, state_dict_equal
 
 METHODS = ["finetune", "ewc", "si", "mas", "rwalk", "scp", "replay", "joint"]
@@ -160,33 +158,61 @@ def test_penalty_is_zero_at_the_anchor_and_positive_after_a_perturbation():
     assert penalty > 0 and penalty.requires_grad
 
 
-def test_hw14_accumulation_compounds_old_tasks_and_survives_a_checkpoint():
-    """After 4 tasks with importances m_k = k: the running sum holds 1 + 2 + 3 + 4 = 10, the mean 2.5, HW14's
-    compounding 4 m_1 + 2 m_2 + m_3 + m_4 = 15; one penalty pair each, anchored at the latest weights."""
-    from lecture_modules.lifelong.mas import MAS
+def consolidate_four_tasks(model) -> None:
+    """Close 4 tasks whose importances are m_k = k everywhere, moving the weights between them."""
+    model.estimate_importance = lambda task, *_: {n: torch.full_like(p, task + 1.0) for n, p in model.named_params()}
+    for k in range(4):
+        with torch.no_grad():
+            next(model.net.parameters()).add_(1.0)  # the weights move between tasks
+        model.consolidate(k)
 
+
+def test_accumulated_importance_is_the_sum_or_the_mean_and_survives_a_checkpoint():
+    """After 4 tasks with importances m_k = k: the running sum holds 1 + 2 + 3 + 4 = 10, the mean 2.5; one penalty
+    pair each, anchored at the latest weights; the mean's running sum travels in the checkpoint."""
+    net = NetSpec(kind="mlp", widths=[3], batch_norm=False)
     totals = {}
-    for accumulate in ("sum", "mean", "hw14"):
-        model = MAS(num_classes=2, input_shape=(1, 2, 2), hidden=[3], accumulate=accumulate)
-        for k in range(1, 5):
-            with torch.no_grad():
-                next(model.net.parameters()).add_(1.0)  # the weights move between tasks
-            model.anchor_with({n: torch.full_like(p, float(k)) for n, p in model.named_params()},
-                              compound=accumulate == "hw14",
-                              average_over=k if accumulate == "mean" else None)  # fmt: skip
+    for accumulate in ("sum", "mean"):
+        model = MAS(num_classes=2, input_shape=(1, 2, 2), net=net, accumulate=accumulate)
+        consolidate_four_tasks(model)
         [(anchors, importance)] = model.penalties
         assert all(torch.equal(anchors[n], p) for n, p in model.named_params())
         totals[accumulate] = {float(v.unique()) for v in importance.values()}
-        restored = MAS(num_classes=2, input_shape=(1, 2, 2), hidden=[3], accumulate=accumulate)
+        restored = MAS(num_classes=2, input_shape=(1, 2, 2), net=net, accumulate=accumulate)
         restored.load_method_state(model.method_state())
         assert restored.penalties[0][1].keys() == importance.keys()
-        if accumulate == "hw14":  # the running totals were 1, 3, 7, 15; their sum carries on to the next task
-            assert {float(v.unique()) for v in restored.guard_sum.values()} == {1 + 3 + 7 + 15}
         if accumulate == "mean":  # the sum 10 carries on, the penalty holds 10 / 4
-            assert {float(v.unique()) for v in restored.guard_sum.values()} == {10.0}
-    assert totals == {"sum": {10.0}, "mean": {2.5}, "hw14": {15.0}}
+            assert {float(v.unique()) for v in restored.importance_sum.values()} == {10.0}
+    assert totals == {"sum": {10.0}, "mean": {2.5}}
     with pytest.raises(ValueError, match=r"MAS\.accumulate"):
         MAS(accumulate="product")
+    with pytest.raises(ValueError, match=r"MAS\.accumulate"):  # HW14's compounding left the product
+        MAS(accumulate="hw14")
+
+
+def test_old_hyper_parameters_fold_into_net_and_build_the_same_network():
+    """Checkpoints written before ``net``: backbone/hidden/batch_norm/dropout become one spec (hidden null meant
+    HW14's 1024-512-256), MAS's estimate_on 'current' is dropped, and the investigation's settings name its class."""
+    old = {"num_classes": 10, "input_shape": (1, 8, 8), "backbone": "mlp", "hidden": [32, 16], "batch_norm": False,
+           "dropout": 0.2, "penalty_weight": 5.0, "fisher": "true"}  # fmt: skip
+    new = EWC.upgrade_hparams(old)
+    assert new["net"] == {"kind": "mlp", "widths": [32, 16], "batch_norm": False, "dropout": 0.2}
+    assert not {"backbone", "hidden", "batch_norm", "dropout"} & set(new)
+    torch.manual_seed(0)
+    rebuilt = EWC(**new)
+    torch.manual_seed(0)
+    body = TaskNet(build_mlp((1, 8, 8), 10, [32, 16], False, 0.2))
+    assert state_dict_equal(rebuilt.net.state_dict(), body.state_dict())
+    assert rebuilt.hparams.fisher == "true" and rebuilt.hparams.net == new["net"]
+    assert EWC.upgrade_hparams({**old, "hidden": None})["net"]["widths"] == [1024, 512, 256]
+    assert EWC.upgrade_hparams({**old, "backbone": "cnn", "hidden": None})["net"]["widths"] == [32, 64, 128]
+    mas = {**old, "accumulate": "mean", "estimate_on": "current", "per_sample": False}
+    del mas["fisher"]
+    upgraded = MAS.upgrade_hparams(mas)
+    assert "estimate_on" not in upgraded and MAS(**upgraded).hparams.accumulate == "mean"
+    with pytest.raises(ValueError, match="MASHW14"):
+        MAS.upgrade_hparams({**mas, "estimate_on": "seen"})
+    assert MAS.upgrade_hparams(new) == new  # already upgraded: unchanged
 
 
 def test_si_path_integral_on_a_quadratic():
@@ -272,11 +298,11 @@ def test_stream_rejects_bad_settings():
 
 def test_stream_needs_dataloader_reload_every_epoch(tmp_path):
     with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
-        run_cli(*_stream_args("ewc", tmp_path), "--trainer.reload_dataloaders_every_n_epochs", "0")
+        run_cli(*stream_args("ewc", tmp_path), "--trainer.reload_dataloaders_every_n_epochs", "0")
 
 
 # ------------------------------------------------------------------ end to end
-def _stream_args(method: str, root, tasks: int = 2, batches: int = 3, logger: bool = False) -> list[str]:
+def stream_args(method: str, root, tasks: int = 2, batches: int = 3, logger: bool = False) -> list[str]:
     return [
         "fit",
         "--config",
@@ -298,14 +324,14 @@ def _stream_args(method: str, root, tasks: int = 2, batches: int = 3, logger: bo
         str(tasks),
         "--trainer.limit_train_batches",
         str(batches),
-        "--model.init_args.hidden",
+        "--model.init_args.net.widths",
         "[32]",
     ]
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_runs_the_stream_end_to_end(method, tmp_path):
-    cli = run_cli(*_stream_args(method, tmp_path))
+    cli = run_cli(*stream_args(method, tmp_path))
     model = cli.model
     assert cli.trainer.global_step == 6 and model.tasks_done == 2
     assert len(model.matrix) == 2 and all(len(row) == 2 for row in model.matrix)
@@ -324,66 +350,23 @@ def test_method_runs_the_stream_end_to_end(method, tmp_path):
 
 
 def test_ewc_online_keeps_one_decayed_penalty_and_true_fisher_runs(tmp_path):
-    online_args = _stream_args("ewc", tmp_path / "online", tasks=3, batches=2)
+    online_args = stream_args("ewc", tmp_path / "online", tasks=3, batches=2)
     online = run_cli(*online_args, "--model.init_args.online", "true", "--model.init_args.gamma", "0.5").model
     assert len(online.penalties) == 1 and online.tasks_done == 3
-    args = [*_stream_args("ewc", tmp_path / "true", tasks=3, batches=2), "--model.init_args.fisher", "true"]
+    args = [*stream_args("ewc", tmp_path / "true", tasks=3, batches=2), "--model.init_args.fisher", "true"]
     true = run_cli(*args, "--model.init_args.importance_samples", "40").model
     assert len(true.penalties) == 3
 
 
-@pytest.mark.parametrize("method", ["mas", "scp"])
-def test_estimate_on_seen_re_estimates_every_seen_task_at_the_current_weights(method, tmp_path):
-    """estimate_on seen (HW14's 2021 protocol): after task 3 the one penalty holds the mean (sum) of the three
-    tasks' importances, all estimated at the anchor (the current weights), not the ones of when each task ended."""
-
-    def seen_estimates(model) -> list[dict[str, torch.Tensor]]:
-        hp = model.hparams
-        directions = torch.Generator().manual_seed(model.stream.seed * 7919 + 2)  # task 3's boundary generator
-        out = []
-        for k in range(3):
-            batches = list(model.stream.shard_batches(k, 30, hp.importance_batch_size))
-            if method == "mas":
-                out.append(mas_importance(model.net, batches, per_sample=hp.per_sample))
-            else:
-                out.append(scp_importance(model.net, batches, hp.slices, directions))
-        return out
-
-    extra = ["--model.init_args.estimate_on", "seen", "--model.init_args.importance_samples", "30"]
-    for accumulate in ("mean", "sum"):
-        args = _stream_args(method, tmp_path / accumulate, tasks=3, batches=2)
-        model = run_cli(*args, *extra, "--model.init_args.accumulate", accumulate).model
-        [(anchors, importance)] = model.penalties
-        assert all(torch.equal(anchors[n], p) for n, p in model.named_params())
-        estimates = seen_estimates(model)
-        total = {n: sum(e[n] for e in estimates) for n in anchors}
-        assert_close(importance, {n: v / 3 for n, v in total.items()} if accumulate == "mean" else total)
-    current = run_cli(*_stream_args(method, tmp_path / "current", tasks=3, batches=2),
-                      "--model.init_args.accumulate", "mean").model  # fmt: skip
-    [(_, importance)] = current.penalties  # each task estimated when it ended: not the re-estimated mean
-    mean_now = {n: sum(e[n] for e in seen_estimates(current)) / 3 for n in importance}
-    assert any(not torch.allclose(importance[n], mean_now[n]) for n in importance)
-
-
-def test_estimate_on_rejects_unknown_values_and_compounding():
-    from lecture_modules.lifelong.mas import MAS
-    from lecture_modules.lifelong.scp import SCP
-
-    with pytest.raises(ValueError, match=r"MAS\.estimate_on"):
-        MAS(estimate_on="all")
-    with pytest.raises(ValueError, match="accumulate 'hw14'"):
-        SCP(estimate_on="seen", accumulate="hw14")
-
-
 def test_joint_refuses_a_current_task_only_stream(tmp_path):
     with pytest.raises(ValueError, match="train_on"):
-        run_cli(*_stream_args("joint", tmp_path), "--data.init_args.train_on", "current")
+        run_cli(*stream_args("joint", tmp_path), "--data.init_args.train_on", "current")
 
 
 def test_a_plain_image_datamodule_is_refused_with_the_setting_to_change(tmp_path):
     with pytest.raises(TypeError, match="TaskStreamDataModule"):
         run_cli(
-            *_stream_args("ewc", tmp_path)[:-10],  # without the stream's own settings
+            *stream_args("ewc", tmp_path)[:-10],  # without the stream's own settings
             "--data",
             "datamodules.image.ImageDataModule",
         )
@@ -391,13 +374,13 @@ def test_a_plain_image_datamodule_is_refused_with_the_setting_to_change(tmp_path
 
 @pytest.mark.parametrize("scenario", ["rotated", "split_class"])
 def test_rotated_and_class_incremental_streams_without_validation_still_fill_the_matrix(scenario, tmp_path):
-    args = [*_stream_args("si", tmp_path), "--data.init_args.scenario", scenario, "--trainer.limit_val_batches", "0"]
+    args = [*stream_args("si", tmp_path), "--data.init_args.scenario", scenario, "--trainer.limit_val_batches", "0"]
     model = run_cli(*args).model
     assert len(model.matrix) == 2 and model.curves == []  # rows measured at the task ends, not by validation
 
 
 def test_task_incremental_split_masks_other_tasks_classes(tmp_path):
-    cli = run_cli(*_stream_args("finetune", tmp_path), "--data.init_args.scenario", "split_task")
+    cli = run_cli(*stream_args("finetune", tmp_path), "--data.init_args.scenario", "split_task")
     x, _, t = cli.datamodule.task_data(1, "val").tensors[:8]
     logits = cli.model(x[:8], t[:8])
     assert torch.isinf(logits[:, [0, 1, 2, 3, 4]]).all() and torch.isfinite(logits[:, 5:]).all()
@@ -409,7 +392,7 @@ def test_offline_wandb_run_has_matrix_metrics_table_and_figures(tmp_path):
 
     from tests.wandb_reader import read_run
 
-    run_cli(*_stream_args("ewc", tmp_path, logger=True), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
+    run_cli(*stream_args("ewc", tmp_path, logger=True), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
     [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
     for _ in range(50):  # the W&B service may still be writing the offline file when fit returns
         logged = {key for row in read_run(log_file)["history"] for key in row}
@@ -428,7 +411,7 @@ def test_offline_wandb_run_has_matrix_metrics_table_and_figures(tmp_path):
 @pytest.mark.parametrize("method", ["ewc", "si", "rwalk", "replay"])
 def test_resume_in_the_middle_of_task_three_is_exact(method, tmp_path):
     """3 tasks x 1 epoch x 4 batches = 12 steps; crash at step 10 (inside task 3), resume, compare everything."""
-    args = [*_stream_args(method, tmp_path / "x", tasks=3, batches=4), "--model.init_args.dropout", "0.2"]
+    args = [*stream_args(method, tmp_path / "x", tasks=3, batches=4), "--model.init_args.net.dropout", "0.2"]
     full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full")).model
     ckpt = crash_after_checkpoint(args, 10, tmp_path / "ckpt")
     state = torch.load(ckpt, weights_only=True)
@@ -459,7 +442,7 @@ PROBE = "--trainer.callbacks+=tests.lectures.test_lifelong.AdamSteps"
 def test_optimizer_state_is_cleared_when_a_task_begins_and_only_then(reset, tmp_path):
     """2 tasks x 2 epochs x 3 steps: Adam's step count at each epoch start is 0, 3, 6, 9 when the state is kept
     and 0, 3, 0, 3 with ResetOptimizerPerTask (cleared at the second task, not between a task's epochs)."""
-    args = [*_stream_args("ewc", tmp_path, tasks=2, batches=3), "--data.init_args.epochs_per_task", "2"]
+    args = [*stream_args("ewc", tmp_path, tasks=2, batches=3), "--data.init_args.epochs_per_task", "2"]
     cli = run_cli(*args, "--trainer.max_epochs", "4", *([RESET] if reset else []), PROBE)
     [probe] = [c for c in cli.trainer.callbacks if isinstance(c, AdamSteps)]
     assert probe.steps == ([0, 3, 0, 3] if reset else [0, 3, 6, 9])
@@ -478,7 +461,7 @@ def test_resume_with_optimizer_reset_is_exact_inside_a_task_and_at_its_boundary(
     """3 tasks x 4 steps with ResetOptimizerPerTask: a crash inside task 2 (step 6) or right at its end (step 8,
     saved on its last batch, before task 3 resets the optimiser; Lightning resumes straight into task 3 without
     calling on_train_epoch_start) resumes to the uninterrupted run's weights, matrix and optimiser state."""
-    args = [*_stream_args("si", tmp_path / "x", tasks=3, batches=4), RESET]
+    args = [*stream_args("si", tmp_path / "x", tasks=3, batches=4), RESET]
     full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full"))
     ckpt = crash_after_checkpoint(args, step, tmp_path / "ckpt")
     resumed = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
@@ -486,56 +469,6 @@ def test_resume_with_optimizer_reset_is_exact_inside_a_task_and_at_its_boundary(
     assert resumed.model.matrix == full.model.matrix
     a, b = (_flat(c.trainer.optimizers[0].state_dict()["state"]) for c in (resumed, full))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_mas_with_hw14s_protocol_in_one_fit_equals_a_plain_loop_step_for_step(tmp_path):
-    """HW14's MAS procedure written as a plain PyTorch loop (a new Adam per task; after each task the importance
-    re-estimated at the current weights on every seen task, the mean of the batch-level estimates, anchored
-    there) ends at the weights of one Lightning fit of MAS (``estimate_on: seen``, ``accumulate: mean``,
-    ``per_sample: false``, ResetOptimizerPerTask) fed the same initial weights and batches: 3 tasks x 2 epochs."""
-    tasks, epochs, lam, lr, samples, ibs = 3, 2, 5.0, 1e-3, 200, 150
-    L.seed_everything(0)
-    stream = TaskStreamDataModule(num_tasks=tasks, epochs_per_task=epochs, seed=3)
-    model = MAS(
-        hidden=[32, 16], penalty_weight=lam, importance_samples=samples, importance_batch_size=ibs,
-        accumulate="mean", per_sample=False, estimate_on="seen",
-    )  # fmt: skip
-    model.configure_optimizers = lambda: torch.optim.Adam(model.parameters(), lr=lr)
-    net = copy.deepcopy(model.net)  # the plain loop's network, from the same initial weights
-    trainer = L.Trainer(
-        max_epochs=tasks * epochs, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[ResetOptimizerPerTask()], accelerator="cpu", devices=1, default_root_dir=tmp_path,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=stream)
-
-    def importance(task: int) -> dict[str, torch.Tensor]:
-        grads = []
-        for x, _, _ in stream.shard_batches(task, samples, ibs):
-            net.zero_grad()
-            net(x).pow(2).sum(1).mean().backward()
-            grads.append({n: p.grad.abs() for n, p in net.named_parameters()})
-        return {n: sum(g[n] for g in grads) / len(grads) for n in grads[0]}
-
-    omega = anchor = None
-    for task in range(tasks):
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        x_all, y_all, t_all = stream.task_data(task, "train").tensors
-        for epoch in range(task * epochs, (task + 1) * epochs):
-            sampler = ResumableSampler(len(y_all), seed=stream.seed)  # the stream's per-epoch shuffling
-            sampler.set_epoch(epoch)
-            for idx in torch.tensor(list(sampler)).split(stream.base.batch_size):
-                loss = F.cross_entropy(net(x_all[idx], t_all[idx]), y_all[idx])
-                if omega is not None:
-                    loss = loss + lam * quadratic_penalty(dict(net.named_parameters()), anchor, omega)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        seen = [importance(k) for k in range(task + 1)]
-        omega = {n: sum(s[n] for s in seen) / len(seen) for n in seen[0]}
-        anchor = {n: p.detach().clone() for n, p in net.named_parameters()}
-    for (name, fitted), plain in zip(model.net.named_parameters(), net.parameters()):
-        torch.testing.assert_close(fitted.detach(), plain.detach(), rtol=0, atol=1e-6, msg=name)
 
 
 def _flat(value, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -614,7 +547,7 @@ def test_importances_from_two_processes_equal_the_single_process_ones(tmp_path):
                 torch.testing.assert_close(got[kind][name], value, rtol=1e-5, atol=1e-8, msg=f"{kind} {name}")
 
 
-def _two_process_penalty(args: list[str], root) -> tuple[TaskNet, dict[str, torch.Tensor]]:
+def two_process_penalty(args: list[str], root) -> tuple[TaskNet, dict[str, torch.Tensor]]:
     """Run ``args`` (a ``fit``) on 2 CPU processes with a checkpoint; its one penalty: the network at the stored
     anchors and the importance."""
     from lecture_modules.nets import build_mlp
@@ -634,23 +567,7 @@ def _two_process_penalty(args: list[str], root) -> tuple[TaskNet, dict[str, torc
 def test_ddp_ewc_fit_stores_the_fisher_of_the_whole_task(tmp_path):
     """A 2-process Lightning run: the Fisher in its checkpoint equals a single-process estimate on the whole of
     task 0's training data at the stored anchors (the processes' shards are all-reduced)."""
-    net, fisher = _two_process_penalty(_stream_args("ewc", tmp_path / "fit", batches=2), tmp_path)
+    net, fisher = two_process_penalty(stream_args("ewc", tmp_path / "fit", batches=2), tmp_path)
     expected = fisher_diagonal(net, TaskStreamDataModule(num_tasks=2).shard_batches(0, None, 64))
     for name, value in expected.items():
         torch.testing.assert_close(fisher[name], value, rtol=1e-4, atol=1e-9)
-
-
-@pytest.mark.slow
-def test_ddp_mas_estimate_on_seen_stores_the_mean_over_every_seen_task(tmp_path):
-    """A 2-process run with estimate_on seen (HW14's 2021 protocol) over 3 tasks: the checkpoint of the last epoch
-    (written before the last task is closed at the end of fit) holds one penalty, the mean of the first two tasks'
-    batch-level MAS importances re-estimated at the stored anchors, equal to a single process's estimate on the
-    whole of each batch (each process holds half of every batch)."""
-    args = _stream_args("mas", tmp_path / "fit", tasks=3, batches=2)
-    args += ["--model.init_args.estimate_on", "seen", "--model.init_args.importance_samples", "120"]
-    args += ["--model.init_args.importance_batch_size", "40"]  # 3 batches per task, 20 images per process each
-    net, importance = _two_process_penalty(args, tmp_path)
-    stream = TaskStreamDataModule(num_tasks=3)
-    first, second = (mas_importance(net, stream.shard_batches(k, 120, 40), per_sample=False) for k in range(2))
-    for name, value in importance.items():
-        torch.testing.assert_close(value, (first[name] + second[name]) / 2, rtol=1e-4, atol=1e-9)

@@ -1,4 +1,4 @@
-"""The shared continual-learning loop: task boundaries, the accuracy matrix, exact resume.
+"""The continual-learning shell every lifelong method shares: task boundaries, the accuracy matrix, exact resume.
 
 :class:`ContinualLearning` trains a :class:`TaskNet` on a :class:`~datamodules.streams.TaskStreamDataModule`.
 At the start of the first epoch of task ``k`` (and at the end of fit for the last task) the previous task is
@@ -8,13 +8,17 @@ Doing this at the start of the next epoch (not at the end of the last one) means
 end of an epoch is always consistent: the resumed run closes the task itself. Everything the methods keep
 (importances, anchors, path integrals, memory, the matrix, counters) travels in ``checkpoint["lifelong"]`` as
 tensors, numbers and lists, so checkpoints load with ``weights_only=True`` and a resumed run is exact.
+
+A method overrides the hooks :meth:`~ContinualLearning.begin_task`, :meth:`~ContinualLearning.consolidate`,
+:meth:`~ContinualLearning.extra_losses` and :meth:`~ContinualLearning.method_state`; the regularisation methods
+share their quadratic penalty in :mod:`lecture_modules.lifelong.penalty`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,20 +28,16 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.streams import TaskStreamDataModule
 from lecture_modules.base import LectureModule
-from lecture_modules.lifelong.importance import (
-    AllReduce,
-    Batch,
-    Params,
-    PathIntegral,
-    RiemannianWalk,
-    quadratic_penalty,
-)
+from lecture_modules.lifelong.importance import AllReduce, Batch
 from lecture_modules.lifelong.metrics import accuracy_curves_figure, accuracy_matrix_figure, summary
-from lecture_modules.nets import build_cnn, build_mlp
+from lecture_modules.nets import NetSpec, fold_legacy_net_args
 
-__all__ = ["ContinualLearning", "Regularised", "TaskNet", "check_importance_args"]
+__all__ = ["HW14_MLP", "ContinualLearning", "TaskNet", "upgrade_net_args"]
 
 log = logging.getLogger(__name__)
+
+HW14_MLP = NetSpec(kind="mlp", widths=[1024, 512, 256], batch_norm=False, dropout=0.0)  # 784-1024-512-256-10
+_LEGACY_WIDTHS = {"mlp": [1024, 512, 256], "cnn": [32, 64, 128]}  # what hidden: null meant before net existed
 
 
 class TaskNet(nn.Module):
@@ -61,15 +61,6 @@ class TaskNet(nn.Module):
         return logits
 
 
-def _clone(params: Params) -> Params:
-    return {n: p.detach().clone() for n, p in params.items()}
-
-
-def _plus(running: Params | None, new: Params) -> Params:
-    """``running + new`` per parameter; a copy of ``new`` when there is no running total yet."""
-    return _clone(new) if running is None else {n: running[n] + new[n] for n in new}
-
-
 class ContinualLearning(LectureModule):
     """Continual learning on a task stream (shared base of the lifelong lectures; not an entry point)."""
 
@@ -77,36 +68,25 @@ class ContinualLearning(LectureModule):
         self,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (1, 8, 8),
-        backbone: Literal["mlp", "cnn"] = "mlp",
-        hidden: list[int] | None = None,
-        batch_norm: bool = False,
-        dropout: float = 0.0,
+        net: NetSpec = HW14_MLP,
     ) -> None:
         """
         Args:
             num_classes: number of classes (linked from the DataModule by the CLI).
             input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
-            backbone: ``mlp`` (HW14) or ``cnn``.
-            hidden: layer widths (default [1024, 512, 256] for the MLP as in HW14, [32, 64, 128] for the CNN).
-            batch_norm: batch normalisation after each hidden layer.
-            dropout: dropout probability after each hidden layer.
+            net: the network (default HW14's 1024-512-256 ReLU MLP, no batch norm, no dropout).
         """
         super().__init__()
-        if backbone not in ("mlp", "cnn"):
-            raise ValueError(f"{type(self).__name__}.backbone must be 'mlp' or 'cnn', got {backbone!r}")
-        if num_classes < 2 or len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} needs num_classes >= 2 and input_shape (C, H, W); got {num_classes}, "
-                f"{input_shape}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{type(self).__name__}.dropout must be in [0, 1), got {dropout}")
-        hidden = list(hidden) if hidden is not None else ([1024, 512, 256] if backbone == "mlp" else [32, 64, 128])
-        if not hidden or min(hidden) < 1:
-            raise ValueError(f"{type(self).__name__}.hidden must list positive widths, got {hidden}")
-        self.save_hyperparameters()  # subclasses with arguments of their own save again
-        build = build_mlp if backbone == "mlp" else build_cnn
-        self.net = TaskNet(build(tuple(input_shape), num_classes, hidden, batch_norm, dropout))
+        owner = type(self).__name__
+        net = NetSpec.of(net, owner=f"{owner}.net")
+        if num_classes < 2:
+            raise ValueError(f"{owner}.num_classes must be >= 2, got {num_classes}")
+        if len(input_shape) != 3:
+            raise ValueError(f"{owner}.input_shape must be (C, H, W), got {input_shape}")
+        # One save for the whole class chain: Lightning collects the arguments of every __init__ on the stack.
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
+        self.net = TaskNet(net.build(input_shape, num_classes))
         self.num_classes = num_classes
         self.val_accs: nn.ModuleList | None = None
         self.test_accs: nn.ModuleList | None = None
@@ -118,6 +98,11 @@ class ContinualLearning(LectureModule):
         self.last_val_acc: list[float] | None = None
         self.last_val_epoch = -1
         self.random_init_acc: list[float] | None = None
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before ``net`` existed: see :func:`upgrade_net_args`."""
+        return upgrade_net_args(hparams)
 
     # ------------------------------------------------------------------ the stream
     @property
@@ -331,6 +316,16 @@ class ContinualLearning(LectureModule):
         super().on_load_checkpoint(checkpoint)
 
 
+def upgrade_net_args(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters of a lifelong checkpoint written before ``net`` existed, when ``backbone``, ``hidden`` (null:
+    1024-512-256 for the MLP, 32-64-128 for the CNN), ``batch_norm`` and ``dropout`` were arguments of their own,
+    with those folded into ``net``."""
+    old = dict(hparams)
+    if "net" not in old and "backbone" in old and old.get("hidden") is None:
+        old["hidden"] = list(_LEGACY_WIDTHS.get(old["backbone"], _LEGACY_WIDTHS["mlp"]))
+    return fold_legacy_net_args(old)
+
+
 def _to(value: Any, device: torch.device) -> Any:
     """Tensors inside nested dicts / lists / tuples moved to ``device``."""
     if isinstance(value, Tensor):
@@ -340,139 +335,3 @@ def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_to(v, device) for v in value)
     return value
-
-
-class Regularised(ContinualLearning):
-    """Quadratic penalties ``penalty_weight * sum_k sum_i b_ki (theta_i - theta*_ki)^2`` (base of EWC, SI, MAS,
-    RWalk and SCP). ``penalties`` is a list of (anchors, importance) pairs: EWC keeps one per task, the others one
-    accumulated pair anchored at the latest task's weights."""
-
-    def __init__(
-        self,
-        num_classes: int,
-        input_shape: tuple[int, int, int],
-        backbone: Literal["mlp", "cnn"],
-        hidden: list[int] | None,
-        batch_norm: bool,
-        dropout: float,
-        penalty_weight: float,
-    ) -> None:
-        super().__init__(num_classes, input_shape, backbone, hidden, batch_norm, dropout)
-        if penalty_weight < 0:
-            raise ValueError(f"{type(self).__name__}.penalty_weight must be >= 0, got {penalty_weight}")
-        self.penalty_weight = penalty_weight
-        self.penalties: list[tuple[Params, Params]] = []
-        self.guard_sum: Params | None = None  # accumulate="hw14" / "mean": the running sums behind the penalty
-        self.tracker: PathIntegral | RiemannianWalk | None = None  # SI / RWalk: statistics along the path
-
-    # The path statistics see every optimiser step: the gradient the optimiser used and the update it made. The
-    # update is recorded right after the step, before any checkpoint of that step is written.
-    def begin_task(self, task: int) -> None:
-        if self.tracker is not None:
-            self.tracker.begin_task(self.named_params())
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self.tracker is not None:
-            self.tracker.before_step(self.named_params())
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        if self.tracker is not None:
-            self.tracker.after_step(self.named_params())
-
-    def extra_losses(self, batch: Batch) -> dict[str, Tensor]:
-        if not self.penalties:
-            return {}
-        params = dict(self.named_params())
-        total = torch.stack([quadratic_penalty(params, a, b) for a, b in self.penalties]).sum()
-        return {"penalty": self.penalty_weight * total}
-
-    def anchor_with(
-        self, importance: Params, accumulate: bool = True, compound: bool = False, average_over: int | None = None
-    ) -> None:
-        """Anchor at the current weights with ``importance`` added to the accumulated one (or as a new pair).
-
-        ``compound``: HW14's sample code's accumulation instead. It keeps a list of every task's running total and
-        makes the next total the sum of that list plus the new importance: ``C_k = S_(k-1) + m_k`` with
-        ``S_k = S_(k-1) + C_k``, so task k's importance counts ``2^(j-k-1)`` times in the penalty after task j > k
-        (after 4 tasks: ``4 m_1 + 2 m_2 + m_3 + m_4``; the plain sum gives ``m_1 + m_2 + m_3 + m_4``).
-
-        ``average_over``: the mean instead, ``(m_1 + ... + m_k) / k`` for ``k = average_over`` tasks so far (the
-        running sum is kept in ``guard_sum``). HW14's 2021 sample code re-estimates MAS on the data of every task
-        seen so far and divides by the number of batches, which is this mean when every task has the same data;
-        unlike the sum, the penalty does not grow stiffer with every task."""
-        anchors = _clone(dict(self.named_params()))
-        if average_over is not None:
-            self.guard_sum = _plus(self.guard_sum, importance)
-            self.penalties = [(anchors, {n: v / average_over for n, v in self.guard_sum.items()})]
-        elif compound:
-            total = _plus(self.guard_sum, importance)
-            self.guard_sum = _plus(self.guard_sum, total)
-            self.penalties = [(anchors, total)]
-        elif accumulate and self.penalties:
-            self.penalties = [(anchors, _plus(self.penalties[0][1], importance))]
-        else:
-            self.penalties.append((anchors, _clone(importance)))
-
-    def consolidate_estimated(
-        self, task: int, importance_of: Callable[[int], Params], accumulate: str, estimate_on: str
-    ) -> None:
-        """Anchor at the current weights with importances estimated from data (MAS, SCP).
-
-        ``estimate_on: current``: ``importance_of(task)``, the closing task's, combined with the earlier tasks' as
-        ``accumulate`` says (:meth:`anchor_with`). ``estimate_on: seen``: the importances of every task so far,
-        all re-estimated now at the current weights, their mean (``accumulate: mean``) or sum (``sum``) replacing
-        the earlier penalty. That is HW14's 2021 sample code, which re-estimates on the data of all seen tasks after
-        each one; it needs those tasks' data (``importance_samples`` of each), which a memory-free regulariser does
-        not keep."""
-        if estimate_on == "current":
-            self.anchor_with(
-                importance_of(task),
-                compound=accumulate == "hw14",
-                average_over=task + 1 if accumulate == "mean" else None,
-            )
-            return
-        total: Params | None = None
-        for k in range(task + 1):
-            total = _plus(total, importance_of(k))
-        assert total is not None
-        if accumulate == "mean":
-            total = {n: v / (task + 1) for n, v in total.items()}
-        self.penalties = []
-        self.anchor_with(total, accumulate=False)
-
-    def method_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"penalties": [[dict(a), dict(b)] for a, b in self.penalties]}
-        if self.guard_sum is not None:
-            state["guard_sum"] = dict(self.guard_sum)
-        if self.tracker is not None:
-            state["tracker"] = self.tracker.state_dict()
-        return state
-
-    def load_method_state(self, state: dict[str, Any]) -> None:
-        self.penalties = [(dict(a), dict(b)) for a, b in state["penalties"]]
-        self.guard_sum = dict(state["guard_sum"]) if "guard_sum" in state else None
-        if self.tracker is not None:
-            self.tracker.load_state_dict(state["tracker"])
-
-
-def check_importance_args(owner: str, samples: int | None, batch_size: int) -> None:
-    """Validate the ``importance_samples`` / ``importance_batch_size`` settings of ``owner``."""
-    if samples is not None and samples < 1:
-        raise ValueError(f"{owner}.importance_samples must be >= 1 or null (all), got {samples}")
-    if batch_size < 1:
-        raise ValueError(f"{owner}.importance_batch_size must be >= 1, got {batch_size}")
-
-
-def check_accumulate(owner: str, accumulate: str, estimate_on: str = "current") -> None:
-    """Validate ``owner``'s ``accumulate`` and ``estimate_on`` settings (see
-    :meth:`Regularised.consolidate_estimated`)."""
-    if accumulate not in ("sum", "mean", "hw14"):
-        raise ValueError(f"{owner}.accumulate must be 'sum', 'mean' or 'hw14', got {accumulate!r}")
-    if estimate_on not in ("current", "seen"):
-        raise ValueError(f"{owner}.estimate_on must be 'current' or 'seen', got {estimate_on!r}")
-    if estimate_on == "seen" and accumulate == "hw14":
-        raise ValueError(
-            f"{owner}: accumulate 'hw14' compounds one estimate per task; with estimate_on 'seen' every task is "
-            "re-estimated at each boundary, so use accumulate 'mean' (HW14's 2021 code) or 'sum'"
-        )
