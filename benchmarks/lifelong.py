@@ -19,7 +19,9 @@ median CPU (process) time of ``--repeats`` runs after one warm-up run, and a che
 ``--methods`` with no names skips the training runs (timing only).
 
 Budget knobs (``--train-samples``, ``--epochs-per-task``, ``--eval-images``, ``--importance-samples``) shrink
-HW14's setting when the full one does not fit; the tables say which budget they ran with.
+HW14's setting when the full one does not fit; the tables say which budget they ran with. The MAS-vs-HW14
+investigation's options (HW14's importance protocols, importances on the scored images) live in
+``benchmarks/investigations/lifelong_hw14.py``, which runs this benchmark with them.
 
 Run (HW14's full setting): ``.venv/bin/python benchmarks/lifelong.py --mnist ../shared/data/mnist --timing``
 """
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -65,7 +68,7 @@ def hw14_overrides(args, seed: int) -> list[str]:
         "--data.init_args.epochs_per_task", str(args.epochs_per_task),
         "--data.init_args.eval_split", "test",
         "--data.init_args.seed", str(seed),
-        "--model.init_args.hidden", "[1024, 512, 256]",
+        "--model.init_args.net.widths", "[1024, 512, 256]",
         "--optimizer.init_args.lr", "1e-4",
         "--trainer.max_epochs", str(args.num_tasks * args.epochs_per_task),
     ]  # fmt: skip
@@ -78,7 +81,13 @@ def hw14_overrides(args, seed: int) -> list[str]:
     return out
 
 
-def run(method: str, seed: int, args, tmp: Path) -> dict:
+Overrides = Callable[[str, argparse.Namespace], tuple[list[str], list[str]]]
+Notes = Callable[[argparse.Namespace], list[str]]
+
+
+def lecture_overrides(method: str, args) -> tuple[list[str], list[str]]:
+    """The command-line overrides of one method's run: (those put before HW14's setting, such as another class;
+    those put after it, the options of this script)."""
     extra = []
     if method in ESTIMATED and args.importance_samples:
         extra = ["--model.init_args.importance_samples", str(args.importance_samples)]
@@ -93,8 +102,11 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
         extra += ["--trainer.callbacks+=callbacks.ResetOptimizerPerTask"]
     if args.penalty_weight is not None and method in HW14 and method != "finetune":
         extra += ["--model.init_args.penalty_weight", str(args.penalty_weight)]
-    # diagnostic only (benchmarks/leaky_importance.py): the class first, so that the overrides below still apply
-    first = ["--data.class_path", "leaky_importance.ImportanceOnEvalImages"] if args.importance_on_eval_images else []
+    return [], extra
+
+
+def run(method: str, seed: int, args, tmp: Path, overrides: Overrides = lecture_overrides) -> dict:
+    first, extra = overrides(method, args)
     start = time.perf_counter()
     cli = fit(f"{method}.yaml", *first, *hw14_overrides(args, seed), *extra, root=tmp / f"{method}-{seed}")
     seconds = time.perf_counter() - start
@@ -105,8 +117,21 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
     return {**result, **values}
 
 
-def report(results: list[dict], args) -> str:
-    importance_split = "test" if getattr(args, "importance_on_eval_images", False) else "training"
+def lecture_notes(args) -> list[str]:
+    """The options of this script a run was made with, for the budget line of the table."""
+    notes = []
+    if getattr(args, "penalty_weight", None):
+        notes.append(f"penalty weight {args.penalty_weight} for every method (not HW14's)")
+    if getattr(args, "accumulate", None) not in (None, "sum"):
+        notes.append(f"MAS/SCP importances accumulated by {args.accumulate}")
+    if getattr(args, "model_arg", None):
+        notes.append(f"model arguments {' '.join(args.model_arg)}")
+    if getattr(args, "reset_optimizer", False):
+        notes.append("optimiser state cleared at every task")
+    return notes
+
+
+def report(results: list[dict], args, notes: Notes = lecture_notes) -> str:
     lines = [
         f"machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
         f"stream: {getattr(args, 'scenario', 'permuted')} MNIST; "
@@ -114,25 +139,8 @@ def report(results: list[dict], args) -> str:
         f"{args.train_samples or 60000} training images per task, accuracy matrix on "
         f"{f'the first {args.eval_images}' if args.eval_images else 'all 10000'} test images of every task (the first "
         f"2000 are harder: benchmarks/results/mnist_test_halves.md), seeds {args.seeds}, importance estimated on "
-        f"{args.importance_samples or 'all'} {importance_split} images (EWC, MAS, SCP; per-sample gradients "
-        f"{'vmap' if args.vectorize else 'torch.func loop'})"
-        + (
-            f", penalty weight {args.penalty_weight} for every method (not HW14's)"
-            if getattr(args, "penalty_weight", None)
-            else ""
-        )
-        + (
-            f", MAS/SCP importances accumulated by {args.accumulate}"
-            if getattr(args, "accumulate", None) not in (None, "sum")
-            else ""
-        )
-        + (f", model arguments {' '.join(args.model_arg)}" if getattr(args, "model_arg", None) else "")
-        + (", optimiser state cleared at every task" if getattr(args, "reset_optimizer", False) else "")
-        + (
-            ", DIAGNOSTIC: the importance images are the scored test images (HW14's choice; leaks)"
-            if getattr(args, "importance_on_eval_images", False)
-            else ""
-        ),
+        f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
+        f"{'vmap' if args.vectorize else 'torch.func loop'})" + "".join(f", {note}" for note in notes(args)),
         "",
         "| method | seeds | final avg acc (%) | per seed (%) | BWT (points) | forgetting (points) "
         "| HW14 sample avg acc (%) | s / run |",
@@ -200,7 +208,7 @@ def loop_importance(net, x, y, t, kind: str) -> dict[str, torch.Tensor]:
 
 def timing(args) -> str:
     from datamodules.sources import IDXSource
-    from lecture_modules.lifelong.base import TaskNet
+    from lecture_modules.lifelong.continual import TaskNet
     from lecture_modules.lifelong.importance import fisher_diagonal, mas_importance
     from lecture_modules.nets import build_mlp
 
@@ -251,7 +259,7 @@ def timing(args) -> str:
     return "\n".join(lines)
 
 
-def combine(args) -> None:
+def combine(args, notes: Notes = lecture_notes) -> None:
     runs: dict[tuple[str, int], dict] = {}
     for i, path in enumerate(args.combine):
         saved = json.loads(Path(path).read_text())
@@ -262,13 +270,14 @@ def combine(args) -> None:
     first.seeds = sorted({seed for _, seed in runs})
     present = {method for method, _ in runs}
     first.methods = [m for m in METHODS if m in present]
-    text = report(results, first) + f"\n\ncombined from: {', '.join(args.combine)}"
+    text = report(results, first, notes) + f"\n\ncombined from: {', '.join(args.combine)}"
     print(text)
     Path(args.results).with_suffix(".md").write_text(text + "\n")
     matrices_figure(results, Path(args.figure))
 
 
-def main() -> None:
+def build_parser(accumulate: Sequence[str] = ("sum", "mean")) -> argparse.ArgumentParser:
+    """This script's options (``accumulate``: the choices of ``--accumulate``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", help="folder with MNIST's four IDX files (gzipped or not)")
     parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
@@ -286,10 +295,10 @@ def main() -> None:
     parser.add_argument("--penalty-weight", type=float, default=None, help="overrides HW14's lambda of every method")
     parser.add_argument(
         "--accumulate",
-        choices=["sum", "mean", "hw14"],
+        choices=list(accumulate),
         default=None,
-        help="how MAS and SCP add up the importances of successive tasks (default: their configs'; mean: HW14 2021's "
-        "average over the tasks seen; hw14: the later sample code's compounding sum)",
+        help="how MAS and SCP add up the importances of successive tasks (default: their configs'; mean: the average "
+        "over the tasks seen, as HW14 2021)",
     )
     parser.add_argument(
         "--model-arg",
@@ -303,12 +312,6 @@ def main() -> None:
         "--reset-optimizer",
         action="store_true",
         help="a fresh optimiser state at every task (callbacks.ResetOptimizerPerTask), as HW14 builds a new Adam",
-    )
-    parser.add_argument(
-        "--importance-on-eval-images",
-        action="store_true",
-        help="diagnostic only: estimate EWC/MAS/SCP importances on the test images the matrix scores, as HW14's "
-        "sample code does (benchmarks/leaky_importance.py); measures what that choice is worth, leaks, not a result",
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op CPU threads")
     parser.add_argument("--vectorize", action="store_true", help="EWC/MAS per-sample gradients with vmap (else loop)")
@@ -324,13 +327,25 @@ def main() -> None:
     )
     parser.add_argument("--results", default="benchmarks/results/lifelong.json")
     parser.add_argument("--figure", default="benchmarks/lifelong.png")
-    args = parser.parse_args()
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+    overrides: Overrides = lecture_overrides,
+    notes: Notes = lecture_notes,
+) -> None:
+    """Run the benchmark (``parser``, ``overrides`` and ``notes``: another script's options, as
+    ``benchmarks/investigations/lifelong_hw14.py`` gives)."""
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning_utilities").setLevel(logging.WARNING)  # the per-task matrices
     warnings.filterwarnings("ignore", module="lightning")  # the script's own output is the table
     if args.combine:
-        combine(args)
+        combine(args, notes)
         return
     if not args.mnist:
         parser.error("--mnist DIR is needed to train (or --combine to tabulate saved runs)")
@@ -343,7 +358,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         for seed in args.seeds:
             for method in args.methods:
-                results.append(run(method, seed, args, Path(tmp_dir)))
+                results.append(run(method, seed, args, Path(tmp_dir), overrides))
                 r = results[-1]
                 print(f"{method} seed {seed}: avg acc {100 * r['cl/avg_acc']:.2f}, BWT {100 * r['cl/bwt']:.2f} "
                       f"({r['seconds']:.0f} s)", flush=True)  # fmt: skip
@@ -351,7 +366,7 @@ def main() -> None:
                 Path(args.results).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.results).write_text(json.dumps(out, indent=1))
     if results:
-        texts.append(report(results, args))
+        texts.append(report(results, args, notes))
         print("\n" + texts[-1])
         matrices_figure(results, Path(args.figure))
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""A diagnostic task stream for ``benchmarks/lifelong.py --importance-on-eval-images``; not for real runs.
+"""A diagnostic task stream for ``benchmarks/investigations/lifelong_hw14.py --importance-on-eval-images``; no product.
 
 HW14's 2021 sample code estimates the EWC / MAS / SCP importances on the test images of the tasks seen so far:
 the images its accuracy matrix then scores. Our methods estimate on training images, and the product offers no way

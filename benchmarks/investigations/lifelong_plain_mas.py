@@ -19,16 +19,17 @@ this comparison:
   seen so far, the quantity the notebook prints.
 
 ``--draws ours`` replays, instead of HW14's random draws, those of a ``benchmarks/lifelong.py`` run with the same
-seed (MAS with HW14's protocol): its data (our ``TaskStreamDataModule``'s permuted, standardised tensors, task 1
-permuted too), its per-epoch batch order (``ResumableSampler``) and its importance samples (10,000 seeded training
-images per seen task, ``shard_batches``); the initial weights are the same in both modes. The training loop stays
+seed (MAS with HW14's protocol: ``benchmarks/investigations/lifelong_hw14.py``): its data (our
+``TaskStreamDataModule``'s permuted, standardised tensors, task 1 permuted too), its per-epoch batch order
+(``ResumableSampler``) and its importance samples (10,000 seeded training images per seen task, ``shard_batches``);
+the initial weights are the same in both modes. The training loop stays
 this script's own. If the replay lands on our runs' numbers, the gap between the two procedures lies in the
 draws; if it lands on HW14's, it lies in the training loop.
 
 It writes a results file in the schema of ``benchmarks/lifelong.py`` (``args``, ``runs`` with ``matrix`` and
-``curves``), which ``benchmarks/lifelong_vs_hw14.py --plain`` reads.
+``curves``), which ``benchmarks/investigations/lifelong_vs_hw14.py --plain`` reads.
 
-Run: ``.venv/bin/python benchmarks/lifelong_plain_mas.py --mnist ../shared/data/mnist --seeds 0 --results r.json``
+Run: ``.venv/bin/python benchmarks/investigations/lifelong_plain_mas.py --mnist ../shared/data/mnist --results r.json``
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: lifelong.py, machine.py, runner.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, so it runs from anywhere
 
-from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
-from mnist_test_halves import hw14_mlp, standardise
+from machine import cpu_name  # benchmarks/machine.py
 
+from benchmarks.investigations.mnist_test_halves import hw14_mlp, standardise
 from datamodules.sources import IDXSource
 from lecture_modules.lifelong.metrics import summary
 

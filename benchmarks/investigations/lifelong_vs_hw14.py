@@ -7,7 +7,8 @@ holds the printed curve of MAS (lambda 0.1; rounded to 3 decimals), the one meth
 mean stays under.
 
 This script reads result files whose runs kept their ``curves`` (every task's test accuracy after every epoch):
-ours from ``benchmarks/lifelong.py`` and, with ``--plain``, those of ``benchmarks/lifelong_plain_mas.py`` (HW14's
+ours from ``benchmarks/lifelong.py`` (or ``benchmarks/investigations/lifelong_hw14.py``) and, with ``--plain``,
+those of ``benchmarks/investigations/lifelong_plain_mas.py`` (HW14's
 procedure as a plain PyTorch loop). It turns each run's curve into HW14's quantity and prints, per group, the final
 average accuracy over all its runs (runs made before curves were kept count here too) and, at the end of every task
 and for the last task's epochs together, the seeds' mean, standard deviation and range next to HW14's value and
@@ -17,7 +18,8 @@ run is one draw: whether HW14's run lies inside a group's spread says more than 
 It writes the tables to ``--results`` and a figure of each group's mean curve and range, with HW14's curve, to
 ``--figure``.
 
-Run: ``.venv/bin/python benchmarks/lifelong_vs_hw14.py benchmarks/results/lifelong_full10k_mas_seen_s3.json ...``
+Run: ``.venv/bin/python benchmarks/investigations/lifelong_vs_hw14.py --machine ...
+benchmarks/results/lifelong_full10k_mas_seen_s3.json ...``
 """
 
 from __future__ import annotations
@@ -189,10 +191,8 @@ def figure(groups: dict[str, list[Run]], reference: list[float], epochs: int, me
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", metavar="JSON", help="results files of benchmarks/lifelong.py")
-    parser.add_argument(
-        "--plain", nargs="+", default=[], metavar="JSON", help="results files of benchmarks/lifelong_plain_mas.py"
-    )
+    parser.add_argument("files", nargs="+", metavar="JSON", help="results of lifelong.py (or lifelong_hw14.py)")
+    parser.add_argument("--plain", nargs="+", default=[], metavar="JSON", help="results files of lifelong_plain_mas.py")
     parser.add_argument(
         "--plain-label",
         default="HW14's procedure, plain PyTorch (lifelong_plain_mas.py)",

@@ -10,7 +10,7 @@ on all 10,000 (HW14's sample code scores all 10,000).
 It exists because ``benchmarks/lifelong.py --eval-images 2000`` scores the first 2,000: the README's comparison with
 HW14's figures has to know how far that subset sits from the whole test set.
 
-Run: ``.venv/bin/python benchmarks/mnist_test_halves.py --mnist ../shared/data/mnist``
+Run: ``.venv/bin/python benchmarks/investigations/mnist_test_halves.py --mnist ../shared/data/mnist``
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: lifelong.py, machine.py, runner.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, so it runs from anywhere
 
-from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from machine import cpu_name  # benchmarks/machine.py
 
 from datamodules.sources import IDXSource
 
