@@ -57,6 +57,7 @@ class HW14Protocol:
         raise NotImplementedError
 
     def consolidate(self, task: int) -> None:
+        """At ``task``'s end: HW14's protocol, or the lecture method's own with ``sum`` / ``mean`` and ``current``."""
         hp, estimate = self.hparams, self.boundary_estimator(task)
         if hp.estimate_on == "seen":  # HW14 2021: every seen task re-estimated now, their mean or sum
             total: Params | None = None

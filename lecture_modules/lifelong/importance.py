@@ -15,6 +15,8 @@ the importance ``b``:
 * :class:`RiemannianWalk` — RWalk (Chaudhry et al. 2018, arXiv 1801.10112): an exponential moving average of the
   squared gradients (online empirical Fisher) plus the path score ``-g delta / (1/2 F delta^2 + eps)``.
 
+:func:`copy_params` and :func:`add_params` copy and add such per-parameter dicts (anchors, running sums).
+
 Per-sample gradients come from ``torch.func`` (``vmap(grad(functional_call))``); see ``benchmarks/lifelong.py``
 for its speed against a per-sample Python loop. Batches are ``(x, y, task)`` tuples; the model is called as
 ``model(x, task)``. The data-dependent estimators take ``all_reduce`` (a sum over processes): each process passes
