@@ -11,8 +11,8 @@ and unlabelled target images x_t, with manual optimisation:
    where the classifiers agree.
 
 Predictions use the ensemble of F1 and F2. Two optimisers, built from the one factory ``model.init_args.optimizer``
-(default: the paper's Adam, lr 2e-4, weight decay 5e-4), in this order: [0] over G, [1] over F1 and F2. The
-top-level ``optimizer:`` / ``lr_scheduler:`` sections are refused (they would replace both with one optimiser).
+(default: the paper's Adam, lr 2e-4, weight decay 5e-4), in this order: [0] over G, [1] over F1 and F2. A
+top-level ``optimizer:`` section is refused: LightningCLI would replace both with one optimiser over everything.
 Every ``optimizer.step()`` counts as a global step: one batch is ``2 + 1 + num_k`` steps.
 
 Run: ``python cli.py fit --config configs/mcd.yaml``

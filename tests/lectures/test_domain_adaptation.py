@@ -254,6 +254,7 @@ def test_mcd_builds_both_optimisers_from_the_yaml_factory(tmp_path):
     assert stored["class_path"] == "torch.optim.SGD" and stored["init_args"]["momentum"] == 0.5
     reloaded = MCD.load_from_checkpoint(path, weights_only=True)
     assert [(type(o), o.defaults["lr"]) for o in reloaded.configure_optimizers()] == [(torch.optim.SGD, 0.05)] * 2
+    assert PAPER_OPTIMIZER == {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "weight_decay": 5e-4}}
 
 
 def _mcd_with_plain_optimisers() -> tuple[MCD, dict[str, dict[str, torch.Tensor]]]:
