@@ -1,7 +1,9 @@
 """The part every domain-adaptation lecture shares: feature extractor G + label classifier F, evaluation on both
 domains, the label-free selection score, the proxy A-distance and the feature-embedding figure.
 
-Subclasses (``source_only``, ``dann``, ``mcd``, ``target_oracle``) only write their ``training_step``.
+The network is one argument, ``net`` (a :class:`~lecture_modules.domain_adaptation.core.DomainNetSpec`).
+Subclasses (``source_only``, ``dann``, ``mcd``, ``target_oracle``) add their own hyper-parameters (and heads) and
+write their ``training_step``.
 
 Logged keys: ``train/source_acc`` (``train/target_acc`` for the oracle); per validation epoch ``val/source_acc``,
 ``val/target_acc`` (labelled targets only), ``val/target_entropy``, ``val/label_free_score`` (source accuracy minus
@@ -12,7 +14,8 @@ classifier, ``val/domain_acc``; ``test/source_acc`` and ``test/target_acc``. At 
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,8 +25,8 @@ from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from lecture_modules.base import LectureModule
 from lecture_modules.domain_adaptation.core import (
-    build_feature_extractor,
-    build_head,
+    DomainNetSpec,
+    fold_legacy_domain_net_args,
     label_free_score,
     normalized_entropy,
     proxy_a_distance,
@@ -43,11 +46,7 @@ class DomainAdaptationModule(LectureModule):
         self,
         num_classes: int = 10,
         input_shape: tuple[int, int, int] = (3, 16, 16),
-        conv_channels: list[int] | None = None,
-        feature_dim: int = 128,
-        hidden: int = 128,
-        batch_norm: bool = True,
-        dropout: float = 0.1,
+        net: DomainNetSpec = DomainNetSpec(),
         embedding: Literal["tsne", "pca", "none"] = "tsne",
         embedding_samples: int = 500,
     ) -> None:
@@ -55,35 +54,26 @@ class DomainAdaptationModule(LectureModule):
         Args:
             num_classes: number of classes (linked from the DataModule by the CLI).
             input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
-            conv_channels: convolution widths of the feature extractor (default [32, 64, 128]).
-            feature_dim: size of the feature vector the heads read.
-            hidden: hidden width of the classifier (and domain classifier) heads.
-            batch_norm: batch normalisation in the extractor and heads.
-            dropout: dropout probability in the extractor and the label classifier.
+            net: the network: feature extractor widths, feature size, head width, batch norm and dropout.
             embedding: 2-D embedding of the end-of-fit feature figure (``none`` skips the figure).
             embedding_samples: validation samples (half per domain) for the figure and the proxy A-distance.
         """
         super().__init__()
         name = type(self).__name__
+        net = DomainNetSpec.of(net, owner=f"{name}.net")
         if num_classes < 2:
             raise ValueError(f"{name}.num_classes must be >= 2, got {num_classes}")
         if len(input_shape) != 3:
             raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
-        conv_channels = conv_channels if conv_channels is not None else [32, 64, 128]
-        if not conv_channels or min(conv_channels) < 1 or feature_dim < 1 or hidden < 1:
-            raise ValueError(
-                f"{name}: conv_channels, feature_dim and hidden must be positive, got {conv_channels}, {feature_dim}, "
-                f"{hidden}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{name}.dropout must be in [0, 1), got {dropout}")
         if embedding not in ("tsne", "pca", "none"):
             raise ValueError(f"{name}.embedding must be tsne, pca or none, got {embedding!r}")
         if embedding_samples < 20:
             raise ValueError(f"{name}.embedding_samples must be >= 20, got {embedding_samples}")
-        self.save_hyperparameters()
-        self.features = build_feature_extractor(tuple(input_shape), conv_channels, feature_dim, batch_norm, dropout)
-        self.classifier = build_head(feature_dim, hidden, num_classes, batch_norm, dropout)
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
+        self.net_spec = net
+        self.features = net.build_extractor(input_shape)  # G
+        self.classifier = net.build_classifier(num_classes)  # F (MCD: F1)
         self.example_input_array = torch.zeros(2, *input_shape)
         acc = lambda: MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)  # noqa: E731
         self.train_acc = acc()
@@ -91,6 +81,12 @@ class DomainAdaptationModule(LectureModule):
         self.eval_entropy = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.eval_domain_acc = nn.ModuleDict({s: BinaryAccuracy() for s in ("val", "test")})
         self.target_has_labels = True
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before ``net`` existed stored ``conv_channels``, ``feature_dim``, ``hidden``,
+        ``batch_norm`` and ``dropout``."""
+        return fold_legacy_domain_net_args(hparams)
 
     # ------------------------------------------------------------------ model
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,12 +6,22 @@
 * :func:`classifier_discrepancy` — MCD's ``mean |softmax(p1) - softmax(p2)|`` (Saito et al. 2018, arXiv 1712.02560).
 * :func:`normalized_entropy`, :func:`label_free_score` — scores that need no target labels.
 * :func:`proxy_a_distance` — ``2 (1 - 2 err)`` of a linear domain classifier on features (Ben-David et al. 2007).
-* Network builders: feature extractor, classifier head.
+* :class:`DomainNetSpec` — the network every method shares (feature extractor G, label classifier F, domain
+  classifier D) as one typed argument, with its builders; :func:`fold_legacy_domain_net_args` maps checkpoints
+  written before it.
+* :func:`optimizer_factory` / :func:`describe_optimizer` — an optimiser factory (``OptimizerCallable``) from the
+  config or a checkpoint, and back to plain data, for lectures that build several optimisers (MCD).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,16 +31,22 @@ from torch import nn
 from lecture_modules.nets import build_cnn
 
 __all__ = [
+    "DomainNetSpec",
     "GradientReverse",
     "build_feature_extractor",
     "build_head",
     "classifier_discrepancy",
     "dann_lambda",
+    "describe_optimizer",
+    "fold_legacy_domain_net_args",
     "grad_reverse",
     "label_free_score",
     "normalized_entropy",
+    "optimizer_factory",
     "proxy_a_distance",
 ]
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]  # lightning.pytorch.cli.OptimizerCallable
 
 
 class GradientReverse(torch.autograd.Function):
@@ -108,3 +124,135 @@ def build_head(in_dim: int, hidden: int, out_dim: int, batch_norm: bool, dropout
         nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
         nn.Linear(hidden, out_dim),
     )
+
+
+@dataclass(frozen=True)
+class DomainNetSpec:
+    """The network of every domain-adaptation method: feature extractor G, label classifier F (MCD: F1 and F2) and,
+    for DANN, the domain classifier D.
+
+    Attributes:
+        conv_channels: convolution widths of the feature extractor G (the lecture-1-3 CNN).
+        feature_dim: size of the feature vector G outputs and the heads read.
+        hidden: hidden width of the two-layer heads (label classifiers and domain classifier).
+        batch_norm: batch normalisation in G and in the heads.
+        dropout: dropout probability in G and in the label classifiers, in [0, 1) (the domain classifier has none).
+    """
+
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    feature_dim: int = 128
+    hidden: int = 128
+    batch_norm: bool = True
+    dropout: float = 0.1
+
+    @classmethod
+    def of(cls, value: DomainNetSpec | Mapping[str, Any], owner: str = "net") -> DomainNetSpec:
+        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
+        (for example ``DANN.net``)."""
+        names = [f.name for f in fields(cls)]
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(names)}")
+            spec = cls(**value)
+        elif isinstance(value, cls):
+            spec = cls(**value.as_dict())
+        else:
+            raise TypeError(f"{owner} must be a DomainNetSpec or a mapping, got {type(value).__name__}")
+        spec.validate(owner)
+        return spec
+
+    def validate(self, owner: str = "net") -> None:
+        """Raise ``ValueError`` naming the setting (``<owner>.feature_dim`` ...) when a field is out of range."""
+        if not self.conv_channels or min(self.conv_channels) < 1:
+            raise ValueError(f"{owner}.conv_channels must list positive widths, got {self.conv_channels}")
+        for name in ("feature_dim", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
+        return asdict(self)
+
+    def build_extractor(self, input_shape: tuple[int, ...]) -> nn.Sequential:
+        """G: (B, C, H, W) -> (B, feature_dim)."""
+        return build_feature_extractor(
+            tuple(input_shape), list(self.conv_channels), self.feature_dim, self.batch_norm, self.dropout
+        )
+
+    def build_classifier(self, num_classes: int) -> nn.Sequential:
+        """A label classifier F: (B, feature_dim) -> (B, num_classes)."""
+        return build_head(self.feature_dim, self.hidden, num_classes, self.batch_norm, self.dropout)
+
+    def build_domain_classifier(self) -> nn.Sequential:
+        """DANN's domain classifier D, without dropout: (B, feature_dim) -> (B, 1) logits (target = 1)."""
+        return build_head(self.feature_dim, self.hidden, 1, self.batch_norm, dropout=0.0)
+
+
+LEGACY_NET_ARGS = ("conv_channels", "feature_dim", "hidden", "batch_norm", "dropout")
+
+
+def fold_legacy_domain_net_args(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters of a checkpoint written before the network became one ``net`` argument, with the old
+    ``conv_channels``/``feature_dim``/``hidden``/``batch_norm``/``dropout`` entries folded into ``net`` (a null
+    ``conv_channels`` meant the default widths; other entries are left as they are)."""
+    out = dict(hparams)
+    if "net" in out or not any(key in out for key in LEGACY_NET_ARGS):
+        return out
+    net = {key: out.pop(key) for key in LEGACY_NET_ARGS if key in out}
+    if net.get("conv_channels", ()) is None:
+        del net["conv_channels"]
+    out["net"] = net
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- optimiser factories
+def optimizer_factory(value: OptimizerFactory | Mapping[str, Any], owner: str = "optimizer") -> OptimizerFactory:
+    """The optimiser factory ``params -> Optimizer`` that ``value`` describes.
+
+    ``value`` is what the CLI hands over for an ``OptimizerCallable`` argument (a callable), an optimiser class, a
+    ``functools.partial`` of one, or the plain ``{"class_path": ..., "init_args": {...}}`` a checkpoint or a default
+    holds; ``owner`` names the setting in errors (for example ``MCD.optimizer``).
+    """
+    if not isinstance(value, Mapping):
+        if not callable(value):
+            raise TypeError(f"{owner} must be an optimiser factory or {{class_path, init_args}}, got {value!r}")
+        return value
+    unknown = sorted(set(value) - {"class_path", "init_args"})
+    if unknown or not isinstance(value.get("class_path"), str):
+        raise ValueError(f"{owner} must be {{class_path: <optimiser class>, init_args: {{...}}}}, got {dict(value)}")
+    module, _, name = value["class_path"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ValueError(f"{owner}.class_path must name a torch.optim.Optimizer subclass, got {value['class_path']!r}")
+    return functools.partial(cls, **dict(value.get("init_args") or {}))
+
+
+def describe_optimizer(factory: OptimizerFactory | Mapping[str, Any], owner: str = "optimizer") -> dict[str, Any]:
+    """Plain ``{"class_path", "init_args"}`` of an optimiser factory, for the hyper-parameters (checkpoints stay
+    ``weights_only``). Understands optimiser classes and ``functools.partial`` objects whose function or positional
+    arguments name the class (as the CLI builds them); anything else is a ``TypeError`` naming ``owner``."""
+    if isinstance(factory, Mapping):
+        optimizer_factory(factory, owner)  # validates it
+        return {"class_path": factory["class_path"], "init_args": dict(factory.get("init_args") or {})}
+    keywords: dict[str, Any] = {}
+    target: Any = factory
+    if isinstance(factory, functools.partial):
+        keywords = dict(factory.keywords)
+        classes = [a for a in (factory.func, *factory.args) if isinstance(a, type)]
+        target = classes[-1] if classes else None
+    if not (isinstance(target, type) and issubclass(target, torch.optim.Optimizer)):
+        raise TypeError(
+            f"{owner}: cannot record {factory!r} in the checkpoint; give an optimiser class, a functools.partial of "
+            "one, or {class_path, init_args}"
+        )
+    module = target.__module__
+    parent = module.rpartition(".")[0]  # torch.optim.adam.Adam -> torch.optim.Adam, as configs spell it
+    if parent and getattr(sys.modules.get(parent), target.__qualname__, None) is target:
+        module = parent
+    return {"class_path": f"{module}.{target.__qualname__}", "init_args": keywords}

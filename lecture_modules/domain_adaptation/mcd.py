@@ -1,13 +1,18 @@
 """Maximum Classifier Discrepancy (MCD) — lecture 11: Saito et al. 2018, arXiv 1712.02560.
 
-A feature generator G and two classifiers F1, F2. Per batch, with manual optimisation:
+A feature generator G and two classifiers F1, F2 with class probabilities p1, p2. The discrepancy on the target is
+``d(p1, p2) = 1/K sum_k |p1_k - p2_k|`` (averaged over the batch). Per batch of labelled source images (x_s, y_s)
+and unlabelled target images x_t, with manual optimisation:
 
-* step A: train G, F1, F2 to classify the labelled source;
-* step B: fix G; train F1, F2 to classify the source *and* disagree as much as possible on the target;
-* step C: fix F1, F2; train G ``num_k`` times to make them agree on the target (minimise the discrepancy).
+1. step A: ``min over G, F1, F2`` of the source cross-entropy ``L(x_s, y_s)`` of both classifiers;
+2. step B: G fixed, ``min over F1, F2`` of ``L(x_s, y_s) - d(p1(x_t), p2(x_t))``: classify the source and
+   disagree on the target as much as possible (this finds target samples outside the source support);
+3. step C: F1, F2 fixed, ``min over G`` of ``d(p1(x_t), p2(x_t))``, ``num_k`` times: move target features to
+   where the classifiers agree.
 
-The discrepancy is ``mean |softmax(F1) - softmax(F2)|``; predictions use the ensemble of F1 and F2. MCD builds its
-own two Adam optimisers (``lr``, ``weight_decay``), as in the paper, so its config has no ``optimizer:`` section.
+Predictions use the ensemble of F1 and F2. Two optimisers, built from the one factory ``model.init_args.optimizer``
+(default: the paper's Adam, lr 2e-4, weight decay 5e-4), in this order: [0] over G, [1] over F1 and F2. A
+top-level ``optimizer:`` section is refused: LightningCLI would replace both with one optimiser over everything.
 Every ``optimizer.step()`` counts as a global step: one batch is ``2 + 1 + num_k`` steps.
 
 Run: ``python cli.py fit --config configs/mcd.yaml``
@@ -15,16 +20,21 @@ Run: ``python cli.py fit --config configs/mcd.yaml``
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 
 from lecture_modules.base import NonFiniteLossError
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
-from lecture_modules.domain_adaptation.core import build_head, classifier_discrepancy
+from lecture_modules.domain_adaptation.core import classifier_discrepancy, describe_optimizer, optimizer_factory
 
-__all__ = ["MCD"]
+__all__ = ["MCD", "PAPER_OPTIMIZER"]
+
+# The paper's optimiser for G and for F1 + F2 (digit experiments), as plain data so it is a serialisable default.
+PAPER_OPTIMIZER = {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "weight_decay": 5e-4}}
 
 
 class MCD(DomainAdaptationModule):
@@ -32,100 +42,50 @@ class MCD(DomainAdaptationModule):
 
     train_on = "source"
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        input_shape: tuple[int, int, int] = (3, 16, 16),
-        conv_channels: list[int] | None = None,
-        feature_dim: int = 128,
-        hidden: int = 128,
-        batch_norm: bool = True,
-        dropout: float = 0.1,
-        embedding: Literal["tsne", "pca", "none"] = "tsne",
-        embedding_samples: int = 500,
-        num_k: int = 4,
-        lr: float = 2e-4,
-        weight_decay: float = 5e-4,
-    ) -> None:
+    def __init__(self, num_k: int = 4, optimizer: OptimizerCallable = PAPER_OPTIMIZER, **kwargs: Any) -> None:
         """
         Args:
-            num_classes: number of classes (linked from the DataModule by the CLI).
-            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
-            conv_channels: convolution widths of the generator G (default [32, 64, 128]).
-            feature_dim: size of the feature vector the classifiers read.
-            hidden: hidden width of the classifiers F1 and F2.
-            batch_norm: batch normalisation in the generator and the classifiers.
-            dropout: dropout probability in the generator and the classifiers.
-            embedding: 2-D embedding of the end-of-fit feature figure (``none`` skips the figure).
-            embedding_samples: validation samples (half per domain) for the figure and the proxy A-distance.
             num_k: generator updates (step C) per batch; 4 in the paper's digit experiments.
-            lr: learning rate of both Adam optimisers (2e-4 in the paper).
-            weight_decay: weight decay of both optimisers (5e-4 in the paper).
+            optimizer: the optimiser factory, called once for G and once for F1 + F2 (the paper's Adam, lr 2e-4,
+                weight decay 5e-4); in a config ``{class_path: torch.optim.Adam, init_args: {lr: ...}}``.
+            **kwargs: the shared arguments of :class:`DomainAdaptationModule` (shapes, ``net``, figure settings).
         """
-        super().__init__(
-            num_classes,
-            input_shape,
-            conv_channels,
-            feature_dim,
-            hidden,
-            batch_norm,
-            dropout,
-            embedding,
-            embedding_samples,
-        )
+        super().__init__(**kwargs)
         if num_k < 1:
             raise ValueError(f"MCD.num_k must be >= 1, got {num_k}")
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"MCD.lr must be > 0 and MCD.weight_decay >= 0, got {lr}, {weight_decay}")
-        self.classifier2 = build_head(feature_dim, hidden, num_classes, batch_norm, dropout)  # F2; F1 = classifier
+        self.make_optimizer = optimizer_factory(optimizer, owner="MCD.optimizer")
+        given = self.hparams.get("optimizer")  # the CLI's plain config, or (a direct call) the argument itself
+        given = given if isinstance(given, Mapping) else optimizer
+        self.hparams["optimizer"] = describe_optimizer(given, owner="MCD.optimizer")  # plain: weights_only
+        self.classifier2 = self.net_spec.build_classifier(self.hparams.num_classes)  # F2; F1 = self.classifier
         self.automatic_optimization = False
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Log of the mean of F1's and F2's class probabilities (the ensemble prediction). (B, D) -> (B, K)."""
-        probs = (F.softmax(self.classifier(features), dim=1) + F.softmax(self.classifier2(features), dim=1)) / 2
-        return probs.clamp_min(1e-12).log()
+    @classmethod
+    def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before ``optimizer`` existed stored ``lr`` and ``weight_decay`` of two Adams (and
+        the network's arguments before ``net``)."""
+        out = super().upgrade_hparams(hparams)
+        if "optimizer" not in out and ("lr" in out or "weight_decay" in out):
+            init_args = {**PAPER_OPTIMIZER["init_args"]}
+            init_args.update({key: out.pop(key) for key in ("lr", "weight_decay") if key in out})
+            out["optimizer"] = {"class_path": PAPER_OPTIMIZER["class_path"], "init_args": init_args}
+        return out
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        hp = self.hparams
+        """The factory called once per parameter group, in this order: [0] G, [1] F1 and F2."""
         heads = [*self.classifier.parameters(), *self.classifier2.parameters()]
-        return [
-            torch.optim.Adam(self.features.parameters(), lr=hp.lr, weight_decay=hp.weight_decay),  # G
-            torch.optim.Adam(heads, lr=hp.lr, weight_decay=hp.weight_decay),  # F1, F2
-        ]
+        return [self.make_optimizer(self.features.parameters()), self.make_optimizer(heads)]
 
-    def on_fit_start(self) -> None:
-        if len(self.trainer.optimizers) != 2:
-            raise ValueError(
-                "MCD builds its own two optimisers (model.init_args.lr, model.init_args.weight_decay); remove the "
-                "top-level `optimizer:` / `lr_scheduler:` sections from the config, which replace them with one"
-            )
-
-    def _source_ce(self, features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits1, logits2 = self.classifier(features), self.classifier2(features)
-        return F.cross_entropy(logits1, y) + F.cross_entropy(logits2, y), logits1
-
-    def _check(self, name: str, value: torch.Tensor) -> None:
-        if not torch.isfinite(value.detach()).all():
-            raise NonFiniteLossError(
-                f"MCD: loss term '{name}' is {value.item()} at global step {self.global_step} (epoch "
-                f"{self.current_epoch}). Training stopped. Try a lower model.init_args.lr."
-            )
-
-    def _update(self, optimizer, loss: torch.Tensor) -> None:
-        """Backward through every part, step ``optimizer`` only.
-
-        The other part's gradients are computed but never applied (its optimiser zeroes them before its own next
-        step). Freezing it instead would leave parameters out of a backward pass, which DDP's gradient reducer
-        rejects.
-        """
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
+    def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> None:
+        (x_s, y_s), (x_t,) = batch["source"], batch["target"]  # (B, C, H, W), (B,); target carries no labels
+        self.step_a(x_s, y_s)
+        self.log("train/discrepancy_max", self.step_b(x_s, y_s, x_t), on_step=True, on_epoch=False)
+        self.log("train/discrepancy", self.step_c(x_t), on_step=True, on_epoch=True)
 
     def step_a(self, x_s: torch.Tensor, y_s: torch.Tensor) -> torch.Tensor:
         """Step A: G, F1, F2 minimise the source cross-entropy of both classifiers."""
         opt_g, opt_f = self.optimizers()
-        ce, logits1 = self._source_ce(self.features(x_s), y_s)
+        ce, logits1 = self._source_ce(self.features(x_s), y_s)  # (), (Bs, K)
         loss = self.combine_losses({"ce": ce})
         opt_g.zero_grad()
         opt_f.zero_grad()
@@ -140,7 +100,7 @@ class MCD(DomainAdaptationModule):
         opt_f = self.optimizers()[1]
         f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D); G gets gradients but no step
         ce, _ = self._source_ce(f_s, y_s)
-        discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
+        discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
         loss = ce - discrepancy
         self._check("step_b", loss)
         self._update(opt_f, loss)
@@ -150,14 +110,44 @@ class MCD(DomainAdaptationModule):
         """Step C: with F1 and F2 fixed, G minimises their discrepancy on the target (``num_k`` updates)."""
         opt_g = self.optimizers()[0]
         for _ in range(self.hparams.num_k):
-            f_t = self.features(x_t)
-            discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))
+            f_t = self.features(x_t)  # (Bt, D)
+            discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
             self._check("step_c", discrepancy)
             self._update(opt_g, discrepancy)
         return discrepancy.detach()
 
-    def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> None:
-        (x_s, y_s), (x_t,) = batch["source"], batch["target"]  # target batch carries no labels
-        self.step_a(x_s, y_s)
-        self.log("train/discrepancy_max", self.step_b(x_s, y_s, x_t), on_step=True, on_epoch=False)
-        self.log("train/discrepancy", self.step_c(x_t), on_step=True, on_epoch=True)
+    # ------------------------------------------------------------------ below the algorithm
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Log of the mean of F1's and F2's class probabilities (the ensemble prediction). (B, D) -> (B, K)."""
+        probs = (F.softmax(self.classifier(features), dim=1) + F.softmax(self.classifier2(features), dim=1)) / 2
+        return probs.clamp_min(1e-12).log()
+
+    def on_fit_start(self) -> None:
+        if len(self.trainer.optimizers) != 2:
+            raise ValueError(
+                "MCD builds its two optimisers (G; F1 + F2) from model.init_args.optimizer; remove the top-level "
+                "`optimizer:` / `lr_scheduler:` sections from the config and set model.init_args.optimizer instead "
+                "(the top-level section replaces both with one optimiser over every parameter)"
+            )
+
+    def _source_ce(self, features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits1, logits2 = self.classifier(features), self.classifier2(features)  # (B, K) each
+        return F.cross_entropy(logits1, y) + F.cross_entropy(logits2, y), logits1
+
+    def _check(self, name: str, value: torch.Tensor) -> None:
+        if not torch.isfinite(value.detach()).all():
+            raise NonFiniteLossError(
+                f"MCD: loss term '{name}' is {value.item()} at global step {self.global_step} (epoch "
+                f"{self.current_epoch}). Training stopped. Try a lower model.init_args.optimizer.init_args.lr."
+            )
+
+    def _update(self, optimizer, loss: torch.Tensor) -> None:
+        """Backward through every part, step ``optimizer`` only.
+
+        The other part's gradients are computed but never applied (its optimiser zeroes them before its own next
+        step). Freezing it instead would leave parameters out of a backward pass, which DDP's gradient reducer
+        rejects.
+        """
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()

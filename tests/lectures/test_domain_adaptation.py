@@ -1,8 +1,11 @@
-"""Domain adaptation lectures: gradient reversal, the DANN schedules, MCD's update steps, every method's fit on
-the embedded default, honest target labels, exact resume (automatic and manual optimisation) and 2-process DDP."""
+"""Domain adaptation lectures: gradient reversal, the DANN schedules, the network spec and older checkpoints, MCD's
+update steps and its optimiser factory, every method's fit on the embedded default, honest target labels, exact
+resume (automatic and manual optimisation) and 2-process DDP."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import json
 import math
@@ -13,13 +16,19 @@ import torch
 from torch import nn
 
 from lecture_modules.domain_adaptation.core import (
+    DomainNetSpec,
+    build_feature_extractor,
+    build_head,
     classifier_discrepancy,
     dann_lambda,
+    describe_optimizer,
     grad_reverse,
     normalized_entropy,
+    optimizer_factory,
     proxy_a_distance,
 )
-from lecture_modules.domain_adaptation.mcd import MCD
+from lecture_modules.domain_adaptation.dann import DANN
+from lecture_modules.domain_adaptation.mcd import MCD, PAPER_OPTIMIZER
 from lecture_modules.schedules import InverseDecayLR, dann_lr_factor
 from tests.helpers import CONFIGS, CPU, QUICK, crash_after_checkpoint, run_cli, run_cli_subprocess, state_dict_equal
 
@@ -101,10 +110,156 @@ def test_discrepancy_entropy_and_proxy_a_distance():
     assert proxy_a_distance(same[:200], same[200:] + 5.0) > 1.9  # separable: close to 2
 
 
-# ---------------------------------------------------------------------------------------------- MCD steps
+# ---------------------------------------------------------------------------------------------- the network spec
+SMALL_NET = DomainNetSpec(conv_channels=[8, 16], feature_dim=16, hidden=16)
+
+
+def test_net_spec_builds_the_networks_the_separate_arguments_built():
+    spec = DomainNetSpec(conv_channels=[8, 16], feature_dim=12, hidden=10, batch_norm=False, dropout=0.2)
+    built, by_hand = [], []
+    for out, build in ((built, True), (by_hand, False)):
+        torch.manual_seed(0)
+        if build:
+            out += [spec.build_extractor((3, 16, 16)), spec.build_classifier(7), spec.build_domain_classifier()]
+        else:
+            out += [
+                build_feature_extractor((3, 16, 16), [8, 16], 12, False, 0.2),
+                build_head(12, 10, 7, False, 0.2),
+                build_head(12, 10, 1, False, 0.0),  # the domain classifier has no dropout
+            ]
+    for a, b in zip(built, by_hand, strict=True):
+        assert str(a) == str(b) and all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert built[0](torch.randn(4, 3, 16, 16)).shape == (4, 12)
+    assert spec.as_dict() == {
+        "conv_channels": [8, 16],
+        "feature_dim": 12,
+        "hidden": 10,
+        "batch_norm": False,
+        "dropout": 0.2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("net", "message"),
+    [
+        ({"conv_channels": []}, r"DANN\.net\.conv_channels must list positive widths"),
+        ({"feature_dim": 0}, r"DANN\.net\.feature_dim must be >= 1, got 0"),
+        ({"hidden": -1}, r"DANN\.net\.hidden must be >= 1"),
+        (DomainNetSpec(dropout=1.0), r"DANN\.net\.dropout must be in \[0, 1\), got 1\.0"),
+        ({"widths": [4]}, r"DANN\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, feature_dim"),
+    ],
+)
+def test_invalid_network_settings_name_the_setting(net, message):
+    with pytest.raises(ValueError, match=message):
+        DANN(net=net)
+
+
+def test_each_method_states_only_its_own_arguments_and_stores_the_net_as_plain_data():
+    for cls, own in ((DANN, ["domain_weight", "grl_gamma", "grl_max", "grl_lambda"]), (MCD, ["num_k", "optimizer"])):
+        params = list(inspect.signature(cls.__init__).parameters)
+        assert params == ["self", *own, "kwargs"], params
+    model = DANN(net={"conv_channels": [8], "dropout": 0.0}, domain_weight=0.5)
+    assert model.hparams.net == {**DomainNetSpec().as_dict(), "conv_channels": [8], "dropout": 0.0}
+    assert model.hparams.domain_weight == 0.5 and not any(isinstance(v, DomainNetSpec) for v in model.hparams.values())
+
+
+# What a checkpoint written before `net` and `optimizer` holds (recorded from that code; lr set to 1e-3).
+OLD_MCD_HPARAMS = {
+    "num_classes": 10, "input_shape": (3, 16, 16), "conv_channels": [8, 16], "feature_dim": 16, "hidden": 12,
+    "batch_norm": True, "dropout": 0.2, "embedding": "none", "embedding_samples": 500, "num_k": 4, "lr": 0.001,
+    "weight_decay": 0.0005,
+}  # fmt: skip
+
+
+def test_checkpoints_from_before_net_and_optimizer_keep_their_network_and_optimisers():
+    from lightning.pytorch.cli import instantiate_module
+
+    from lecture_modules.base import LectureModule
+
+    new = MCD.upgrade_hparams(OLD_MCD_HPARAMS)
+    net = {"conv_channels": [8, 16], "feature_dim": 16, "hidden": 12, "batch_norm": True, "dropout": 0.2}
+    adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "weight_decay": 0.0005}}
+    assert new == {
+        "num_classes": 10, "input_shape": (3, 16, 16), "embedding": "none", "embedding_samples": 500, "num_k": 4,
+        "net": net, "optimizer": adam,
+    }  # fmt: skip
+    old_dann = {k: v for k, v in OLD_MCD_HPARAMS.items() if k not in ("num_k", "lr", "weight_decay")}
+    assert "conv_channels" not in DANN.upgrade_hparams({**old_dann, "conv_channels": None})["net"]  # null: default
+    # the loaders rebuild a lecture through jsonargparse (as the CLI would); a direct call takes the same dict
+    rebuilt = instantiate_module(LectureModule, {"_class_path": "lecture_modules.domain_adaptation.mcd.MCD", **new})
+    for model in (rebuilt, MCD(**new)):
+        assert [m.out_channels for m in model.features.modules() if isinstance(m, nn.Conv2d)] == [8, 16]
+        assert model.classifier2[0].out_features == 12 and model.hparams.net == net
+        opts = model.configure_optimizers()
+        assert [type(o) for o in opts] == [torch.optim.Adam, torch.optim.Adam]
+        assert all(o.defaults["lr"] == 0.001 and o.defaults["weight_decay"] == 0.0005 for o in opts)
+
+
+# ---------------------------------------------------------------------------------------------- MCD's optimisers
+def test_optimizer_factory_reads_configs_and_describes_factories_as_plain_data():
+    params = [nn.Parameter(torch.zeros(2))]
+    adam = optimizer_factory({"class_path": "torch.optim.Adam", "init_args": {"lr": 0.1}})(params)
+    assert type(adam) is torch.optim.Adam and adam.defaults["lr"] == 0.1
+    sgd = functools.partial(torch.optim.SGD, lr=0.2, momentum=0.5)
+    assert optimizer_factory(sgd) is sgd
+    assert describe_optimizer(sgd) == {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.2, "momentum": 0.5}}
+    assert describe_optimizer(torch.optim.AdamW) == {"class_path": "torch.optim.AdamW", "init_args": {}}
+    with pytest.raises(ValueError, match=r"MCD\.optimizer\.class_path must name a torch\.optim\.Optimizer"):
+        MCD(optimizer={"class_path": "torch.nn.Linear", "init_args": {}})
+    with pytest.raises(ValueError, match=r"MCD\.optimizer must be \{class_path"):
+        MCD(optimizer={"class": "torch.optim.Adam"})
+    with pytest.raises(TypeError, match=r"MCD\.optimizer: cannot record"):
+        MCD(optimizer=lambda p: torch.optim.Adam(p))
+
+
+def test_mcd_default_optimisers_are_the_papers_two_adams_over_g_and_over_both_classifiers():
+    model = MCD(net=SMALL_NET)
+    opt_g, opt_f = model.configure_optimizers()
+    heads = [*model.classifier.parameters(), *model.classifier2.parameters()]
+    assert [p for g in opt_g.param_groups for p in g["params"]] == list(model.features.parameters())
+    assert [p for g in opt_f.param_groups for p in g["params"]] == heads
+    for opt in (opt_g, opt_f):
+        assert type(opt) is torch.optim.Adam and (opt.defaults["lr"], opt.defaults["weight_decay"]) == (2e-4, 5e-4)
+    assert (
+        model.hparams.optimizer
+        == PAPER_OPTIMIZER
+        == {
+            "class_path": "torch.optim.Adam",
+            "init_args": {"lr": 2e-4, "weight_decay": 5e-4},
+        }
+    )
+    assert model.hparams.optimizer is not PAPER_OPTIMIZER  # a copy: the default cannot be changed through it
+
+
+def test_mcd_builds_both_optimisers_from_the_yaml_factory(tmp_path):
+    override = tmp_path / "optimizer.yaml"
+    override.write_text(
+        "model:\n  init_args:\n    optimizer:\n      class_path: torch.optim.SGD\n"
+        "      init_args: {lr: 0.05, momentum: 0.5, weight_decay: 0.001}\n"
+    )
+    cli = run_cli(
+        "fit", "--config", _config("mcd"), "--config", str(override), *SMALL, *NO_LOG, "--trainer.max_steps=4",
+        "--trainer.limit_val_batches=0", "--model.init_args.embedding=none", f"--trainer.default_root_dir={tmp_path}",
+    )  # fmt: skip
+    model, optimizers = cli.model, cli.trainer.optimizers
+    assert [type(o) for o in optimizers] == [torch.optim.SGD, torch.optim.SGD]
+    for opt in optimizers:
+        assert (opt.defaults["lr"], opt.defaults["momentum"], opt.defaults["weight_decay"]) == (0.05, 0.5, 0.001)
+    heads = [*model.classifier.parameters(), *model.classifier2.parameters()]
+    assert [p for g in optimizers[0].param_groups for p in g["params"]] == list(model.features.parameters())
+    assert [p for g in optimizers[1].param_groups for p in g["params"]] == heads
+    path = tmp_path / "mcd.ckpt"
+    cli.trainer.save_checkpoint(path)
+    stored = torch.load(path, weights_only=True)["hyper_parameters"]["optimizer"]
+    assert stored["class_path"] == "torch.optim.SGD" and stored["init_args"]["momentum"] == 0.5
+    reloaded = MCD.load_from_checkpoint(path, weights_only=True)
+    assert [(type(o), o.defaults["lr"]) for o in reloaded.configure_optimizers()] == [(torch.optim.SGD, 0.05)] * 2
+    assert PAPER_OPTIMIZER == {"class_path": "torch.optim.Adam", "init_args": {"lr": 2e-4, "weight_decay": 5e-4}}
+
+
 def _mcd_with_plain_optimisers() -> tuple[MCD, dict[str, dict[str, torch.Tensor]]]:
     torch.manual_seed(0)
-    model = MCD(num_classes=10, input_shape=(3, 16, 16), conv_channels=[8, 16], feature_dim=16, hidden=16, lr=0.01)
+    model = MCD(net=SMALL_NET, optimizer=functools.partial(torch.optim.Adam, lr=0.01, weight_decay=5e-4))
     opts = model.configure_optimizers()
     model.optimizers = lambda: opts  # what the trainer would hand back
     model.manual_backward = lambda loss: loss.backward()
@@ -173,8 +328,10 @@ def test_non_oracle_refuses_target_labels_and_oracle_needs_them(tmp_path):
         )  # fmt: skip
 
 
-def test_mcd_with_an_injected_single_optimizer_fails_with_the_setting(tmp_path):
-    with pytest.raises(ValueError, match=r"optimizer"):
+def test_mcd_refuses_a_top_level_optimizer_section_and_names_its_own_factory(tmp_path):
+    """The rule for a lecture with several optimisers: its factories are `model.init_args.optimizer`; a top-level
+    `optimizer:` would replace both of MCD's optimisers with one, so it is an error that names the setting to use."""
+    with pytest.raises(ValueError, match=r"model\.init_args\.optimizer"):
         run_cli(
             "fit", "--config", _config("mcd"), *SMALL, *NO_LOG, "--optimizer=torch.optim.SGD",
             "--optimizer.lr=0.1", "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
@@ -185,7 +342,7 @@ def test_mcd_with_an_injected_single_optimizer_fails_with_the_setting(tmp_path):
 def _resume_base(method: str) -> list[str]:
     extra = ["--model.init_args.num_k=1"] if method == "mcd" else []  # 4 optimiser steps per batch
     return ["fit", "--config", _config(method), *SMALL, *NO_LOG, "--trainer.max_epochs=2",
-            "--model.init_args.embedding=none", "--model.init_args.dropout=0.3", *extra]  # fmt: skip
+            "--model.init_args.embedding=none", "--model.init_args.net.dropout=0.3", *extra]  # fmt: skip
 
 
 @pytest.mark.parametrize(("method", "stop_at", "total"), [("dann", 6, 8), ("mcd", 12, 32)])
