@@ -66,11 +66,15 @@ class DistillationWithScratch(Distillation):
 
 
 def main(args: list[str] | None = None) -> int:
-    """``cli.py fit`` of ``configs/distillation.yaml`` with this subclass as the model; ``args`` are appended."""
+    """``cli.py fit`` of ``configs/distillation.yaml`` with this subclass as the model; ``args`` (default: the
+    command line) are appended."""
     from cli import main as cli_main
 
     base = ["fit", "--config", str(REPO / "configs" / "distillation.yaml"), "--model", CLASS_PATH]
-    return cli_main([*base, *(sys.argv[1:] if args is None else args)])
+    given = sys.argv[1:] if args is None else list(args)
+    if given[:1] != ["fit"]:  # a DDP re-launch of this script already carries the full command line
+        sys.argv[1:] = [*base, *given]  # as cli.py would see them: DDP re-launches this script with sys.argv
+    return cli_main()
 
 
 if __name__ == "__main__":
