@@ -20,6 +20,8 @@ student runs. Soft targets help most where labels are scarce and training is lon
 Reference (Hinton et al. 2015, arXiv 1503.02531, section 3): on MNIST a small net makes 146 test errors from the
 labels and 74 when distilled from a teacher that makes 67. Their nets are far larger than this budget.
 
+Both students of a seed in one run, on the same batches: ``benchmarks/investigations/distillation_scratch.py``.
+
 Run: ``.venv/bin/python benchmarks/distillation.py [--mnist ../shared/data/mnist]``
 """
 
@@ -78,7 +80,7 @@ def bench(name: str, data: list[str], teacher: str, regimes: dict[str, list[str]
     for regime, limit in regimes.items():
         accs: dict[str, list[float]] = {"scratch": [], "distilled": []}
         for seed in seeds:
-            common = [*data, *limit, "--seed_everything", str(seed), "--model.init_args.compare_with_scratch", "false"]
+            common = [*data, *limit, "--seed_everything", str(seed)]
             common += ["--trainer.limit_val_batches", "0"]  # scored by the last epoch's weights
             scratch = fit_and_test(
                 "distillation.yaml",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import sys
 import tempfile
@@ -38,22 +39,39 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
-from runner import fit_and_test, mnist_args
+from runner import REPO, fit_and_test, mnist_args
 
+from callbacks.iterative_pruning import IterativePruning
 from callbacks.model_report import measure_latency
 from cli import LectureCLI
 from lecture_modules.pruning.core import count_macs, count_params, make_permanent, sparsity, widths_of
 
+CALLBACK = "callbacks.iterative_pruning.IterativePruning"
 # the per-round timing in the run is skipped; this script times all models together below
-NO_ROUND_TIMING = ["--model.init_args.latency_repeats", "0"]
+NO_ROUND_TIMING = ["--trainer.callbacks.latency_repeats", "0"]
+
+
+def pruning_callback(config: str) -> list[str]:
+    """The config's IterativePruning (the runner drops the config's callbacks), added back as the last callback, so
+    later ``--trainer.callbacks.<arg>`` overrides reach it."""
+    callbacks = yaml.safe_load((REPO / "configs" / config).read_text())["trainer"]["callbacks"]
+    [entry] = [c for c in callbacks if c["class_path"] == CALLBACK]
+    return [f"--trainer.callbacks+={json.dumps(entry)}"]
 
 
 def run(config: str, *overrides: str, root: Path) -> LectureCLI:
-    return fit_and_test(config, *NO_ROUND_TIMING, *overrides, root=root)
+    return fit_and_test(config, *pruning_callback(config), *NO_ROUND_TIMING, *overrides, root=root)
+
+
+def history(cli: LectureCLI) -> list[dict]:
+    """The per-round rows the run's IterativePruning recorded."""
+    [callback] = [c for c in cli.trainer.callbacks if isinstance(c, IterativePruning)]
+    return callback.history
 
 
 def latency_ms(module: torch.nn.Module, shape: tuple[int, ...], batch: int, repeats: int) -> float:
@@ -73,7 +91,7 @@ def latencies(nets: dict, shape: tuple[int, ...], repeats: int, passes: int) -> 
 
 def bench(name: str, data: list[str], schedule: dict[str, list[str]], tmp: Path, args) -> dict:
     runs = {
-        "dense": run("pruning.yaml", *data, *schedule["unstructured"], "--model.init_args.target_sparsity", "0",
+        "dense": run("pruning.yaml", *data, *schedule["unstructured"], "--trainer.callbacks.target_sparsity", "0",
                      root=tmp / f"{name}-dense"),
         "unstructured": run("pruning.yaml", *data, *schedule["unstructured"], root=tmp / f"{name}-unstructured"),
         "structured": run("pruning_structured.yaml", *data, *schedule["structured"], root=tmp / f"{name}-structured"),
@@ -101,7 +119,7 @@ def bench(name: str, data: list[str], schedule: dict[str, list[str]], tmp: Path,
                 "ms": {b: ms[label, b] for b in (1, 64)},
             }
         )
-    curves = {k: runs[k].model.history for k in ("unstructured", "structured")}
+    curves = {k: history(runs[k]) for k in ("unstructured", "structured")}
     return {"name": name, "rows": rows, "curves": curves}
 
 
@@ -172,7 +190,7 @@ def main() -> None:
                 *mnist_args(args.mnist),
                 "--data.init_args.limit_train_samples",
                 str(args.mnist_samples),
-                "--model.init_args.pretrain_epochs",
+                "--trainer.callbacks.pretrain_epochs",
                 "2",
             ]
             # 2 dense epochs, one per round (7 unstructured / 4 structured), then the final ones; every run (dense

@@ -4,21 +4,29 @@
 A k x k convolution from I to O channels has k^2 * I * O weights; its depthwise-separable version (one k x k filter
 per input channel, then a 1 x 1 convolution) has k^2 * I + I * O, a ratio of 1/O + 1/k^2. A linear layer W (O x I)
 factorised as U (O x r) V (r x I) has r * (I + O) weights instead of I * O.
+
+A student is one typed argument, :class:`StudentSpec` (``model.init_args.student`` in a config), stored in the
+hyper-parameters as a plain dict so checkpoints load with ``weights_only=True``. ``cnn`` and ``mlp`` are the shared
+networks of :mod:`lecture_modules.nets`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from lecture_modules.nets import build_cnn, build_mlp
+from lecture_modules.nets import NetSpec
 
 __all__ = [
     "STUDENTS",
+    "STUDENT_WIDTHS",
     "DepthwiseSeparableConv2d",
     "LowRankLinear",
+    "StudentSpec",
     "build_student",
     "count_parameters",
     "separable_ratio",
@@ -26,6 +34,7 @@ __all__ = [
 
 STUDENTS = ("cnn", "depthwise_separable", "mlp", "low_rank_mlp")
 StudentKind = Literal["cnn", "depthwise_separable", "mlp", "low_rank_mlp"]
+STUDENT_WIDTHS = {"cnn": [16, 32, 32], "depthwise_separable": [16, 32, 64], "mlp": [64, 32], "low_rank_mlp": [128, 64]}
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
@@ -146,13 +155,76 @@ def build_student(
     batch_norm: bool = True,
     dropout: float = 0.0,
 ) -> nn.Sequential:
-    """One of :data:`STUDENTS`: ``cnn`` and ``mlp`` are the classification lecture's networks."""
-    if kind == "cnn":
-        return build_cnn(input_shape, num_classes, widths, batch_norm, dropout)
-    if kind == "mlp":
-        return build_mlp(input_shape, num_classes, widths, batch_norm, dropout)
+    """One of :data:`STUDENTS`: ``cnn`` and ``mlp`` are the shared networks of :mod:`lecture_modules.nets`."""
+    if kind in ("cnn", "mlp"):
+        return NetSpec(kind=kind, widths=list(widths), batch_norm=batch_norm, dropout=dropout).build(
+            input_shape, num_classes
+        )
     if kind == "depthwise_separable":
         return build_depthwise_separable(input_shape, num_classes, widths, batch_norm)
     if kind == "low_rank_mlp":
         return build_low_rank_mlp(input_shape, num_classes, widths, rank, batch_norm, dropout)
     raise ValueError(f"student must be one of {STUDENTS}, got {kind!r}")
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A compact student network.
+
+    Attributes:
+        kind: ``cnn``, ``depthwise_separable`` (MobileNets blocks), ``mlp`` or ``low_rank_mlp`` (factorised layers).
+        widths: channels (CNNs) or hidden units (MLPs) per layer; null takes the kind's default (``STUDENT_WIDTHS``).
+        rank: rank of each factorised layer (``low_rank_mlp`` only).
+        batch_norm: batch normalisation after each hidden layer.
+        dropout: dropout probability after each hidden layer, in [0, 1) (0 disables it; ``depthwise_separable`` has
+            none).
+    """
+
+    kind: StudentKind = "cnn"
+    widths: list[int] | None = None
+    rank: int = 16
+    batch_norm: bool = True
+    dropout: float = 0.0
+
+    @classmethod
+    def of(cls, value: StudentSpec | Mapping[str, Any], owner: str = "student") -> StudentSpec:
+        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
+        (for example ``Distillation.student``)."""
+        allowed = [f.name for f in fields(cls)]
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(allowed))
+            if unknown:
+                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+            spec = cls(**value)
+        elif isinstance(value, cls):
+            spec = cls(**value.as_dict())
+        else:
+            raise TypeError(f"{owner} must be a StudentSpec or a mapping, got {type(value).__name__}")
+        spec.validate(owner)
+        return spec
+
+    def validate(self, owner: str = "student") -> None:
+        """Raise ``ValueError`` naming the setting (``<owner>.kind`` ...) when a field is out of range."""
+        if self.kind not in STUDENTS:
+            raise ValueError(f"{owner}.kind must be one of {STUDENTS}, got {self.kind!r}")
+        if self.widths is not None and (not self.widths or min(self.widths) < 1):
+            raise ValueError(f"{owner}.widths must list positive widths, got {self.widths}")
+        if self.rank < 1:
+            raise ValueError(f"{owner}.rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def layer_widths(self) -> list[int]:
+        """``widths``, or the kind's default."""
+        return list(self.widths) if self.widths is not None else list(STUDENT_WIDTHS[self.kind])
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
+        return asdict(self)
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
+        """The student: (B, C, H, W) -> (B, num_classes)."""
+        return build_student(
+            self.kind, tuple(input_shape), num_classes, self.layer_widths, self.rank, self.batch_norm, self.dropout
+        )

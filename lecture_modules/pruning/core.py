@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -29,27 +28,10 @@ __all__ = [
     "prunable",
     "prune_channels",
     "reapply_masks",
-    "schedule",
     "sparsity",
     "unstructured_round",
     "widths_of",
 ]
-
-
-# ---------------------------------------------------------------------------------------------- schedule
-def schedule(target: float, amount_per_round: float) -> list[float]:
-    """Cumulative sparsity after each round when every round removes ``amount_per_round`` of what remains.
-
-    The last round is cut so the list ends exactly at ``target``: ``schedule(0.5, 0.2) == [0.2, 0.36, 0.488, 0.5]``.
-    """
-    if not 0.0 <= target < 1.0 or not 0.0 < amount_per_round < 1.0:
-        raise ValueError(f"need 0 <= target < 1 and 0 < amount_per_round < 1; got {target}, {amount_per_round}")
-    if target == 0.0:
-        return []
-    rounds = math.ceil(math.log(1.0 - target) / math.log(1.0 - amount_per_round) - 1e-9)
-    levels = [1.0 - (1.0 - amount_per_round) ** (r + 1) for r in range(rounds)]
-    levels[-1] = target
-    return levels
 
 
 # ---------------------------------------------------------------------------------------------- unstructured
@@ -91,11 +73,11 @@ def _pruned_count(module: nn.Module) -> int:
 def unstructured_round(model: nn.Module, level: float, scope: str = "global") -> float:
     """Mask the smallest-magnitude weights until exactly ``level`` of the prunable weights are masked.
 
-    Masks accumulate (``torch.nn.utils.prune`` combines them in a ``PruningContainer``), so calling this with
-    the rising levels of :func:`schedule` is iterative magnitude pruning. ``scope="global"`` ranks all weights
-    together (``prune.global_unstructured``); ``"layer"`` prunes every layer to the same level (``l1_unstructured``).
-    The pruned ``weight_orig`` is the same ``nn.Parameter`` object as the former ``weight``, so an optimiser
-    built before pruning keeps training it. Returns the reached sparsity.
+    Masks accumulate (``torch.nn.utils.prune`` combines them in a ``PruningContainer``), so calling this with the
+    rising levels of ``callbacks.iterative_pruning.schedule`` is iterative magnitude pruning. ``scope="global"`` ranks
+    all weights together (``prune.global_unstructured``); ``"layer"`` prunes every layer to the same level
+    (``l1_unstructured``). The pruned ``weight_orig`` is the same ``nn.Parameter`` object as the former ``weight``,
+    so an optimiser built before pruning keeps training it. Returns the reached sparsity.
     """
     pairs = prunable(model)
     if scope == "global":

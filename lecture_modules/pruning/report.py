@@ -1,4 +1,4 @@
-"""What a pruning run shows: one row per round (table) and accuracy against sparsity and latency (figure)."""
+"""What one pruning round measures (the ``IterativePruning`` callback turns the rows into a table and a figure)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,7 @@ from torch import nn
 from callbacks.model_report import measure_latency
 from lecture_modules.pruning.core import count_macs, count_params, make_permanent, sparsity, widths_of
 
-__all__ = ["COLUMNS", "pruning_figure", "round_stats"]
-
-COLUMNS = [
-    "round",
-    "level",
-    "sparsity",
-    "params",
-    "nonzero_params",
-    "macs",
-    "cpu_ms_b1",
-    "cpu_ms_b64",
-    "val_acc",
-    "widths",
-]
+__all__ = ["round_stats"]
 
 
 def round_stats(
@@ -59,30 +46,3 @@ def round_stats(
         finally:
             torch.set_num_threads(before)
     return stats
-
-
-def pruning_figure(history: list[dict], method: str):
-    """Left: validation accuracy against sparsity. Right: against batch-64 CPU latency (or the largest timed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in history if r.get("val_acc") is not None]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    xs = [100 * r["sparsity"] for r in rows]
-    ys = [100 * r["val_acc"] for r in rows]
-    left.plot(xs, ys, "o-")
-    left.set_xlabel("weight sparsity (%)" if method == "unstructured" else "removed parameters (%)")
-    left.set_ylabel("validation accuracy (%)")
-    left.set_title(f"{method} pruning, per round")
-    keys = sorted({k for r in rows for k in r if k.startswith("cpu_ms_b")}, key=lambda k: int(k[8:]))
-    if keys:
-        key = keys[-1]
-        right.plot([r.get(key) for r in rows], ys, "o-")
-        for r, y in zip(rows, ys):
-            right.annotate(str(r["round"]), (r.get(key), y), fontsize=7)
-        right.set_xlabel(f"CPU latency, batch {key[8:]} (ms)")
-    right.set_title("accuracy vs latency (labels: round)")
-    fig.tight_layout()
-    return fig

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.investigations.distillation_scratch import DistillationWithScratch
 from cli import main
 from lecture_modules.classification import Classification
-from lecture_modules.distillation import Distillation, ParameterBudgetError, TeacherSpec
+from lecture_modules.distillation import Distillation, ParameterBudgetError, StudentSpec, TeacherSpec
 from lecture_modules.distillation.losses import HintAdapter, distillation_terms, kd_loss, soft_targets
 from lecture_modules.distillation.students import (
     DepthwiseSeparableConv2d,
@@ -125,17 +126,18 @@ def test_students_map_images_to_logits(kind):
 
 # ---------------------------------------------------------------------------------------------- budget gate
 def test_budget_gate_fires_with_the_actual_count():
-    ok = Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16])
+    student = StudentSpec(widths=[8, 16])
+    ok = Distillation(input_shape=(1, 16, 16), alpha=0.0, student=student)
     n = ok.student_params
     assert n == sum(p.numel() for p in ok.student.parameters())
     with pytest.raises(ParameterBudgetError, match=f"{n:,} parameters") as info:
-        Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16], max_params=n - 1)
+        Distillation(input_shape=(1, 16, 16), alpha=0.0, student=student, max_params=n - 1)
     assert "max_params" in str(info.value)
-    Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16], max_params=n)  # at the budget is allowed
+    Distillation(input_shape=(1, 16, 16), alpha=0.0, student=student, max_params=n)  # at the budget is allowed
 
 
 def test_budget_counts_non_trainable_parameters():
-    model = Distillation(input_shape=(1, 16, 16), alpha=0.0, widths=[8, 16])
+    model = Distillation(input_shape=(1, 16, 16), alpha=0.0, student=StudentSpec(widths=[8, 16]))
     model.student[0].weight.requires_grad_(False)
     trainable, frozen = count_parameters(model.student)
     assert frozen == model.student[0].weight.numel() and trainable + frozen == model.student_params
@@ -156,6 +158,68 @@ def test_settings_are_validated_by_name():
         Distillation(alpha=0.0, temperature=0)
     with pytest.raises(ValueError, match="hint_layers: the student has no layer 'nope'"):
         Distillation(alpha=0.0, teachers=[TeacherSpec("builtin:digits_cnn")], hint_layers={"nope": "net.0"})
+    with pytest.raises(ValueError, match=r"Distillation\.student\.kind must be one of .* got 'resnet'"):
+        Distillation(alpha=0.0, student={"kind": "resnet"})
+    with pytest.raises(ValueError, match=r"Distillation\.student\.dropout must be in \[0, 1\), got 1\.5"):
+        Distillation(alpha=0.0, student=StudentSpec(dropout=1.5))
+    with pytest.raises(ValueError, match=r"Distillation\.student: unknown field\(s\) \['hidden'\]"):
+        Distillation(alpha=0.0, student={"hidden": [8]})
+
+
+@pytest.mark.parametrize("kind", ["cnn", "depthwise_separable", "mlp", "low_rank_mlp"])
+def test_student_spec_builds_the_kind_with_its_default_widths(kind):
+    torch.manual_seed(0)
+    spec = StudentSpec(kind=kind, rank=4)
+    net = spec.build((1, 16, 16), 10)
+    torch.manual_seed(0)
+    assert state_dict_equal(net.state_dict(), build_student(kind, (1, 16, 16), 10, spec.layer_widths, 4).state_dict())
+    model = Distillation(input_shape=(1, 16, 16), alpha=0.0, student=spec)
+    assert model.hparams["student"] == {"kind": kind, "widths": None, "rank": 4, "batch_norm": True, "dropout": 0.0}
+
+
+OLD_HPARAMS = {  # what a checkpoint written before the student became one spec holds
+    "num_classes": 10,
+    "input_shape": [1, 16, 16],
+    "student": "low_rank_mlp",
+    "widths": [32, 16],
+    "rank": 4,
+    "batch_norm": False,
+    "dropout": 0.1,
+    "teachers": [],
+    "alpha": 0.0,
+    "temperature": 2.0,
+    "hint_layers": None,
+    "hint_weight": 1.0,
+    "hint_only_epochs": 0,
+    "cache_teacher_logits": False,
+    "max_params": None,
+    "compare_with_scratch": True,
+}
+
+
+def test_upgrade_hparams_folds_the_old_student_arguments_into_the_spec():
+    new = Distillation.upgrade_hparams(OLD_HPARAMS)
+    assert new["student"] == {"kind": "low_rank_mlp", "widths": [32, 16], "rank": 4, "batch_norm": False,
+                              "dropout": 0.1}  # fmt: skip
+    assert not {"widths", "rank", "batch_norm", "dropout", "compare_with_scratch"} & set(new)
+    assert Distillation.upgrade_hparams(new) == new  # today's hyper-parameters pass unchanged
+    torch.manual_seed(0)
+    model = Distillation(**new)
+    torch.manual_seed(0)
+    old_layout = build_student("low_rank_mlp", (1, 16, 16), 10, [32, 16], rank=4, batch_norm=False, dropout=0.1)
+    assert state_dict_equal(model.student.state_dict(), old_layout.state_dict())
+
+
+def test_an_old_distillation_checkpoint_with_its_scratch_twin_still_loads(tmp_path):
+    torch.manual_seed(0)
+    model = Distillation(**Distillation.upgrade_hparams(OLD_HPARAMS))
+    state = {**model.state_dict(), **{f"scratch.{k}": v for k, v in model.student.state_dict().items()}}
+    path = tmp_path / "old.ckpt"
+    hparams = {**OLD_HPARAMS, "_class_path": "lecture_modules.distillation.Distillation"}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    loaded = load_teacher(TeacherSpec(str(path)))  # the loader applies upgrade_hparams
+    x = torch.randn(3, 1, 16, 16)
+    assert isinstance(loaded, Distillation) and torch.equal(loaded(x), model.eval()(x))
 
 
 # ---------------------------------------------------------------------------------------------- teachers
@@ -254,8 +318,8 @@ def test_teacher_is_frozen_outside_optimizer_and_checkpoint(tmp_path):
     assert not optimised & {id(p) for p in teacher.parameters()}
     [path] = (tmp_path / "ckpt").glob("*.ckpt")
     ckpt = torch.load(path, weights_only=True)
-    # the student and its from-scratch twin (configs/distillation.yaml compares them), and no teacher weights
-    assert ckpt["state_dict"] and {k.split(".")[0] for k in ckpt["state_dict"]} == {"student", "scratch"}
+    # the student alone: no teacher weights
+    assert ckpt["state_dict"] and {k.split(".")[0] for k in ckpt["state_dict"]} == {"student"}
     assert "val/teacher_acc" in cli.trainer.callback_metrics and "train/loss_kd" in cli.trainer.callback_metrics
     # the student alone reloads and predicts without the teacher
     student = Distillation.load_from_checkpoint(path, weights_only=True)
@@ -340,7 +404,7 @@ RESUME = [
     "2",
     "--trainer.limit_val_batches",
     "2",
-    "--model.init_args.dropout",
+    "--model.init_args.student.dropout",
     "0.2",
     "--data.init_args.limit_train_samples",
     "640",
@@ -358,7 +422,7 @@ def test_resume_mid_epoch_gives_identical_student(tmp_path):
 
 def test_scratch_twin_starts_equal_and_leaves_student_gradients_unchanged():
     torch.manual_seed(0)
-    twin = Distillation(input_shape=(1, 16, 16), alpha=0.0, compare_with_scratch=True)
+    twin = DistillationWithScratch(input_shape=(1, 16, 16), alpha=0.0)
     torch.manual_seed(0)
     alone = Distillation(input_shape=(1, 16, 16), alpha=0.0)
     assert state_dict_equal(twin.scratch.state_dict(), twin.student.state_dict())
@@ -407,6 +471,29 @@ def test_offline_wandb_run_has_the_comparison_metrics_and_figure(tmp_path):
     run = read_run(log_file)
     assert run["group"] == "distillation"
     logged = {key for row in run["history"] for key in row}
-    assert {"val/acc", "val/scratch_acc", "val/teacher_acc", "train/loss_kd", "model/student_params"} <= logged
+    assert {"val/acc", "val/teacher_acc", "train/loss_kd", "model/student_params"} <= logged
     assert "model/student_cpu_ms_b64" in logged and any(k.startswith("val/distillation") for k in logged)
     assert list((log_file.parent / "files" / "figures").glob("val_distillation-*.png"))
+
+
+def test_scratch_investigation_runs_from_the_lecture_config_and_logs_both_students(tmp_path):
+    """The with/without-distillation comparison in one run (benchmarks/investigations/distillation_scratch.py)."""
+    from benchmarks.investigations.distillation_scratch import CLASS_PATH
+
+    cli = run_cli(
+        *FIT,
+        "--model",
+        CLASS_PATH,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    )
+    model = cli.model
+    assert isinstance(model, DistillationWithScratch) and model.hparams["student"]["widths"] == [8, 16, 16]
+    assert {"val/acc", "val/scratch_acc", "val/teacher_acc", "train/loss_kd"} <= set(cli.trainer.callback_metrics)
+    assert not state_dict_equal(model.scratch.state_dict(), model.student.state_dict())  # trained apart

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from lecture_modules.nets import build_cnn
+from callbacks.iterative_pruning import IterativePruning, schedule
+from lecture_modules.nets import NetSpec, build_cnn
 from lecture_modules.pruning import Pruning, export_pruned
 from lecture_modules.pruning.core import (
     TaylorAccumulator,
@@ -25,7 +26,6 @@ from lecture_modules.pruning.core import (
     make_permanent,
     prunable,
     prune_channels,
-    schedule,
     sparsity,
     unstructured_round,
     widths_of,
@@ -43,8 +43,15 @@ from tests.helpers import (
 )
 
 SHAPE = (1, 16, 16)
-NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
+# No logger; the only callback is the pruning schedule, which the SHORT arguments below set in full.
+NO_LOG = [
+    "--trainer.logger",
+    "false",
+    "--trainer.callbacks=[]",
+    "--trainer.callbacks+=callbacks.iterative_pruning.IterativePruning",
+]
 # 320 train samples -> 5 batches of 64 per epoch; 1 dense epoch, rounds at epochs 1 and 2 (30%, then 50%), 3 epochs.
+# The --trainer.callbacks.* arguments reach the last callback: IterativePruning (last in the configs too).
 SHORT = [
     "--trainer.max_epochs",
     "3",
@@ -52,19 +59,24 @@ SHORT = [
     "2",
     "--data.init_args.limit_train_samples",
     "320",
-    "--model.init_args.pretrain_epochs",
+    "--trainer.callbacks.pretrain_epochs",
     "1",
-    "--model.init_args.amount_per_round",
+    "--trainer.callbacks.amount_per_round",
     "0.3",
-    "--model.init_args.target_sparsity",
+    "--trainer.callbacks.target_sparsity",
     "0.5",
-    "--model.init_args.latency_repeats",
+    "--trainer.callbacks.latency_repeats",
     "1",
 ]
 
 
 def _fit(config: str, *extra: str) -> list[str]:
     return ["fit", "--config", CPU, "--config", str(CONFIGS / config), *QUICK, *NO_LOG, *SHORT, *extra]
+
+
+def _pruning(trainer: L.Trainer) -> IterativePruning:
+    [callback] = [c for c in trainer.callbacks if isinstance(c, IterativePruning)]
+    return callback
 
 
 def _net(widths=(8, 16, 32), seed: int = 0) -> nn.Sequential:
@@ -78,17 +90,6 @@ def _net(widths=(8, 16, 32), seed: int = 0) -> nn.Sequential:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     return net.eval()
-
-
-# ---------------------------------------------------------------------------------------------- schedule
-def test_schedule_removes_a_fraction_of_the_remaining_and_ends_at_the_target():
-    levels = schedule(0.9, 0.3)
-    assert levels[-1] == 0.9 and len(levels) == 7
-    for before, after in zip([0.0, *levels[:-2]], levels[:-1]):
-        assert (1 - after) == pytest.approx(0.7 * (1 - before))  # 30% of what remained
-    assert schedule(0.0, 0.2) == []
-    with pytest.raises(ValueError, match="amount_per_round"):
-        schedule(0.5, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- unstructured
@@ -200,23 +201,74 @@ def test_macs_follow_the_layer_shapes():
 def test_settings_are_validated_by_name():
     with pytest.raises(ValueError, match="criterion 'taylor'"):
         Pruning(method="unstructured", criterion="taylor")
-    with pytest.raises(ValueError, match="amount_per_round"):
-        Pruning(amount_per_round=0.0)
-    with pytest.raises(ValueError, match="rewind_epoch"):
-        Pruning(rewind="early", rewind_epoch=5, pretrain_epochs=3)
+    with pytest.raises(ValueError, match=r"Pruning.net.dropout must be in \[0, 1\), got 1.0"):
+        Pruning(net=NetSpec(dropout=1.0))
+    with pytest.raises(ValueError, match=r"Pruning.method 'structured' .* needs net.kind 'cnn', got 'mlp'"):
+        Pruning(net=NetSpec(kind="mlp"), method="structured")
+
+
+def test_unstructured_pruning_of_an_mlp_masks_its_linear_layers():
+    model = Pruning(input_shape=SHAPE, net=NetSpec(kind="mlp", widths=[32, 16]))
+    model.prune(0.6)
+    assert sparsity(model.net) == pytest.approx(0.6, abs=1e-3) and model.kept == []
+    assert model.pruning_stats(batch_sizes=[1], repeats=0)["nonzero_params"] < count_params(model.net)
+
+
+OLD_HPARAMS = {  # what a checkpoint written before the network became one spec (and the schedule a callback) holds
+    "num_classes": 10,
+    "input_shape": [1, 16, 16],
+    "hidden": [8, 16, 32],
+    "batch_norm": True,
+    "dropout": 0.2,
+    "method": "structured",
+    "scope": "layer",
+    "criterion": "l2",
+    "amount_per_round": 0.2,
+    "target_sparsity": 0.5,
+    "pretrain_epochs": 5,
+    "epochs_per_round": 1,
+    "rewind": "init",
+    "rewind_epoch": 1,
+    "latency_batch_sizes": None,
+    "latency_repeats": 5,
+}
+
+
+def test_upgrade_hparams_folds_the_old_network_arguments_and_drops_the_schedule():
+    new = Pruning.upgrade_hparams(OLD_HPARAMS)
+    assert new == {
+        "num_classes": 10,
+        "input_shape": [1, 16, 16],
+        "method": "structured",
+        "scope": "layer",
+        "criterion": "l2",
+        "net": {"kind": "cnn", "widths": [8, 16, 32], "batch_norm": True, "dropout": 0.2},
+    }
+    assert Pruning.upgrade_hparams(new) == new  # today's hyper-parameters pass unchanged
+    torch.manual_seed(0)
+    model = Pruning(**new)
+    torch.manual_seed(0)
+    old_layout = build_cnn(SHAPE, 10, [8, 16, 32], True, 0.2)
+    assert state_dict_equal(model.net.state_dict(), old_layout.state_dict())
+
+
+def test_a_top_level_optimizer_is_refused_with_the_setting_to_use(tmp_path):
+    with pytest.raises(ValueError, match=r"model.init_args.optimizer"):
+        run_cli(*_fit("pruning.yaml"), "--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.1",
+                "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["unstructured", "structured"])
 def test_lottery_ticket_rewind_resets_the_survivors_to_their_initial_values(method):
     torch.manual_seed(0)
-    model = Pruning(input_shape=SHAPE, hidden=[8, 16, 32], dropout=0.0, method=method, rewind="init", latency_repeats=0)
+    model = Pruning(input_shape=SHAPE, net=NetSpec(widths=[8, 16, 32], dropout=0.0), method=method)
     init = {k: v.clone() for k, v in model.net.state_dict().items()}
-    model.rewind_state = init
     with torch.no_grad():  # stands in for training: the pruning decision is made on these weights
         for p in model.parameters():
             p.add_(torch.randn_like(p))
     trained = {k: v.clone() for k, v in model.net.state_dict().items()}
-    model.prune_round(0.5)
+    model.prune(0.5)  # what IterativePruning does in a round with rewind: init
+    model.rewind(init)
     state = model.net.state_dict()
     if method == "unstructured":
         for key in ("0.weight", "5.weight", "10.weight", "17.weight"):
@@ -249,16 +301,20 @@ def test_unstructured_fit_reaches_target_and_checkpoint_reloads(tmp_path):
         str(tmp_path),
         *with_checkpoints(tmp_path / "ckpt"),
     )
-    model = cli.model
-    assert model.rounds_done == 2 and sparsity(model.net) == pytest.approx(0.5, abs=1e-4)
-    assert [r["round"] for r in model.history] == [0, 1, 2] and all(r["val_acc"] is not None for r in model.history)
+    model, pruning = cli.model, _pruning(cli.trainer)
+    assert pruning.rounds_done == 2 and sparsity(model.net) == pytest.approx(0.5, abs=1e-4)
+    assert [r["round"] for r in pruning.history] == [0, 1, 2]
+    assert all(r["val_acc"] is not None for r in pruning.history)
     assert optimised_params(cli.trainer) == {id(p) for p in model.parameters()}
     [path] = (tmp_path / "ckpt").glob("*.ckpt")
     x = torch.randn(6, *SHAPE)
     model.eval()
     reloaded = Pruning.load_from_checkpoint(path, weights_only=True).eval()
     assert torch.equal(reloaded(x), model(x)) and sparsity(reloaded.net) == sparsity(model.net)
-    exported = Pruning.load_from_checkpoint(export_pruned(path, tmp_path / "pruned.ckpt"), weights_only=True).eval()
+    out = export_pruned(path, tmp_path / "pruned.ckpt")
+    # the rounds as the checkpoint recorded them (the last row's accuracy comes from the validation after it)
+    assert torch.load(out, weights_only=True)["pruning_history"][:-1] == pruning.history[:-1]
+    exported = Pruning.load_from_checkpoint(out, weights_only=True).eval()
     assert not any(k.endswith("_mask") for k in exported.state_dict())
     assert torch.allclose(exported(x), model(x), atol=1e-6)
 
@@ -272,7 +328,7 @@ def test_structured_fit_shrinks_network_rebuilds_optimiser_and_exports(tmp_path)
     )
     model = cli.model
     assert widths_of(model.net) == [16, 32, 64]  # 50% of [32, 64, 128]
-    assert model.history[-1]["params"] == count_params(build_cnn(SHAPE, 10, [16, 32, 64], True, 0.0))
+    assert _pruning(cli.trainer).history[-1]["params"] == count_params(build_cnn(SHAPE, 10, [16, 32, 64], True, 0.0))
     # the optimiser trains the new, smaller layers
     assert optimised_params(cli.trainer) == {id(p) for p in model.parameters()}
     assert cli.trainer.optimizers[0] is cli.trainer.lr_scheduler_configs[0].scheduler.optimizer
@@ -283,7 +339,7 @@ def test_structured_fit_shrinks_network_rebuilds_optimiser_and_exports(tmp_path)
     reloaded = Pruning.load_from_checkpoint(path, weights_only=True).eval()
     assert widths_of(reloaded.net) == [16, 32, 64] and torch.equal(reloaded(x), model(x))
     out = export_pruned(path, tmp_path / "pruned.ckpt")
-    assert torch.load(out, weights_only=True)["hyper_parameters"]["hidden"] == [16, 32, 64]
+    assert torch.load(out, weights_only=True)["hyper_parameters"]["net"]["widths"] == [16, 32, 64]
     exported = Pruning.load_from_checkpoint(out, weights_only=True).eval()
     assert torch.equal(exported(x), model(x)) and count_params(exported.net) == count_params(model.net)
     with pytest.raises(FileExistsError):
@@ -293,8 +349,8 @@ def test_structured_fit_shrinks_network_rebuilds_optimiser_and_exports(tmp_path)
 def test_resume_across_a_pruning_round_is_exact(tmp_path):
     """Taylor-scored structured pruning with lottery-ticket rewinding, interrupted mid-epoch right after round 1:
     the checkpoint must carry the pruned widths, the partial Taylor scores and the rewind weights."""
-    args = [*_fit("pruning_structured.yaml", "--model.init_args.criterion", "taylor", "--model.init_args.rewind")]
-    args += ["init", "--model.init_args.dropout", "0.2"]
+    args = _fit("pruning_structured.yaml", "--model.init_args.criterion", "taylor", "--trainer.callbacks.rewind")
+    args += ["init", "--model.init_args.net.dropout", "0.2"]
     full = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "full"))
     assert full.trainer.global_step == 15 and widths_of(full.model.net) == [16, 32, 64]
     ckpt = crash_after_checkpoint(args, 7, tmp_path / "ckpt")
@@ -302,6 +358,11 @@ def test_resume_across_a_pruning_round_is_exact(tmp_path):
     resumed = run_cli(*args, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
     assert resumed.trainer.global_step == 15
     assert state_dict_equal(resumed.model.state_dict(), full.model.state_dict())
+    assert _untimed(_pruning(resumed.trainer).history) == _untimed(_pruning(full.trainer).history)
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith("cpu_ms")} for row in history]
 
 
 class WeightsDump(L.Callback):
@@ -364,7 +425,7 @@ def test_offline_wandb_run_has_round_metrics_table_and_figure(tmp_path):
         str(CONFIGS / "pruning_structured.yaml"),
         *QUICK,
         *SHORT,
-        "--model.init_args.target_sparsity",
+        "--trainer.callbacks.target_sparsity",
         "0.3",  # one round
         "--trainer.max_epochs",
         "2",
