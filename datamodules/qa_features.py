@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from datamodules.text_sources import QAExample
+from datamodules.tokenization import MODEL_INPUTS
 
 __all__ = ["NO_OFFSET", "encode_qa"]
 
 NO_OFFSET = -1  # offset value of tokens outside the context (question, specials, padding)
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _context_span(sequence_ids: Sequence[int | None]) -> tuple[int, int]:

@@ -36,7 +36,7 @@ from datamodules.text_sources import (
     records_from_rows,
     squad_examples_from_rows,
 )
-from datamodules.tokenization import TINY_BERT, load_tokenizer
+from datamodules.tokenization import MODEL_INPUTS, TINY_BERT, load_tokenizer
 
 __all__ = ["LengthGroupedSampler", "QACollator", "QADataModule", "TextClassificationDataModule"]
 
@@ -306,7 +306,7 @@ class TextClassificationDataModule(_TextDataModule):
         pairs = [r["texts"] for r in records]
         second = [p[1] for p in pairs] if pairs and len(pairs[0]) == 2 else None
         enc = self.tokenizer([p[0] for p in pairs], second, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        keys = [k for k in MODEL_INPUTS if k in enc]
         return [{**{k: enc[k][i] for k in keys}, "labels": r["label"]} for i, r in enumerate(records)]
 
     def collate(self, split: str):

