@@ -67,6 +67,12 @@ class LectureCLI(LightningCLI):
         # Shapes are read from the instantiated DataModule, so a config never writes them twice.
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+        # The data is tokenised with the model's own tokenizer (Hugging Face's run_qa.py hands it over the same
+        # way). Applied on parse: ignored for a model without model_name_or_path or a DataModule without
+        # tokenizer_name_or_path; it cannot be an instantiation link (the DataModule is built before the model).
+        parser.link_arguments(
+            "model.init_args.model_name_or_path", "data.init_args.tokenizer_name_or_path", apply_on="parse"
+        )
 
     @staticmethod
     def configure_optimizers(lightning_module: L.LightningModule, optimizer, lr_scheduler=None) -> Any:

@@ -111,7 +111,7 @@ def _lecture_epoch(dm, seed: int, clock: L.Callback) -> None:
 
     dm.seed = seed  # the epoch's shuffle
     L.seed_everything(seed, verbose=False)
-    model = BertClassification("minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
+    model = BertClassification(model_name_or_path="minilm", num_classes=2, learning_rate=5e-5, warmup_steps=0.1)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, precision="32-true", logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

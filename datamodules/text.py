@@ -5,9 +5,11 @@ SQuAD/DRCD JSON), a Hugging Face dataset (``dataset``: a local ``save_to_disk`` 
 embedded corpus generated deterministically (no download). A split that is missing is carved from ``train`` with
 ``seed`` (``val_fraction``; QA splits by context so no paragraph is in both parts).
 
-Tokenisation uses the lecture's tokenizer (the model's ``model_name_or_path``) unless ``tokenizer_name_or_path`` is
-set here. Batches are padded dynamically to their longest sequence; ``group_by_length`` sorts samples by length
-inside large shuffled chunks so batches waste less padding, and stays deterministic, DDP-sharded and resumable.
+Tokenisation is data code, as in Hugging Face's ``run_qa.py``: ``tokenizer_name_or_path`` names the model whose
+tokenizer is loaded (:mod:`datamodules.tokenization`), and the CLI links it to the lecture's ``model_name_or_path``;
+QA windows come from :mod:`datamodules.qa_features`. Batches are padded dynamically to their longest sequence;
+``group_by_length`` sorts samples by length inside large shuffled chunks so batches waste less padding, and stays
+deterministic, DDP-sharded and resumable.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.image import make_loader, resume_sampler
+from datamodules.qa_features import NO_OFFSET, encode_qa
 from datamodules.samplers import ResumableSampler, ShardSampler
 from datamodules.text_sources import (
     QAExample,
@@ -33,6 +36,7 @@ from datamodules.text_sources import (
     records_from_rows,
     squad_examples_from_rows,
 )
+from datamodules.tokenization import MODEL_INPUTS, TINY_BERT, load_tokenizer
 
 __all__ = ["LengthGroupedSampler", "QACollator", "QADataModule", "TextClassificationDataModule"]
 
@@ -64,23 +68,43 @@ class _TextDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train_file: str | None,
-        val_file: str | None,
-        test_file: str | None,
-        dataset: str | None,
-        dataset_config: str | None,
-        split_names: dict[str, str] | None,
-        tokenizer_name_or_path: str | None,
-        max_length: int,
-        batch_size: int,
-        eval_batch_size: int | None,
-        val_fraction: float,
-        limit_train_samples: int | None,
-        limit_eval_samples: int | None,
-        group_by_length: bool,
-        num_workers: int,
-        seed: int,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        split_names: dict[str, str] | None = None,
+        tokenizer_name_or_path: str = TINY_BERT,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        limit_train_samples: int | None = None,
+        limit_eval_samples: int | None = None,
+        group_by_length: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
+        """
+        Args:
+            train_file: the training file, in the format of the DataModule (see its class docstring).
+            val_file: the validation file (default: ``val_fraction`` of train).
+            test_file: a labelled test file (optional).
+            dataset: Hugging Face dataset: a ``save_to_disk`` directory or a hub name (offline: from the cache).
+            dataset_config: the dataset's configuration name (e.g. ``sst2`` for ``glue``).
+            split_names: our split -> the dataset's split name (default train/validation/test).
+            tokenizer_name_or_path: the model's name (:mod:`datamodules.tokenization`); the CLI links it to
+                ``model.init_args.model_name_or_path``.
+            max_length: longest tokenised input (a QA window); longer inputs are truncated.
+            batch_size: training batch size per process.
+            eval_batch_size: validation/test batch size per process (default: ``batch_size``).
+            val_fraction: part of train held out when there is no validation split (0: none).
+            limit_train_samples: keep the first N training records; for quick runs.
+            limit_eval_samples: keep the first N validation/test records; for quick runs.
+            group_by_length: batch sequences of similar length (less padding).
+            num_workers: DataLoader worker processes.
+            seed: seed of the held-out split and of the per-epoch shuffling.
+        """
         super().__init__()
         name = type(self).__name__
         if batch_size < 1:
@@ -106,6 +130,7 @@ class _TextDataModule(L.LightningDataModule):
         self._raw: dict[str, list] | None = None
         self._features: dict[str, list[dict[str, Any]]] | None = None
         self._tokenizer = None
+        self.save_hyperparameters()  # with the subclass's own arguments (Lightning collects every __init__ frame)
 
     # ------------------------------------------------------------------ raw data
     def describe(self) -> str:
@@ -160,20 +185,9 @@ class _TextDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ tokenisation
     @property
     def tokenizer(self):
-        """The model's tokenizer: ``tokenizer_name_or_path`` here, else the attached lecture's ``tokenizer``."""
+        """The model's tokenizer (``tokenizer_name_or_path``), loaded on first use."""
         if self._tokenizer is None:
-            if self.tokenizer_name_or_path is not None:
-                from lecture_modules.bert.models import load_tokenizer
-
-                self._tokenizer = load_tokenizer(self.tokenizer_name_or_path)
-            else:
-                module = self.trainer.lightning_module if self.trainer is not None else None
-                if getattr(module, "tokenizer", None) is None:
-                    raise ValueError(
-                        f"{type(self).__name__}: no tokenizer: set data.init_args.tokenizer_name_or_path or train it "
-                        "with a BERT lecture (which provides its tokenizer)"
-                    )
-                self._tokenizer = module.tokenizer
+            self._tokenizer = load_tokenizer(self.tokenizer_name_or_path)
         return self._tokenizer
 
     def encode(self, split: str, records: list) -> list[dict[str, Any]]:
@@ -225,56 +239,21 @@ class _TextDataModule(L.LightningDataModule):
 
 
 class TextClassificationDataModule(_TextDataModule):
-    """Single sentences or sentence pairs with a label (GLUE style), tokenised as [CLS] a [SEP] b [SEP]."""
+    """Single sentences or sentence pairs with a label (GLUE style), tokenised as [CLS] a [SEP] b [SEP].
 
-    def __init__(
-        self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        dataset: str | None = None,
-        dataset_config: str | None = None,
-        split_names: dict[str, str] | None = None,
-        text_fields: list[str] | None = None,
-        label_field: str = "label",
-        tokenizer_name_or_path: str | None = None,
-        max_length: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        group_by_length: bool = False,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
+    Files are TSV (GLUE, e.g. SST-2's ``sentence<TAB>label``, read without quote processing) or CSV tables with a
+    header; datasets have the same columns. Default: the embedded sentiment corpus.
+    """
+
+    def __init__(self, text_fields: list[str] | None = None, label_field: str = "label", **kwargs: Any) -> None:
         """
         Args:
-            train_file: TSV (GLUE, e.g. SST-2's ``sentence<TAB>label``) or CSV file with a header.
-            val_file: the validation table (default: ``val_fraction`` of train).
-            test_file: a labelled test table (optional).
-            dataset: Hugging Face dataset: a ``save_to_disk`` directory or a hub name (offline: from the cache).
-            dataset_config: the dataset's configuration name (e.g. ``sst2`` for ``glue``).
-            split_names: our split -> the dataset's split name (default train/validation/test).
             text_fields: the text column(s), one or a pair (default: found among GLUE's column names).
             label_field: the label column (integers, or strings mapped to ids in sorted order).
-            tokenizer_name_or_path: tokenizer to use (default: the lecture's own).
-            max_length: longest tokenised input; longer inputs are truncated (the longer text of a pair first).
-            batch_size: training batch size per process.
-            eval_batch_size: validation/test batch size per process (default: ``batch_size``).
-            val_fraction: part of train held out when there is no validation split (0: none).
-            limit_train_samples: keep the first N training records; for quick runs.
-            limit_eval_samples: keep the first N validation/test records; for quick runs.
-            group_by_length: batch sequences of similar length (less padding).
-            num_workers: DataLoader worker processes.
-            seed: seed of the held-out split and of the per-epoch shuffling.
+            **kwargs: the sources, tokenizer, lengths and loader settings of every text DataModule
+                (:class:`_TextDataModule`); ``max_length`` truncates the longer text of a pair first.
         """
-        super().__init__(
-            train_file, val_file, test_file, dataset, dataset_config, split_names, tokenizer_name_or_path, max_length,
-            batch_size, eval_batch_size, val_fraction, limit_train_samples, limit_eval_samples, group_by_length,
-            num_workers, seed,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         self.text_fields, self.label_field = text_fields, label_field
         self.label_names: list[str] = []
 
@@ -327,7 +306,7 @@ class TextClassificationDataModule(_TextDataModule):
         pairs = [r["texts"] for r in records]
         second = [p[1] for p in pairs] if pairs and len(pairs[0]) == 2 else None
         enc = self.tokenizer([p[0] for p in pairs], second, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        keys = [k for k in MODEL_INPUTS if k in enc]
         return [{**{k: enc[k][i] for k in keys}, "labels": r["label"]} for i, r in enumerate(records)]
 
     def collate(self, split: str):
@@ -348,7 +327,7 @@ class QACollator:
         batch = dict(self.tokenizer.pad([{k: f[k] for k in model_keys} for f in features], return_tensors="pt"))
         if self.examples is not None:
             length = batch["input_ids"].shape[1]
-            offsets = torch.full((len(features), length, 2), -1, dtype=torch.long)  # (B, L, 2)
+            offsets = torch.full((len(features), length, 2), NO_OFFSET, dtype=torch.long)  # (B, L, 2)
             for i, f in enumerate(features):
                 offsets[i, : len(f["offsets"])] = torch.tensor(f["offsets"], dtype=torch.long)
             batch["offsets"] = offsets
@@ -357,56 +336,24 @@ class QACollator:
 
 
 class QADataModule(_TextDataModule):
-    """Extractive QA (SQuAD v1.1 / DRCD JSON, or Hugging Face ``squad``-style datasets) in overlapping windows."""
+    """Extractive QA (SQuAD v1.1 / DRCD JSON, or Hugging Face ``squad``-style datasets) in overlapping windows.
 
-    def __init__(
-        self,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        dataset: str | None = None,
-        dataset_config: str | None = None,
-        split_names: dict[str, str] | None = None,
-        tokenizer_name_or_path: str | None = None,
-        max_length: int = 384,
-        doc_stride: int = 128,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        limit_train_samples: int | None = None,
-        limit_eval_samples: int | None = None,
-        group_by_length: bool = False,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
+    Files are SQuAD v1.1 / DRCD JSON (``data[].paragraphs[].qas[].answers[]``); datasets have SQuAD's columns.
+    Default: the embedded templated biographies.
+    """
+
+    def __init__(self, doc_stride: int = 128, max_length: int = 384, batch_size: int = 16, **kwargs: Any) -> None:
         """
         Args:
-            train_file: SQuAD v1.1 / DRCD JSON (``data[].paragraphs[].qas[].answers[]``).
-            val_file: the validation JSON (default: ``val_fraction`` of the training contexts).
-            test_file: a test JSON (optional).
-            dataset: Hugging Face dataset with SQuAD's columns: a ``save_to_disk`` directory or a hub name.
-            dataset_config: the dataset's configuration name.
-            split_names: our split -> the dataset's split name (default train/validation/test).
-            tokenizer_name_or_path: tokenizer to use (default: the lecture's own).
-            max_length: tokens per window (question, context and special tokens).
             doc_stride: tokens of context shared by consecutive windows of a long paragraph.
+            max_length: tokens per window (question, context and special tokens).
             batch_size: training batch size (windows) per process.
-            eval_batch_size: evaluation batch size (windows) per process (default: ``batch_size``).
-            val_fraction: part of the training contexts held out when there is no validation split.
-            limit_train_samples: keep the first N training questions; for quick runs.
-            limit_eval_samples: keep the first N validation/test questions; for quick runs.
-            group_by_length: batch windows of similar length (less padding).
-            num_workers: DataLoader worker processes.
-            seed: seed of the held-out split and of the per-epoch shuffling.
+            **kwargs: the sources, tokenizer, lengths and loader settings of every text DataModule
+                (:class:`_TextDataModule`); QA splits ``val_fraction`` by context and counts samples in questions.
         """
-        super().__init__(
-            train_file, val_file, test_file, dataset, dataset_config, split_names, tokenizer_name_or_path, max_length,
-            batch_size, eval_batch_size, val_fraction, limit_train_samples, limit_eval_samples, group_by_length,
-            num_workers, seed,
-        )  # fmt: skip
         if not 0 <= doc_stride < max_length // 2:
             raise ValueError(f"QADataModule.doc_stride must be in [0, max_length / 2), got {doc_stride}")
-        self.save_hyperparameters()
+        super().__init__(max_length=max_length, batch_size=batch_size, **kwargs)
         self.doc_stride = doc_stride
 
     def read_file(self, path: Path) -> list:
@@ -433,9 +380,10 @@ class QADataModule(_TextDataModule):
         return [e for e in records if e.context not in held_out], [e for e in records if e.context in held_out]
 
     def encode(self, split: str, records: list) -> list[dict[str, Any]]:
-        from lecture_modules.bert.qa_core import encode_qa
-
-        return encode_qa(self.tokenizer, records, self.max_length, self.doc_stride, with_labels=split == "train")
+        with_labels = split == "train"
+        return encode_qa(
+            self.tokenizer, records, max_length=self.max_length, doc_stride=self.doc_stride, with_labels=with_labels
+        )
 
     def collate(self, split: str) -> QACollator:
         return QACollator(self.tokenizer, None if split == "train" else self.raw_splits()[split])

@@ -1,7 +1,9 @@
 """BERT fine-tuning (lecture 7 / HW7): sequence classification and extractive question answering.
 
-Entry points ``bert_classification`` (:class:`BertClassification`) and ``bert_qa`` (:class:`BertQA`); the QA
-post-processing lives in :mod:`lecture_modules.bert.qa_core`, backbones in :mod:`lecture_modules.bert.models`.
+Entry points ``bert_classification`` (:class:`BertClassification`) and ``bert_qa`` (:class:`BertQA`); the shared
+fine-tuning options in :mod:`lecture_modules.bert.common`, the QA post-processing in
+:mod:`lecture_modules.bert.qa_core`, backbones in :mod:`lecture_modules.bert.models`. Tokenisation and QA windows
+are data code: :mod:`datamodules.tokenization`, :mod:`datamodules.qa_features`.
 """
 
 from lecture_modules.bert.classification import BertClassification

@@ -16,7 +16,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lecture_modules.bert.common import BertFineTuning
-from lecture_modules.classification import Classification
 
 __all__ = ["BertClassification"]
 
@@ -26,37 +25,17 @@ class BertClassification(BertFineTuning):
 
     task = "classification"
 
-    def __init__(
-        self,
-        model_name_or_path: str = "tiny-bert",
-        num_classes: int = 2,
-        learning_rate: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_steps: int | float = 0.1,
-        adam_epsilon: float = 1e-8,
-        freeze_embeddings: bool = False,
-        freeze_layers: int = 0,
-    ) -> None:
+    def __init__(self, num_classes: int = 2, **kwargs: Any) -> None:
         """
         Args:
-            model_name_or_path: ``tiny-bert`` (random init, tests), ``minilm`` (packaged MiniLM, needs the
-                ``minilm`` extra), a local model directory or a hub name (cache only when ``HF_HUB_OFFLINE``).
             num_classes: number of labels (linked from the DataModule by the CLI).
-            learning_rate: AdamW peak learning rate.
-            weight_decay: AdamW weight decay on weight matrices (never on biases and LayerNorm).
-            warmup_steps: linear warm-up length in optimiser steps, or a fraction of all steps when below 1.
-            adam_epsilon: AdamW epsilon.
-            freeze_embeddings: keep the embedding layer fixed.
-            freeze_layers: keep the first N encoder layers fixed.
+            **kwargs: the fine-tuning settings shared with :class:`BertQA` (:class:`BertFineTuning`: the model,
+                AdamW, warm-up, freezing).
         """
-        super().__init__()
         if num_classes < 2:
             raise ValueError(f"BertClassification.num_classes must be >= 2, got {num_classes}")
-        self.save_hyperparameters()
-        self._build(
-            model_name_or_path, num_classes, learning_rate, weight_decay, warmup_steps, adam_epsilon,
-            freeze_embeddings, freeze_layers,
-        )  # fmt: skip
+        super().__init__(**kwargs)
+        self.build_backbone(num_labels=num_classes)
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes) for _ in range(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
@@ -87,6 +66,14 @@ class BertClassification(BertFineTuning):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self(batch).argmax(dim=-1)
 
-    # the image classification lecture's confusion matrix (same attributes): kept per epoch, plotted at the end
-    on_validation_epoch_end = Classification.on_validation_epoch_end
-    on_fit_end = Classification.on_fit_end
+    def on_validation_epoch_end(self) -> None:
+        self.last_confusion = self.val_confmat.compute().cpu()  # synced across ranks; plotted when fit ends
+        self.val_confmat.reset()
+
+    def on_fit_end(self) -> None:
+        if self.last_confusion is not None and self.trainer.is_global_zero:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            figure, _ = self.val_confmat.plot(self.last_confusion)  # true class per row, predicted per column
+            self.log_figure("val/confusion_matrix", figure)

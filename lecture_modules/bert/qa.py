@@ -53,42 +53,22 @@ class BertQA(BertFineTuning):
     task = "qa"
 
     def __init__(
-        self,
-        model_name_or_path: str = "tiny-bert",
-        n_best: int = 20,
-        max_answer_length: int = 30,
-        write_predictions: bool = True,
-        learning_rate: float = 5e-5,
-        weight_decay: float = 0.01,
-        warmup_steps: int | float = 0.1,
-        adam_epsilon: float = 1e-8,
-        freeze_embeddings: bool = False,
-        freeze_layers: int = 0,
+        self, n_best: int = 20, max_answer_length: int = 30, write_predictions: bool = True, **kwargs: Any
     ) -> None:
         """
         Args:
-            model_name_or_path: ``tiny-bert`` (random init, tests), ``minilm`` (packaged MiniLM, needs the
-                ``minilm`` extra), a local model directory or a hub name (cache only when ``HF_HUB_OFFLINE``).
             n_best: start and end candidates per window, and spans kept per question while evaluating.
             max_answer_length: longest answer, in tokens.
             write_predictions: write each evaluation's predictions as SQuAD JSON into the run directory.
-            learning_rate: AdamW peak learning rate.
-            weight_decay: AdamW weight decay on weight matrices (never on biases and LayerNorm).
-            warmup_steps: linear warm-up length in optimiser steps, or a fraction of all steps when below 1.
-            adam_epsilon: AdamW epsilon.
-            freeze_embeddings: keep the embedding layer fixed.
-            freeze_layers: keep the first N encoder layers fixed.
+            **kwargs: the fine-tuning settings shared with :class:`BertClassification` (:class:`BertFineTuning`:
+                the model, AdamW, warm-up, freezing).
         """
-        super().__init__()
         if n_best < 1:
             raise ValueError(f"BertQA.n_best must be >= 1, got {n_best}")
         if max_answer_length < 1:
             raise ValueError(f"BertQA.max_answer_length must be >= 1, got {max_answer_length}")
-        self.save_hyperparameters()
-        self._build(
-            model_name_or_path, 2, learning_rate, weight_decay, warmup_steps, adam_epsilon,
-            freeze_embeddings, freeze_layers,
-        )  # fmt: skip
+        super().__init__(**kwargs)
+        self.build_backbone()  # two outputs per token: start and end scores
         self.pool = CandidatePool(n_best)
         self.history: list[tuple[int, float, float]] = []  # (step, EM, F1) of each validation
 

