@@ -20,6 +20,21 @@ def _import(class_path: str):
     return getattr(importlib.import_module(module), name)
 
 
+def init_parameters(cls) -> dict[str, inspect.Parameter]:
+    """``cls.__init__``'s parameters plus those its ``**kwargs`` forwards to the bases' (as jsonargparse resolves)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(klass.__init__).parameters
+        for name, param in signature.items():
+            if name != "self" and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                params.setdefault(name, param)
+        if not any(param.kind is param.VAR_KEYWORD for param in signature.values()):
+            break
+    return params
+
+
 def restated_defaults(node, where: str = "") -> list[str]:
     """Every ``init_args`` entry (at any depth, dataclass fields included) equal to its class's default."""
     found: list[str] = []
@@ -29,7 +44,7 @@ def restated_defaults(node, where: str = "") -> list[str]:
     if not isinstance(node, dict):
         return found
     if "class_path" in node and isinstance(node.get("init_args"), dict):
-        params = inspect.signature(_import(node["class_path"]).__init__).parameters
+        params = init_parameters(_import(node["class_path"]))
         for key, value in node["init_args"].items():
             default = params[key].default if key in params else inspect.Parameter.empty
             if dataclasses.is_dataclass(default) and isinstance(value, dict):
