@@ -50,19 +50,30 @@ def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str,
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if refused is None:
-            raise ValueError(f"checkpoint {path} is not a readable PyTorch file (it is not a checkpoint)") from exc
-        raise ValueError(
-            f"checkpoint {path} is refused: it holds a pickled Python object ({refused.group(1)}), and "
-            "checkpoints load with weights_only=True, which never imports or runs pickled code. Re-save it as plain "
-            "data (tensors, numbers, strings, lists and dicts)."
-        ) from exc
+        raise ValueError(f"checkpoint {path} is refused: {_refusal(exc)}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"checkpoint {path} is not a readable PyTorch file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"checkpoint {path} has no 'state_dict'; is it a Lightning checkpoint?")
     return ckpt
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one sentence."""
+    message = str(exc)
+    named = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if named is not None:
+        return (
+            f"it holds a pickled Python object ({named.group(1)}), and checkpoints load with weights_only=True, "
+            "which never imports or runs pickled code. Re-save it as plain data (tensors, numbers, strings, lists "
+            "and dicts)."
+        )
+    reason = re.search(r"WeightsUnpickler error: \s*(.+)", message)
+    detail = f" ({reason.group(1).strip()})" if reason else ""
+    return (
+        f"torch.load(weights_only=True) cannot read it{detail}: it is not a checkpoint of plain data (tensors, "
+        "numbers, strings, lists and dicts), and pickled code is never run."
+    )
 
 
 def load_lecture(

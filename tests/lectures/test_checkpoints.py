@@ -98,7 +98,11 @@ def test_a_class_that_is_not_a_registered_lecture_is_never_built(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "says"),
-    [(b"not a checkpoint", "is not a readable PyTorch file"), (None, "has no 'state_dict'")],
+    [
+        (b"not a checkpoint", r"is refused: torch.load\(weights_only=True\) cannot read it \(Unsupported operand"),
+        (b"PK\x03\x04 truncated zip", "is not a readable PyTorch file"),
+        (None, "has no 'state_dict'"),
+    ],
 )
 def test_unreadable_files_name_the_file(tmp_path, content, says):
     path = tmp_path / "bad.ckpt"
