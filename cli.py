@@ -2,148 +2,292 @@
 
 Every installed lecture plugin (entry-point group ``ml_lectures.lectures``) is loaded before parsing, so
 ``--model Classification`` (class name), ``--model classification`` (entry-point name) and full class paths all
-resolve, for built-in and third-party lectures alike. ``python cli.py lectures`` lists them.
+resolve, for built-in and third-party lectures alike. A broken plugin is reported in one warning line and the
+other lectures run; selecting it is the error.
+
+``python cli.py lectures [--markdown | --check]`` lists them from package metadata and source files alone: it
+imports neither Lightning nor any plugin, so it answers at once. That is why Lightning is imported only when
+:class:`LectureCLI` is first used (``cli.LectureCLI`` is built on first access, PEP 562).
+
+Errors a user can act on end in one line and exit code 2; ``--debug`` (or ``ML_LECTURES_DEBUG=1``) adds the
+traceback of their cause.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
-from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
-
-from callbacks.save_config import LectureSaveConfig
-from lecture_modules.base import LectureModule
 from lecture_modules.registry import (
     LectureEntry,
     LectureNotFoundError,
     PluginConflictError,
     PluginLoadError,
+    debug_requested,
     discover,
+    lectures_command,
     load_all,
     resolve,
+    warn_unusable,
 )
-from lecture_modules.tracking import WANDB_LOGGER_PATHS, configure_wandb_init_args, wandb_offline_reason
 
-__all__ = ["LectureCLI", "list_lectures", "main", "run"]
+if TYPE_CHECKING:
+    from lightning.pytorch.cli import LightningCLI as LectureCLI  # the class lecture_cli_class() builds
 
-STEP_SCHEDULERS = (OneCycleLR, CyclicLR)
+__all__ = ["LectureCLI", "OptimizerSectionError", "factory_arguments", "lecture_cli_class", "main", "run"]
+
 BASE_CONFIG = Path(__file__).resolve().parent / "configs" / "base.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-class LectureCLI(LightningCLI):
-    """LightningCLI with lecture plugins, data-to-model links, per-step schedules and W&B defaults.
+class OptimizerSectionError(ValueError):
+    """A top-level ``optimizer:`` / ``lr_scheduler:`` section given to a lecture that takes its optimiser factories as
+    ``__init__`` arguments (several optimisers, or optimisers rebuilt during training: MCD, pruning, ...)."""
 
-    ``configs/base.yaml`` (what every lecture shares: seed, W&B logger, logging cadence) is read before any
-    ``--config``, so lecture configs hold only their deltas.
-    """
 
-    def __init__(self, *args: Any, entries: dict[str, LectureEntry] | None = None, **kwargs: Any) -> None:
-        self.entries = entries or {}
-        if BASE_CONFIG.is_file():
-            base = {"default_config_files": [str(BASE_CONFIG)]}
-            parser_kwargs = dict(kwargs.get("parser_kwargs") or {})
-            if kwargs.get("run", True):
-                for sub in SUBCOMMANDS:
-                    parser_kwargs[sub] = {**base, **parser_kwargs.get(sub, {})}
-            else:
-                parser_kwargs = {**base, **parser_kwargs}
-            kwargs["parser_kwargs"] = parser_kwargs
-        kwargs.setdefault("model_class", LectureModule)
-        kwargs.setdefault("datamodule_class", L.LightningDataModule)
-        kwargs.setdefault("subclass_mode_model", True)
-        kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("save_config_callback", LectureSaveConfig)
-        kwargs.setdefault("auto_configure_optimizers", True)
-        super().__init__(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    """``cli.LectureCLI`` (and ``from cli import LectureCLI``) imports Lightning here, on first use only."""
+    if name == "LectureCLI":
+        return lecture_cli_class()
+    raise AttributeError(f"module 'cli' has no attribute '{name}'")
 
-    def add_arguments_to_parser(self, parser) -> None:
-        # Shapes are read from the instantiated DataModule, so a config never writes them twice.
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
-        # The data is tokenised with the model's own tokenizer (Hugging Face's run_qa.py hands it over the same
-        # way). Applied on parse: ignored for a model without model_name_or_path or a DataModule without
-        # tokenizer_name_or_path; it cannot be an instantiation link (the DataModule is built before the model).
-        parser.link_arguments(
-            "model.init_args.model_name_or_path", "data.init_args.tokenizer_name_or_path", apply_on="parse"
+
+@functools.cache
+def lecture_cli_class() -> type:
+    """Import Lightning and define :class:`LectureCLI` (once). Its helpers below are plain functions."""
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    from callbacks.save_config import LectureSaveConfig
+    from lecture_modules.base import LectureModule
+
+    class LectureCLI(LightningCLI):
+        """LightningCLI with lecture plugins, data-to-model links, per-step schedules and W&B defaults.
+
+        ``configs/base.yaml`` (what every lecture shares: seed, W&B logger, logging cadence) is read before any
+        ``--config``, so lecture configs hold only their deltas.
+        """
+
+        def __init__(self, *args: Any, entries: dict[str, LectureEntry] | None = None, **kwargs: Any) -> None:
+            self.entries = entries or {}
+            kwargs = _with_base_config(kwargs)
+            kwargs.setdefault("model_class", LectureModule)
+            kwargs.setdefault("datamodule_class", L.LightningDataModule)
+            kwargs.setdefault("subclass_mode_model", True)
+            kwargs.setdefault("subclass_mode_data", True)
+            kwargs.setdefault("save_config_callback", LectureSaveConfig)
+            kwargs.setdefault("auto_configure_optimizers", True)
+            super().__init__(*args, **kwargs)
+
+        def add_arguments_to_parser(self, parser) -> None:
+            # Shapes are read from the instantiated DataModule, so a config never writes them twice.
+            parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+            parser.link_arguments("data.input_shape", "model.init_args.input_shape", apply_on="instantiate")
+            # The data is tokenised with the model's own tokenizer (Hugging Face's run_qa.py hands it over the same
+            # way). Applied on parse: ignored for a model without model_name_or_path or a DataModule without
+            # tokenizer_name_or_path; it cannot be an instantiation link (the DataModule is built before the model).
+            parser.link_arguments(
+                "model.init_args.model_name_or_path", "data.init_args.tokenizer_name_or_path", apply_on="parse"
+            )
+
+        @staticmethod
+        def configure_optimizers(lightning_module: L.LightningModule, optimizer, lr_scheduler=None) -> Any:
+            """Step-based schedules (``interval = "step"``, OneCycleLR, CyclicLR) are stepped every optimiser step.
+
+            The length of a schedule left open (``total_steps: null``) is fixed in ``LectureModule.on_train_start``,
+            after a checkpoint's loop state is restored: asking for ``estimated_stepping_batches`` here would build
+            the train loader too early for an exact mid-epoch resume.
+            """
+            if _steps_per_batch(lr_scheduler):
+                return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}
+            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            _refuse_optimizer_sections(config)
+            _apply_wandb_defaults(config, self.subcommand or "run", self.entries)
+
+        def _after(self) -> None:
+            _finish_wandb_runs(self.trainer)
+
+        after_fit = after_validate = after_test = after_predict = _after
+
+    LectureCLI.__module__, LectureCLI.__qualname__ = __name__, "LectureCLI"
+    return LectureCLI
+
+
+# ---------------------------------------------------------------------------------- LectureCLI's helpers
+def _with_base_config(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """LectureCLI's keyword arguments with ``configs/base.yaml`` as the default config of every (sub)parser."""
+    kwargs = dict(kwargs)
+    if not BASE_CONFIG.is_file():
+        return kwargs
+    base = {"default_config_files": [str(BASE_CONFIG)]}
+    parser_kwargs = dict(kwargs.get("parser_kwargs") or {})
+    if kwargs.get("run", True):
+        for sub in SUBCOMMANDS:
+            parser_kwargs[sub] = {**base, **parser_kwargs.get(sub, {})}
+    else:
+        parser_kwargs = {**base, **parser_kwargs}
+    kwargs["parser_kwargs"] = parser_kwargs
+    return kwargs
+
+
+def factory_arguments(model_class: type) -> list[str]:
+    """The ``__init__`` arguments, along the class hierarchy, typed ``OptimizerCallable`` or ``LRSchedulerCallable``
+    (optionally ``| None``): a lecture with such an argument builds its own optimisers from it."""
+    import typing
+
+    from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+    names: list[str] = []
+    for klass in model_class.__mro__:
+        init = vars(klass).get("__init__")
+        try:
+            hints = typing.get_type_hints(init) if init is not None else {}
+        except Exception:  # an annotation this module cannot resolve is not a factory argument
+            continue
+        for name, hint in hints.items():
+            factory = any(h in (OptimizerCallable, LRSchedulerCallable) for h in (hint, *typing.get_args(hint)))
+            if factory and name not in names:
+                names.append(name)
+    return names
+
+
+def _refuse_optimizer_sections(config: Any) -> None:
+    """A lecture that takes optimiser factories as ``__init__`` arguments gets them there, never from the top-level
+    sections (LightningCLI would replace its ``configure_optimizers`` with one optimiser over every parameter, or
+    silently drop a lone ``lr_scheduler:``)."""
+    import importlib
+
+    given = [key for key in ("optimizer", "lr_scheduler") if config.get(key) is not None]
+    class_path = str(config.get("model", {}).get("class_path", "")) if given else ""
+    if not class_path:
+        return
+    module, _, name = class_path.rpartition(".")
+    own = factory_arguments(getattr(importlib.import_module(module), name))
+    if own:
+        raise OptimizerSectionError(
+            f"{name} takes its optimisers as {', '.join(f'model.init_args.{n}' for n in own)}; remove the top-level "
+            f"{' and '.join(f'`{k}:`' for k in given)} section(s) and set model.init_args.{own[0]} instead, e.g. "
+            "{class_path: torch.optim.Adam, init_args: {lr: 2.0e-4}}"
         )
 
-    @staticmethod
-    def configure_optimizers(lightning_module: L.LightningModule, optimizer, lr_scheduler=None) -> Any:
-        """Step-based schedules (``interval = "step"``, OneCycleLR, CyclicLR) are stepped every optimiser step.
 
-        The length of a schedule left open (``total_steps: null``) is fixed in ``LectureModule.on_train_start``,
-        after a checkpoint's loop state is restored: asking for ``estimated_stepping_batches`` here would build
-        the train loader too early for an exact mid-epoch resume.
-        """
-        if lr_scheduler is not None and (
-            getattr(lr_scheduler, "interval", "epoch") == "step" or isinstance(lr_scheduler, STEP_SCHEDULERS)
-        ):
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}
-        return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+def _steps_per_batch(lr_scheduler: Any) -> bool:
+    """Whether a scheduler is stepped every optimiser step rather than every epoch."""
+    from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
 
-    # ------------------------------------------------------------------ W&B defaults
-    def _lecture_name(self, config) -> str:
-        class_path = str(config.get("model", {}).get("class_path", "")) if hasattr(config, "get") else ""
-        for entry in self.entries.values():
-            if class_path in (entry.class_path, entry.class_name):
-                return entry.name
-        return class_path.rsplit(".", 1)[-1].lower() or "lecture"
+    if lr_scheduler is None:
+        return False
+    return getattr(lr_scheduler, "interval", "epoch") == "step" or isinstance(lr_scheduler, (OneCycleLR, CyclicLR))
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        loggers = config.trainer.logger
-        items = loggers if isinstance(loggers, list) else [loggers]
-        wandb_items = [lg for lg in items if getattr(lg, "class_path", None) in WANDB_LOGGER_PATHS]
-        if not wandb_items:
-            return
-        reason = wandb_offline_reason()
-        if reason is not None:
-            rank_zero_info(f"W&B runs offline: {reason}.")
-        lecture = self._lecture_name(config)
-        for item in wandb_items:
-            init_args = dict(vars(item.init_args)) if item.init_args is not None else {}
-            for key, value in configure_wandb_init_args(init_args, lecture, self.subcommand or "run", reason).items():
-                setattr(item.init_args, key, value)
 
-    def _after(self) -> None:
-        from lightning.pytorch.loggers import WandbLogger
+def _lecture_name(config: Any, entries: dict[str, LectureEntry]) -> str:
+    class_path = str(config.get("model", {}).get("class_path", "")) if hasattr(config, "get") else ""
+    for entry in entries.values():
+        if class_path in (entry.class_path, entry.class_name):
+            return entry.name
+    return class_path.rsplit(".", 1)[-1].lower() or "lecture"
 
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and logger._experiment is not None:
-                run = logger.experiment
-                offline = run.settings.mode in ("offline", "dryrun")
-                run_dir = run.settings.sync_dir
-                run.finish()
-                if offline:
-                    rank_zero_info(f"W&B run saved offline in {run_dir}\n  upload it with: wandb sync {run_dir}")
 
-    after_fit = after_validate = after_test = after_predict = _after
+def _apply_wandb_defaults(config: Any, subcommand: str, entries: dict[str, LectureEntry]) -> None:
+    """Offline when W&B cannot be reached (said once), runs named and grouped by lecture."""
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from lecture_modules.tracking import WANDB_LOGGER_PATHS, configure_wandb_init_args, wandb_offline_reason
+
+    loggers = config.trainer.logger
+    items = loggers if isinstance(loggers, list) else [loggers]
+    wandb_items = [lg for lg in items if getattr(lg, "class_path", None) in WANDB_LOGGER_PATHS]
+    if not wandb_items:
+        return
+    reason = wandb_offline_reason()
+    if reason is not None:
+        rank_zero_info(f"W&B runs offline: {reason}.")
+    lecture = _lecture_name(config, entries)
+    for item in wandb_items:
+        init_args = dict(vars(item.init_args)) if item.init_args is not None else {}
+        for key, value in configure_wandb_init_args(init_args, lecture, subcommand, reason).items():
+            setattr(item.init_args, key, value)
+
+
+def _finish_wandb_runs(trainer: Any) -> None:
+    """Close the W&B runs this process opened; an offline run says how to upload it."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_info
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero and logger._experiment is not None:
+            run = logger.experiment
+            offline = run.settings.mode in ("offline", "dryrun")
+            run_dir = run.settings.sync_dir
+            run.finish()
+            if offline:
+                rank_zero_info(f"W&B run saved offline in {run_dir}\n  upload it with: wandb sync {run_dir}")
+
+
+# ------------------------------------------------------------------------------------- selecting a lecture
+def _model_arg(argv: list[str]) -> list[tuple[int, str]]:
+    """(index, value) of each ``--model VALUE`` / ``--model=VALUE`` in ``argv``."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            found.append((i + 1, argv[i + 1]))
+        elif arg.startswith("--model="):
+            found.append((i, arg.split("=", 1)[1]))
+    return found
+
+
+def _is_lecture_name(value: str) -> bool:
+    """A bare lecture or class name (not an inline config, a config file, a class path or a help request)."""
+    if value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")) or "." in value:
+        return False
+    return value not in ("-h", "--help")
 
 
 def _rewrite_model_arg(argv: list[str], entries: dict[str, LectureEntry]) -> list[str]:
-    """Turn ``--model <entry name | class name>`` into the full class path; unknown names are an error."""
+    """Turn ``--model <entry name | class name>`` into the full class path; unknown or broken names are an error."""
     out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--model" and i + 1 < len(out):
-            idx, value = i + 1, out[i + 1]
-        elif arg.startswith("--model="):
-            idx, value = i, arg.split("=", 1)[1]
-        else:
-            continue
-        if value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")) or "." in value:
-            continue  # an inline config, a config file or a full class path: jsonargparse checks those
-        if value in ("-h", "--help") or value.endswith(".help"):
-            continue
+    for idx, value in _model_arg(out):
+        if not _is_lecture_name(value):
+            continue  # jsonargparse checks those
         class_path = resolve(value, entries).class_path
-        out[idx] = class_path if idx == i + 1 else f"--model={class_path}"
+        out[idx] = class_path if out[idx] == value else f"--model={class_path}"
     return out
+
+
+def _config_lectures(argv: list[str]) -> list[str]:
+    """``model.class_path`` of each ``--config`` file in ``argv`` (files jsonargparse cannot read are skipped:
+    it reports them itself)."""
+    import yaml
+
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    found = []
+    for path in paths:
+        try:
+            model = (yaml.safe_load(Path(path).read_text()) or {}).get("model")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if isinstance(model, dict) and isinstance(model.get("class_path"), str):
+            found.append(model["class_path"])
+    return found
+
+
+def _selected(argv: list[str], entries: dict[str, LectureEntry]) -> list[LectureEntry]:
+    """The registered lectures ``argv`` selects (``--model`` or a config's ``model.class_path``), loaded: a broken
+    or unavailable one raises :class:`PluginLoadError` here, before Lightning parses anything."""
+    queries = [value for _, value in _model_arg(argv)] + _config_lectures(argv)
+    selected = []
+    for entry in entries.values():
+        if any(q in (entry.name, entry.class_name, entry.class_path, entry.value) for q in queries):
+            entry.load()
+            selected.append(entry)
+    return selected
 
 
 def run(args: list[str] | None = None, **cli_kwargs: Any) -> LectureCLI:
@@ -151,48 +295,50 @@ def run(args: list[str] | None = None, **cli_kwargs: Any) -> LectureCLI:
 
     ``--model`` may name a lecture by entry-point name or class name. Keyword arguments go to ``LectureCLI``
     (``run=False`` only parses and instantiates; ``trainer_defaults=...``). Tests and benchmarks call this; ``main``
-    is this plus one-line error reporting.
+    is this plus one-line error reporting. A broken plugin that is not selected is one warning line.
 
     Raises:
-        LectureNotFoundError, PluginLoadError, PluginConflictError: the lecture named by ``--model`` is not usable.
+        LectureNotFoundError, PluginLoadError, PluginConflictError: the lecture selected is not usable.
     """
-    entries = load_all(discover())
+    entries = load_all(discover(), warn=False)
     argv = _rewrite_model_arg(list(sys.argv[1:] if args is None else args), entries)
+    warn_unusable(entries, skip=[entry.name for entry in _selected(argv, entries)])
     if args is None:  # keep sys.argv as run: DDP re-launches this script with it
         sys.argv[1:] = argv
-    return LectureCLI(args=None if args is None else argv, entries=entries, **cli_kwargs)
+    return lecture_cli_class()(args=None if args is None else argv, entries=entries, **cli_kwargs)
 
 
-def list_lectures(entries: dict[str, LectureEntry]) -> str:
-    """The lecture table printed by ``python cli.py lectures``."""
-    rows = [("NAME", "CLASS PATH", "DISTRIBUTION", "STATUS", "DESCRIPTION")]
-    for entry in entries.values():
-        rows.append((entry.name, entry.class_path, entry.distribution, entry.status, entry.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows)
-
-
+# ------------------------------------------------------------------------------------------------- main
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``python cli.py`` and the ``ml-lectures`` script. Returns the exit code."""
-    argv = sys.argv[1:] if args is None else list(args)
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["lectures"]:
+        return lectures_command([*argv[1:], *(["--debug"] if debug else [])])
+    if args is None:
+        sys.argv[1:] = argv  # without --debug: DDP re-launches this script with sys.argv
     try:
-        if argv[:1] == ["lectures"]:
-            sys.stdout.write(list_lectures(load_all(discover())) + "\n")
-            return 0
-        run(args)
+        run(None if args is None else argv)
+    except OptimizerSectionError as exc:
+        return _report(str(exc), exc if debug else None)
     except (LectureNotFoundError, PluginLoadError, PluginConflictError) as exc:
-        if exc.__cause__ is not None:  # show where the plugin broke, then the actionable summary
-            sys.stderr.write("".join(traceback.format_exception(exc.__cause__)))
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+        hint = " (--debug shows the plugin's traceback)" if exc.__cause__ is not None and not debug else ""
+        return _report(f"{exc}{hint}", exc.__cause__ if debug else None)
     except (ValueError, TypeError) as exc:
         cause = _setting_error(exc)
         if cause is None:
             raise
-        sys.stderr.write("".join(traceback.format_exception(cause)))
-        sys.stderr.write(f"error: {type(cause).__name__}: {cause}\n")
-        return 2
+        return _report(f"{type(cause).__name__}: {cause}", cause if debug else None)
     return 0
+
+
+def _report(message: str, traceback_of: BaseException | None) -> int:
+    """``error: MESSAGE`` on stderr, after the traceback of ``traceback_of`` when given (``--debug``); exit code 2."""
+    if traceback_of is not None:
+        sys.stderr.write("".join(traceback.format_exception(traceback_of)))
+    sys.stderr.write(f"error: {message}\n")
+    return 2
 
 
 def _raised_in_jsonargparse(exc: BaseException) -> bool:

@@ -1,7 +1,7 @@
-"""``python -m lecture_modules``: list the installed lectures (same as ``python cli.py lectures``)."""
+"""``python -m lecture_modules [--markdown | --check]``: list the installed lectures (as ``python cli.py lectures``)."""
 
 import sys
 
-from cli import main
+from lecture_modules.registry import lectures_command
 
-sys.exit(main(["lectures"]))
+sys.exit(lectures_command(sys.argv[1:], prog="python -m lecture_modules"))

@@ -38,13 +38,27 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class LectureModule(L.LightningModule):
-    """Base class of every lecture. Subclasses set the docstring's first line: it is what the lecture list shows."""
+    """Base class of every lecture. Subclasses set the docstring's first line: it is what the lecture list shows.
+
+    Two rules let one lecture use another's checkpoint without importing it (through
+    :func:`lecture_modules.checkpoints.load_lecture`): :meth:`upgrade_hparams` maps an older checkpoint's
+    hyper-parameters to today's arguments, and :meth:`logits` is the call that gives a classifier's logits.
+    """
 
     @classmethod
     def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
         """A checkpoint's hyper-parameters in today's ``__init__`` arguments (a lecture whose arguments were renamed
         maps the old names here, so its older checkpoints keep loading)."""
         return dict(hparams)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (B, num_classes) for a batch of inputs ``x`` as this lecture's DataModule yields them.
+
+        The one call a lecture that takes another lecture's checkpoint (a distillation teacher, a model to explain
+        or attack) uses to get logits. Defaults to ``self(x)``; a lecture whose ``forward`` returns something else
+        (features, several heads, a dict) overrides it. A lecture that is not a classifier raises here.
+        """
+        return self(x)
 
     # ------------------------------------------------------------------ losses
     def combine_losses(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> torch.Tensor:

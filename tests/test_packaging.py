@@ -17,6 +17,12 @@ def test_top_level_names_resolve_inside_repo(name):
     assert module.__file__.startswith(str(REPO) + "/"), module.__file__
 
 
+def test_importing_cli_and_lecture_modules_loads_no_lightning_torch_or_plugin():
+    probe = "import sys, cli, lecture_modules; print(sorted(m for m in ('lightning', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_loading_every_plugin_adds_no_heavy_import_over_bare_lightning_cli():
     # torchmetrics (imported by lightning) may already import some of these; discovery must add none of its own.
     heavy = "('transformers', 'datasets', 'sklearn', 'matplotlib', 'PIL', 'wandb')"

@@ -1,8 +1,8 @@
 """Loading frozen teachers: a Lightning checkpoint of any lecture, a state-dict file, or a Hugging Face model.
 
 Safety: checkpoints and state dicts are read with ``torch.load(weights_only=True)``, which refuses pickled code.
-The class named inside a Lightning checkpoint (``hyper_parameters._class_path``) is only imported when it is a
-registered lecture (entry-point group ``ml_lectures.lectures``); Hugging Face models load with
+Lightning checkpoints and state dicts are rebuilt by the shared loader (:mod:`lecture_modules.checkpoints`): the
+class named inside a checkpoint is only imported when it is a registered lecture; Hugging Face models load with
 ``trust_remote_code=False``. A loaded teacher is frozen: eval mode and ``requires_grad=False`` everywhere.
 """
 
@@ -16,6 +16,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lecture_modules.checkpoints import lecture_from_checkpoint, read_checkpoint
 
 __all__ = [
     "BUILTIN_TEACHERS",
@@ -102,43 +104,9 @@ def _safe_load(path: Path, what: str) -> Any:
         ) from exc
 
 
-def _build_lecture(lecture: str, init_args: dict[str, Any], where: str) -> nn.Module:
-    from lightning.pytorch.cli import instantiate_module
-
-    from lecture_modules.base import LectureModule
-    from lecture_modules.registry import LectureNotFoundError, load_all, resolve
-
-    try:
-        entry = resolve(lecture, load_all())
-    except LectureNotFoundError as exc:
-        raise ValueError(f"{where}: {exc} Only registered lectures are built from a teacher file.") from exc
-    return instantiate_module(LectureModule, {"_class_path": entry.class_path, **entry.cls.upgrade_hparams(init_args)})
-
-
-def _load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], where: Path) -> None:
-    result = model.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"teacher weights in {where} do not fit {type(model).__name__}: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}. Check the teacher's lecture and lecture_args."
-        )
-
-
 def _load_lightning(spec: TeacherSpec, path: Path) -> nn.Module:
-    ckpt = _safe_load(path, "checkpoint")
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"teacher checkpoint {path} has no 'state_dict'; is it a Lightning checkpoint?")
-    hparams = dict(ckpt.get("hyper_parameters") or {})
-    class_path = hparams.pop("_class_path", None)
-    hparams.pop("_instantiator", None)
-    lecture = spec.lecture or class_path
-    if lecture is None:
-        raise ValueError(
-            f"teacher checkpoint {path} does not record its lecture class (it was not written by cli.py); set the "
-            "teacher's 'lecture' field"
-        )
-    model = _build_lecture(lecture, {**hparams, **spec.lecture_args}, f"teacher checkpoint {path}")
-    _load_weights(model, ckpt["state_dict"], path)
+    ckpt = read_checkpoint(path)
+    model = lecture_from_checkpoint(ckpt, source=str(path), lecture=spec.lecture, overrides=spec.lecture_args)
     model.trained_on = dict(ckpt.get("datamodule_hyper_parameters") or {})  # the teacher's data settings, if saved
     return model
 
@@ -149,9 +117,8 @@ def _load_state_dict(spec: TeacherSpec, path: Path) -> nn.Module:
     state = _safe_load(path, "state dict")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    model = _build_lecture(spec.lecture, dict(spec.lecture_args), f"teacher state dict {path}")
-    _load_weights(model, state, path)
-    return model
+    ckpt = {"state_dict": state}
+    return lecture_from_checkpoint(ckpt, source=str(path), lecture=spec.lecture, overrides=spec.lecture_args)
 
 
 class HFImageTeacher(nn.Module):

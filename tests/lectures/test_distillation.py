@@ -248,7 +248,7 @@ def test_teacher_from_state_dict_file_and_exported_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="lecture"):
         load_teacher(TeacherSpec(str(path)))  # a state dict alone does not say what network it is
     wrong = TeacherSpec(str(path), lecture="classification", lecture_args={"net": {"widths": [8, 8, 8]}})
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match="size mismatch"):
         load_teacher(wrong)
     exported = export_checkpoint(load_teacher.__globals__["BUILTIN_TEACHERS"]["digits_cnn"], tmp_path / "t.ckpt")
     with pytest.raises(FileExistsError):
