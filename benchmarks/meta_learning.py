@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, s
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 from runner import fit_and_test
 
-from lecture_modules.meta_learning.core import ConvNet, gradient_carrier, maml_task, meta_gradient_per_task, over_tasks
+from lecture_modules.meta_learning.core import ConvNet, gradient_carrier, meta_gradient_per_task, over_tasks
+from lecture_modules.meta_learning.maml import maml_task
 
 VARIANTS = {  # name -> (implementation, first_order, head_only, vectorize)
     "MAML (2nd order), per-task loop": ("lecture", False, False, False),
@@ -68,7 +69,7 @@ def reference_meta_step(net: ConvNet, batch, lr: float, first_order: bool) -> No
 
 
 def lecture_meta_step(net: ConvNet, batch, lr: float, first_order: bool, head_only: bool, vectorize: bool) -> None:
-    """What the lecture's training step does (``MetaLearningModule.meta_loss``), then backward."""
+    """What the lecture's training step does (``MAML.meta_loss``), then backward."""
     task = partial(maml_task, net, steps=1, lr=lr, first_order=first_order, head_only=head_only)
     params = dict(net.named_parameters())
     if vectorize:

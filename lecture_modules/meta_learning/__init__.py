@@ -7,7 +7,9 @@ One entry point per method, each a module here with a config of the same name:
 * ``anil`` — almost no inner loop: only the classifier head adapts (Raghu et al. 2020, arXiv 1909.09157);
 * ``reptile`` — moves the initialisation towards the adapted weights (Nichol et al. 2018, arXiv 1803.02999).
 
-The pure pieces (conv-4, inner-loop adaptation, meta-losses, confidence intervals) are in :mod:`.core`, the
-shared Lightning shell in :mod:`.common`; episodes come from :mod:`datamodules.episodes`. Nothing is imported
-here, so discovery stays cheap.
+Each algorithm reads in the file named after it (``MAML.meta_loss`` in :mod:`.maml`, ``Reptile.meta_loss`` in
+:mod:`.reptile`; FOMAML and ANIL change one default of MAML). The pure pieces (the ``ConvNetSpec`` network argument,
+conv-4, the inner loop, meta-gradients task by task, confidence intervals) are in :mod:`.core`, the shared
+Lightning shell (training step, evaluation, metrics, figures) in :mod:`.shell`; episodes come from
+:mod:`datamodules.episodes`. Nothing is imported here, so discovery stays cheap.
 """

@@ -4,7 +4,8 @@ MAML where the inner loop adapts only the linear head; the conv-4 body is shared
 the outer loop. The body runs once per support and query set, and the inner loop is a few steps of logistic
 regression on the body's features, so a meta-step is much cheaper than MAML's, with similar accuracy (the paper's
 point: MAML's success is mostly feature reuse). The meta-gradient still flows into the body through the adapted
-head (second order unless ``first_order: true``).
+head (second order unless ``first_order: true``). The algorithm is ``MAML.meta_loss`` in :mod:`.maml`; this class
+only changes the default of ``adapt``.
 
 Run: ``python cli.py fit --config configs/anil.yaml``
 """
@@ -21,29 +22,9 @@ __all__ = ["ANIL"]
 class ANIL(MAML):
     """ANIL: MAML whose inner loop adapts only the classifier head (arXiv 1909.09157, lecture 15)."""
 
-    def __init__(
-        self,
-        num_classes: int = 5,
-        input_shape: tuple[int, int, int] = (1, 28, 28),
-        hidden: int = 64,
-        blocks: int = 4,
-        inner_lr: float = 0.4,
-        inner_steps: int = 1,
-        eval_inner_steps: int = 3,
-        first_order: bool = False,
-        adapt: Literal["all", "head"] = "head",
-        vectorize: bool = False,
-    ) -> None:
-        """Arguments as for :class:`~lecture_modules.meta_learning.maml.MAML`; ``adapt`` defaults to ``head``."""
-        super().__init__(
-            num_classes,
-            input_shape,
-            hidden,
-            blocks,
-            inner_lr,
-            inner_steps,
-            eval_inner_steps,
-            first_order,
-            adapt,
-            vectorize,
-        )
+    def __init__(self, adapt: Literal["all", "head"] = "head", **kwargs) -> None:
+        """
+        Args:
+            adapt: which parameters the inner loop adapts (``head`` here); every other argument is MAML's.
+        """
+        super().__init__(adapt=adapt, **kwargs)

@@ -1,23 +1,30 @@
 """Pure pieces of the meta-learning lecture, built on ``torch.func`` and testable without a Trainer.
 
+* :class:`ConvNetSpec` — the network argument of every meta-learner (``model.init_args.net``): conv-4's width and
+  depth, stored in the hyper-parameters as a plain dict so checkpoints stay ``weights_only``.
 * :class:`ConvNet` — the conv-4 backbone of the MAML paper (4 x [conv3x3 -> BN -> ReLU -> max-pool 2]) plus a
   linear head. Batch norm keeps no running statistics (:class:`BatchStatNorm2d`): every forward pass, at
   meta-train and meta-test time alike, normalises with the statistics of the batch it sees (one task's support
   or query set), as in the MAML paper, so nothing leaks from one task to the next.
+* :func:`task_objective` — one task's support loss, the parameters its inner loop adapts (all, or the head only
+  for ANIL) and the logits at adapted weights.
 * :func:`inner_loop` — gradient steps on the support loss, functionally: the meta-parameters are never modified;
   the fast weights are ``theta - lr * grad`` tensors that stay differentiable functions of ``theta`` (second
   order), or whose gradients are treated as constants (first order).
-* :func:`maml_task` / :func:`reptile_task` — one task's outer objective; :func:`over_tasks` maps a task function
-  over a meta-batch with ``torch.func.vmap`` (one batched computation) or a plain Python loop;
-  :func:`meta_gradient_per_task` takes the meta-gradient task by task, freeing each task's graph at once, and
-  :func:`gradient_carrier` hands such precomputed gradients to a normal ``backward()``.
+* :func:`over_tasks` maps a task function (``maml.maml_task``, ``reptile.reptile_task``) over a meta-batch with
+  ``torch.func.vmap`` (one batched computation) or a plain Python loop; :func:`meta_gradient_per_task` takes the
+  meta-gradient task by task, freeing each task's graph at once, and :func:`gradient_carrier` hands such
+  precomputed gradients to a normal ``backward()``.
+* :func:`adaptation_curve` — query loss and accuracy after 0..S inner steps (evaluation).
 * :func:`mean_ci95` — mean and 95% confidence half-width over tasks, as few-shot papers report accuracy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +34,16 @@ from torch.func import functional_call, grad, vmap
 __all__ = [
     "BatchStatNorm2d",
     "ConvNet",
+    "ConvNetSpec",
     "Params",
     "adaptation_curve",
     "gradient_carrier",
     "inner_loop",
     "inner_loop_steps",
-    "maml_task",
     "mean_ci95",
     "meta_gradient_per_task",
     "over_tasks",
-    "reptile_task",
+    "task_objective",
 ]
 
 Params = dict[str, torch.Tensor]
@@ -84,6 +91,52 @@ class ConvNet(nn.Module):
         return self.head(self.features(x))
 
 
+@dataclass(frozen=True)
+class ConvNetSpec:
+    """The meta-learners' network: conv-4 (:class:`ConvNet`), ``blocks`` x [Conv3x3(hidden) -> BN -> ReLU ->
+    MaxPool2] -> Linear.
+
+    Attributes:
+        hidden: filters of each conv block (64 in the MAML paper).
+        blocks: conv blocks (4 in the paper: conv-4), each halving the image size.
+    """
+
+    hidden: int = 64
+    blocks: int = 4
+
+    @classmethod
+    def of(cls, value: ConvNetSpec | Mapping[str, Any], owner: str = "net") -> ConvNetSpec:
+        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
+        (for example ``MAML.net``)."""
+        allowed = [f.name for f in fields(cls)]
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(allowed))
+            if unknown:
+                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+            spec = cls(**value)
+        elif isinstance(value, cls):
+            spec = cls(**value.as_dict())
+        else:
+            raise TypeError(f"{owner} must be a ConvNetSpec or a mapping, got {type(value).__name__}")
+        spec.validate(owner)
+        return spec
+
+    def validate(self, owner: str = "net") -> None:
+        """Raise ``ValueError`` naming the setting (``<owner>.hidden`` ...) when a field is out of range."""
+        for name in ("hidden", "blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
+        return asdict(self)
+
+    def build(self, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
+        """The network: (B, C, H, W) -> (B, num_classes)."""
+        return ConvNet(tuple(input_shape), num_classes, hidden=self.hidden, blocks=self.blocks)
+
+
 def _sub(params: Params, prefix: str) -> Params:
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
@@ -114,7 +167,7 @@ def inner_loop(
     return fast
 
 
-def _task_objective(
+def task_objective(
     model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, head_only: bool
 ) -> tuple[Callable[[Params], torch.Tensor], Params, Callable[[Params, torch.Tensor], torch.Tensor]]:
     """(support loss of the adapted weights, the weights the inner loop adapts, logits of adapted weights)."""
@@ -134,28 +187,6 @@ def _task_objective(
     )
 
 
-def maml_task(
-    model: nn.Module,
-    params: Params,
-    x_support: torch.Tensor,
-    y_support: torch.Tensor,
-    x_query: torch.Tensor,
-    y_query: torch.Tensor,
-    steps: int,
-    lr: float,
-    first_order: bool = False,
-    head_only: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adapt on the support set (N*K, C, H, W), then return the query loss and accuracy (scalars).
-
-    ``head_only`` adapts only the ``head.*`` parameters (ANIL); everything else is shared across the inner loop.
-    """
-    support_loss, adapted, logits_fn = _task_objective(model, params, x_support, y_support, head_only)
-    fast = inner_loop(support_loss, adapted, steps, lr, first_order)
-    logits = logits_fn(fast, x_query)  # (N*Q, N)
-    return F.cross_entropy(logits, y_query), (logits.argmax(-1) == y_query).float().mean()
-
-
 def adaptation_curve(
     model: nn.Module,
     params: Params,
@@ -169,31 +200,13 @@ def adaptation_curve(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Query loss and accuracy after 0, 1, ..., ``steps`` inner steps: two ``(steps + 1,)`` tensors (evaluation;
     call it under ``torch.no_grad()`` so no graph is kept: the inner gradients are computed all the same)."""
-    support_loss, adapted, logits_fn = _task_objective(model, params, x_support, y_support, head_only)
+    support_loss, adapted, logits_fn = task_objective(model, params, x_support, y_support, head_only)
     losses, accs = [], []
     for fast in inner_loop_steps(support_loss, adapted, steps, lr, first_order=True):
         logits = logits_fn(fast, x_query)
         losses.append(F.cross_entropy(logits, y_query))
         accs.append((logits.argmax(-1) == y_query).float().mean())
     return torch.stack(losses), torch.stack(accs)
-
-
-def reptile_task(
-    model: nn.Module,
-    params: Params,
-    x_support: torch.Tensor,
-    y_support: torch.Tensor,
-    x_query: torch.Tensor,
-    y_query: torch.Tensor,
-    steps: int,
-    lr: float,
-) -> Params:
-    """Reptile's inner loop: ``steps`` SGD steps on all the task's images (support and query together); returns
-    the adapted weights, detached (Reptile's meta-gradient is ``theta - mean(adapted)``, no backpropagation)."""
-    x = torch.cat([x_support, x_query])
-    y = torch.cat([y_support, y_query])
-    fast = inner_loop(lambda p: F.cross_entropy(functional_call(model, p, (x,)), y), params, steps, lr, True)
-    return {k: v.detach() for k, v in fast.items()}
 
 
 def over_tasks(task_fn: Callable, params: Params, batch: tuple[torch.Tensor, ...], vectorize: bool = True):

@@ -13,22 +13,26 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from datamodules.episodes import EpisodeSampler, EpisodicDataModule
 from datamodules.few_shot_sources import GlyphSource, OmniglotSource
 from datamodules.sources import HFDatasetSource, ImageFolderSource, ImageSource, ImageSplits
-from lecture_modules.meta_learning.core import (
-    ConvNet,
-    adaptation_curve,
-    maml_task,
-    mean_ci95,
-    over_tasks,
-    reptile_task,
+from lecture_modules.meta_learning.anil import ANIL
+from lecture_modules.meta_learning.core import ConvNet, ConvNetSpec, adaptation_curve, mean_ci95, over_tasks
+from lecture_modules.meta_learning.fomaml import FOMAML
+from lecture_modules.meta_learning.maml import MAML, maml_task
+from lecture_modules.meta_learning.reptile import Reptile, reptile_task
+from tests.helpers import (
+    CONFIGS,
+    QUICK,
+    crash_after_checkpoint,
+    run_cli,
+    run_cli_parse_only,
+    run_cli_subprocess,
+    state_dict_equal,
 )
-from lecture_modules.meta_learning.maml import MAML
-from lecture_modules.meta_learning.reptile import Reptile
-from tests.helpers import CONFIGS, QUICK, crash_after_checkpoint, run_cli, run_cli_subprocess, state_dict_equal
 
 MAML_YAML = str(CONFIGS / "maml.yaml")
 # Small glyph set and meta-batches so a run takes seconds.
@@ -49,7 +53,7 @@ SMALL = [
     "10",
     "--data.init_args.rotations",
     "false",
-    "--model.init_args.hidden",
+    "--model.init_args.net.hidden",
     "8",
 ]
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
@@ -173,7 +177,7 @@ def test_task_by_task_meta_gradient_equals_the_vectorized_one(adapt):
     for vectorize in (False, True):
         torch.manual_seed(0)
         module = MAML(
-            input_shape=(1, 16, 16), hidden=8, blocks=2, inner_steps=2, adapt=adapt, vectorize=vectorize
+            input_shape=(1, 16, 16), net=ConvNetSpec(8, 2), inner_steps=2, adapt=adapt, vectorize=vectorize
         ).double()
         objective, loss, _ = module.meta_loss(batch)
         objective.backward()
@@ -186,7 +190,7 @@ def test_task_by_task_meta_gradient_equals_the_vectorized_one(adapt):
 
 def test_reptile_meta_gradient_is_theta_minus_mean_adapted_weights():
     torch.manual_seed(0)
-    module = Reptile(input_shape=(1, 16, 16), hidden=8, blocks=2, inner_lr=0.1, inner_steps=3)
+    module = Reptile(input_shape=(1, 16, 16), net={"hidden": 8, "blocks": 2}, inner_lr=0.1, inner_steps=3)
     batch = tuple(t.float() if t.is_floating_point() else t for t in _task_batch())
     theta = {k: v.detach().clone() for k, v in module.net.named_parameters()}
     adapted = []
@@ -217,10 +221,86 @@ def test_mean_ci95():
 def test_invalid_settings_name_the_argument():
     with pytest.raises(ValueError, match=r"MAML.inner_lr"):
         MAML(inner_lr=0.0)
-    with pytest.raises(ValueError, match=r"MAML.*4 pooling blocks"):
+    with pytest.raises(ValueError, match=r"MAML.net.blocks: 4 pooling blocks"):
         MAML(input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"ANIL.net.hidden must be an integer >= 1, got 0"):
+        ANIL(net=ConvNetSpec(hidden=0))
+    with pytest.raises(ValueError, match=r"Reptile.net: unknown field\(s\) \['widths'\]; allowed: hidden, blocks"):
+        Reptile(net={"widths": [8]})
+    with pytest.raises(ValueError, match=r"FOMAML.adapt must be 'all' or 'head', got 'body'"):
+        FOMAML(adapt="body")
     with pytest.raises(ValueError, match=r"episodes_per_epoch"):
         EpisodicDataModule(meta_batch_size=4, episodes_per_epoch=6)
+
+
+def test_the_network_is_one_spec_stored_as_plain_data():
+    spec = ConvNetSpec(hidden=8, blocks=2)
+    assert ConvNetSpec.of(spec.as_dict(), owner="MAML.net") == spec
+    torch.manual_seed(0)
+    module = MAML(input_shape=(1, 16, 16), net=spec)
+    torch.manual_seed(0)
+    direct = ConvNet((1, 16, 16), 5, hidden=8, blocks=2)
+    assert state_dict_equal(module.net.state_dict(), direct.state_dict())  # same layers, same draws
+    assert module.hparams["net"] == {"hidden": 8, "blocks": 2} and type(module.hparams["net"]) is dict
+    assert MAML(net={"hidden": 8}).hparams["net"] == {"hidden": 8, "blocks": 4}
+
+
+@pytest.mark.parametrize(
+    ("cls", "old"),
+    [
+        (MAML, {"hidden": 8, "blocks": 2, "inner_lr": 0.3, "first_order": False, "adapt": "all", "vectorize": False}),
+        (FOMAML, {"hidden": 8, "blocks": 2, "inner_lr": 0.3, "first_order": True, "adapt": "all", "vectorize": False}),
+        (Reptile, {"hidden": 8, "blocks": 2, "inner_lr": 0.3, "first_order": True, "adapt": "all", "vectorize": False}),
+    ],
+    ids=["maml", "fomaml", "reptile"],
+)
+def test_checkpoints_from_before_the_net_argument_keep_their_network(tmp_path, cls, old):
+    """Checkpoints written before ``net`` stored ``hidden`` and ``blocks`` (and, for Reptile, the MAML switches
+    ``first_order``/``adapt`` the shell saved); upgraded, they rebuild the same module and load its weights."""
+    module = cls(input_shape=(1, 16, 16), net={"hidden": 8, "blocks": 2}, inner_lr=0.3)
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"num_classes": 5, "input_shape": (1, 16, 16), **old},
+                "state_dict": module.state_dict()}, path)  # fmt: skip
+    ckpt = torch.load(path, weights_only=True)
+    new = cls.upgrade_hparams(ckpt["hyper_parameters"])
+    assert new["net"] == {"hidden": 8, "blocks": 2} and not {"hidden", "blocks"} & set(new)
+    if cls is Reptile:
+        assert not {"first_order", "adapt"} & set(new)
+    rebuilt = cls(**new)
+    rebuilt.load_state_dict(ckpt["state_dict"])  # strict: same tensor names and shapes
+    assert dict(rebuilt.hparams) == dict(module.hparams)
+    assert cls.upgrade_hparams(dict(module.hparams)) == dict(module.hparams)  # today's checkpoints pass unchanged
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+MAML_ARGUMENTS = ["num_classes", "input_shape", "net.hidden", "net.blocks", "inner_lr", "inner_steps",
+                  "eval_inner_steps", "first_order", "adapt", "vectorize"]  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", ["FOMAML", "ANIL"])
+def test_a_variants_help_lists_every_maml_argument(variant):
+    """FOMAML and ANIL state only the default they change and forward the rest to MAML with ``**kwargs``:
+    jsonargparse follows that, so ``--model.help`` still lists every MAML argument."""
+    out = run_cli_subprocess("fit", "--model.help", variant)
+    assert out.returncode == 0, out.stderr[-3000:]
+    missing = [arg for arg in MAML_ARGUMENTS if f"--model.{arg} " not in out.stdout]
+    assert not missing, f"{variant}: --model.help does not list {missing}:\n{out.stdout}"
+
+
+@pytest.mark.parametrize(
+    ("config", "own"),
+    [("maml", {"first_order": False, "adapt": "all"}), ("fomaml", {"first_order": True, "adapt": "all"}),
+     ("anil", {"first_order": False, "adapt": "head"})],
+)  # fmt: skip
+def test_print_config_shows_each_variants_own_default(config, own):
+    out = run_cli_subprocess("fit", "--config", str(CONFIGS / f"{config}.yaml"), "--print_config")
+    assert out.returncode == 0, out.stderr[-3000:]
+    init_args = yaml.safe_load(out.stdout)["model"]["init_args"]
+    assert {k: init_args[k] for k in own} == own
+    assert init_args["net"] == {"hidden": 64, "blocks": 4} and init_args["inner_lr"] == 0.4  # MAML's defaults
+    torch.manual_seed(0)
+    instance = run_cli_parse_only("--config", str(CONFIGS / f"{config}.yaml")).model
+    assert (instance.first_order, instance.head_only) == (own["first_order"], own["adapt"] == "head")
 
 
 # ---------------------------------------------------------------------------------------------------- episodes
@@ -364,7 +444,7 @@ def test_evaluation_under_trainer_defaults_keeps_no_graph_and_reports_ci(tmp_pat
     and their .grad alone, and report the mean accuracy with its 95% confidence interval."""
     dm = EpisodicDataModule(GlyphSource(60, 4), queries=1, meta_batch_size=4, episodes_per_epoch=8,
                             val_episodes=10, test_episodes=12, eval_meta_batch_size=5)  # fmt: skip
-    model = MAML(hidden=8)
+    model = MAML(net={"hidden": 8})
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     assert trainer.validate_loop.inference_mode  # the default we must cope with
@@ -385,7 +465,7 @@ def test_meta_training_learns_beyond_chance(tmp_path):
         "fit", "--config", str(CONFIGS / "anil.yaml"), *QUICK, *NO_LOG, *SMALL[:4],
         "--data.init_args.meta_batch_size", "16", "--data.init_args.episodes_per_epoch", "320",
         "--data.init_args.val_episodes", "40", "--data.init_args.eval_meta_batch_size", "20",
-        "--model.init_args.hidden", "32", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
+        "--model.init_args.net.hidden", "32", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path),
     )  # fmt: skip
     assert cli.trainer.global_step == 20
     assert float(cli.trainer.callback_metrics["val/acc"]) > 0.4

@@ -1,4 +1,6 @@
-"""The Lightning shell shared by the meta-learning lectures: episodic steps, evaluation as papers report it, figures.
+"""The Lightning shell shared by the meta-learning lectures: the training step around ``meta_loss``, evaluation as
+papers report it, metrics and figures. The algorithms themselves are ``MAML.meta_loss`` (:mod:`.maml`) and
+``Reptile.meta_loss`` (:mod:`.reptile`).
 
 A batch is a meta-batch of tasks from :class:`datamodules.episodes.EpisodicDataModule`:
 ``(x_support (T, N*K, C, H, W), y_support (T, N*K), x_query (T, N*Q, C, H, W), y_query (T, N*Q))``.
@@ -16,100 +18,83 @@ A batch is a meta-batch of tasks from :class:`datamodules.episodes.EpisodicDataM
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
-from typing import Literal
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import CatMetric
 
 from lecture_modules.base import LectureModule
-from lecture_modules.meta_learning.core import (
-    ConvNet,
-    adaptation_curve,
-    gradient_carrier,
-    maml_task,
-    mean_ci95,
-    meta_gradient_per_task,
-    over_tasks,
-)
+from lecture_modules.meta_learning.core import ConvNetSpec, adaptation_curve, mean_ci95, over_tasks
 
-__all__ = ["MetaLearningModule", "adaptation_figure"]
+__all__ = ["Batch", "MetaLearningModule", "adaptation_figure"]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class MetaLearningModule(LectureModule):
-    """Shared shell of the N-way K-shot meta-learners (subclasses define ``meta_loss``)."""
+    """Shared shell of the N-way K-shot meta-learners; a subclass defines ``meta_loss`` (its algorithm)."""
+
+    head_only = False  # whether evaluation adapts only the head (ANIL: MAML with adapt="head" sets it)
 
     def __init__(
         self,
+        *,
         num_classes: int,
         input_shape: tuple[int, int, int],
-        hidden: int,
-        blocks: int,
+        net: ConvNetSpec | Mapping[str, Any],
         inner_lr: float,
         inner_steps: int,
         eval_inner_steps: int,
-        first_order: bool,
-        adapt: Literal["all", "head"],
         vectorize: bool,
     ) -> None:
+        """Arguments as documented by the subclass (:class:`~lecture_modules.meta_learning.maml.MAML`,
+        :class:`~lecture_modules.meta_learning.reptile.Reptile`), which passes them on by keyword."""
         super().__init__()
         name = type(self).__name__
+        net = ConvNetSpec.of(net, owner=f"{name}.net")
         if num_classes < 2:
             raise ValueError(f"{name}.num_classes (the ways N, linked from data.ways) must be >= 2, got {num_classes}")
         if len(input_shape) != 3:
             raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
-        for arg, value in (("hidden", hidden), ("blocks", blocks)):
-            if value < 1:
-                raise ValueError(f"{name}.{arg} must be >= 1, got {value}")
-        if min(input_shape[1:]) < 2**blocks:
+        if min(input_shape[1:]) < 2**net.blocks:
             raise ValueError(
-                f"{name}: {blocks} pooling blocks need images of at least {2**blocks} px, got {input_shape}"
+                f"{name}.net.blocks: {net.blocks} pooling blocks need images of at least {2**net.blocks} px, got "
+                f"input_shape {tuple(input_shape)}; lower net.blocks or raise data.image_size"
             )
         if inner_lr <= 0:
             raise ValueError(f"{name}.inner_lr must be > 0, got {inner_lr}")
         for arg, value in (("inner_steps", inner_steps), ("eval_inner_steps", eval_inner_steps)):
             if value < 1:
                 raise ValueError(f"{name}.{arg} must be >= 1, got {value}")
-        if adapt not in ("all", "head"):
-            raise ValueError(f"{name}.adapt must be 'all' or 'head', got {adapt!r}")
-        self.save_hyperparameters()  # the subclass's own arguments (Reptile has no first_order / adapt)
-        self.first_order, self.head_only = first_order, adapt == "head"
-        self.net = ConvNet(tuple(input_shape), num_classes, hidden, blocks)
+        self.save_hyperparameters(ignore=["net"])  # the subclass's own arguments too (MAML: first_order, adapt)
+        self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
+        self.net = net.build(input_shape, num_classes)
         self.eval_accs = CatMetric()  # (tasks, eval_inner_steps + 1) query accuracy after 0..S steps, all ranks
         self.eval_losses = CatMetric()
         self.curves: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before ``net`` existed stored its fields as ``hidden`` and ``blocks``."""
+        out = dict(hparams)
+        if "net" not in out and ({"hidden", "blocks"} & set(out)):
+            out["net"] = {key: out.pop(key) for key in ("hidden", "blocks") if key in out}
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, N) with the meta-parameters, unadapted
 
     def params(self) -> dict[str, torch.Tensor]:
+        """The meta-parameters theta, by name (the network's parameters themselves, not copies)."""
         return dict(self.net.named_parameters())
 
     # ------------------------------------------------------------------ training
     def meta_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(scalar whose gradient is the meta-gradient, the meta-loss to log, metrics); MAML-style by default.
-
-        Vectorised: one vmapped graph over all tasks, backpropagated by Lightning. Looped: each task's meta-gradient
-        is taken at once and its graph freed (memory independent of the meta-batch size); the returned scalar
-        carries the summed gradients into Lightning's backward pass (and DDP's all-reduce).
-        """
-        task = partial(
-            maml_task,
-            self.net,
-            steps=self.hparams.inner_steps,
-            lr=self.hparams.inner_lr,
-            first_order=self.first_order,
-            head_only=self.head_only,
-        )
-        params = self.params()
-        if self.hparams.vectorize:
-            losses, accs = over_tasks(task, params, batch, vectorize=True)  # (T,), (T,)
-            return losses.mean(), losses.mean(), {"train/acc": accs.mean()}
-        losses, accs, grads = meta_gradient_per_task(task, params, batch)
-        return gradient_carrier(params, grads), losses.mean(), {"train/acc": accs.mean()}  # query acc after adapting
+        """(scalar whose gradient is the meta-gradient, the meta-loss to log, metrics to log): the algorithm."""
+        raise NotImplementedError(f"{type(self).__name__} must define meta_loss")
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         objective, loss, metrics = self.meta_loss(batch)
