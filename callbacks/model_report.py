@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-__all__ = ["ModelReport", "measure_latency"]
+from lecture_modules.nets import measure_latency
 
-
-def measure_latency(module: nn.Module, example: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
-    """Median seconds of one ``module(example)`` call in eval mode under ``torch.inference_mode``."""
-    was_training = module.training
-    module.eval()
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            module(example)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    module.train(was_training)
-    return statistics.median(times)
+__all__ = ["ModelReport"]
 
 
 class ModelReport(L.Callback):

@@ -11,6 +11,8 @@ hyper-parameters as a plain dict (:meth:`NetSpec.as_dict`), so checkpoints still
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -18,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_WIDTHS", "NetSpec", "build_cnn", "build_mlp", "fold_legacy_net_args"]
+__all__ = ["DEFAULT_WIDTHS", "NetSpec", "build_cnn", "build_mlp", "fold_legacy_net_args", "measure_latency"]
 
 DEFAULT_WIDTHS = {"mlp": [256, 128], "cnn": [32, 64, 128]}
 
@@ -129,3 +131,18 @@ def fold_legacy_net_args(hparams: Mapping[str, Any], kind_key: str = "backbone",
             net[key] = out.pop(key)
     out["net"] = net
     return out
+
+
+def measure_latency(module: nn.Module, example: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median seconds of one ``module(example)`` call in eval mode under ``torch.inference_mode``."""
+    was_training = module.training
+    module.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            module(example)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    module.train(was_training)
+    return statistics.median(times)

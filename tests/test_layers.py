@@ -3,8 +3,8 @@
 ```
 cli.py                          # LectureCLI, run(args), main()
 lecture_modules/<topic>/        # one package (or module) per lecture topic; topics never import each other
+callbacks/                      # imports only the shared layer (and datamodules); configs wire them in
 lecture_modules/{base,nets,...} # the shared layer
-callbacks/                      # imports only the shared layer (and datamodules)
 datamodules/                    # never imports lecture_modules or cli
 ```
 
@@ -99,6 +99,13 @@ def test_callbacks_import_only_the_shared_layer_and_datamodules():
 
     bad = _violations("callbacks", forbidden)
     assert not bad, "callbacks/ may import lecture_modules.{" + ",".join(sorted(SHARED)) + "}:\n" + "\n".join(bad)
+
+
+def test_nothing_in_lecture_modules_imports_callbacks():
+    bad = _violations("lecture_modules", lambda file, name: name.split(".")[0] == "callbacks")
+    assert not bad, (
+        "callbacks/ sit on the shared layer and are wired in by configs, never imported by it:\n" + "\n".join(bad)
+    )
 
 
 def test_nothing_in_lecture_modules_imports_cli():

@@ -19,17 +19,21 @@ It writes the tables to ``--results`` and a figure of each group's mean curve an
 ``--figure``.
 
 Run: ``.venv/bin/python benchmarks/investigations/lifelong_vs_hw14.py --machine ...
-benchmarks/results/lifelong_full10k_mas_seen_s3.json ...``
+benchmarks/results/lifelong_mas_vs_hw14-full10k-epyc2.json#lifelong_full10k_mas_seen_s ...`` (``PATH#PREFIX``
+reads the groups of a curated results file whose source file name starts with ``PREFIX``)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: lifelong.py
+from lifelong import result_groups
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -70,16 +74,16 @@ def load_runs(files: list[str], method: str, epochs_per_task: int) -> list[Run]:
     their final average accuracy."""
     runs: dict[int, Run] = {}
     for name in files:
-        path = Path(name)
+        path = Path(name.partition("#")[0])
         if not path.is_file():
             raise SystemExit(f"{path}: no such results file")
-        saved = json.loads(path.read_text())
-        if saved.get("args", {}).get("epochs_per_task") != epochs_per_task:
-            raise SystemExit(f"{path}: not {epochs_per_task} epochs per task, HW14's curve cannot be compared")
-        for run in saved.get("runs", []):
-            if run.get("method") == method:
-                curve = seen_average(run["curves"], epochs_per_task) if "curves" in run else None
-                runs[run["seed"]] = (run["seed"], 100 * run["cl/avg_acc"], curve)
+        for saved in result_groups(name):  # PATH, or PATH#PREFIX for some groups of a curated file
+            if saved.get("args", {}).get("epochs_per_task") != epochs_per_task:
+                raise SystemExit(f"{name}: not {epochs_per_task} epochs per task, HW14's curve cannot be compared")
+            for run in saved.get("runs", []):
+                if run.get("method") == method:
+                    curve = seen_average(run["curves"], epochs_per_task) if "curves" in run else None
+                    runs[run["seed"]] = (run["seed"], 100 * run["cl/avg_acc"], curve)
     if not runs:
         raise SystemExit(f"no {method} runs in {', '.join(files)}")
     return [runs[seed] for seed in sorted(runs)]
@@ -206,8 +210,8 @@ def main() -> None:
     )
     parser.add_argument("--method", default="mas", choices=sorted(HW14_CURVES))
     parser.add_argument("--machine", required=True, help="the machine the runs ran on")
-    parser.add_argument("--results", default="benchmarks/results/lifelong_mas_vs_hw14.md")
-    parser.add_argument("--figure", default="benchmarks/lifelong_mas_vs_hw14.png")
+    parser.add_argument("--results", default="runs/bench/lifelong_mas_vs_hw14.md")
+    parser.add_argument("--figure", default="runs/bench/lifelong_mas_vs_hw14.png")
     args = parser.parse_args()
     if args.paired and not args.plain:
         parser.error("--paired compares the runs with the --plain runs: give --plain files")

@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--mnist", required=True, help="folder with MNIST's four IDX files (gzipped or not)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=10, help="HW14: 10 per task")
-    parser.add_argument("--results", default="benchmarks/results/mnist_test_halves.md")
+    parser.add_argument("--results", default="runs/bench/mnist_test_halves.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     splits = IDXSource(root=args.mnist).load().splits

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from callbacks.model_report import measure_latency
+from lecture_modules.nets import measure_latency
 from lecture_modules.pruning.core import count_macs, count_params, make_permanent, sparsity, widths_of
 
 __all__ = ["round_stats"]
