@@ -14,13 +14,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_WIDTHS", "NetSpec", "build_cnn", "build_mlp", "fold_legacy_net_args", "measure_latency"]
+__all__ = ["DEFAULT_WIDTHS", "NetSpec", "Spec", "build_cnn", "build_mlp", "fold_legacy_net_args", "measure_latency"]
 
 DEFAULT_WIDTHS = {"mlp": [256, 128], "cnn": [32, 64, 128]}
 
@@ -62,8 +62,41 @@ def build_cnn(
     return nn.Sequential(*layers)
 
 
+SpecT = TypeVar("SpecT", bound="Spec")
+
+
+class Spec:
+    """Shared behaviour of the lectures' network specs (frozen dataclasses deriving from this class): built from a
+    spec or the plain dict a checkpoint holds, validated with errors that name the setting, stored as a plain dict."""
+
+    @classmethod
+    def of(cls: type[SpecT], value: Spec | Mapping[str, Any], owner: str = "net") -> SpecT:
+        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
+        (for example ``Classification.net``)."""
+        allowed = [f.name for f in fields(cls)]
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(allowed))
+            if unknown:
+                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+            spec = cls(**value)
+        elif isinstance(value, cls):
+            spec = cls(**value.as_dict())
+        else:
+            raise TypeError(f"{owner} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
+        spec.validate(owner)
+        return spec
+
+    def validate(self, owner: str = "net") -> None:
+        """Raise ``ValueError`` naming the setting (``<owner>.<field>``) when a field is out of range."""
+        raise NotImplementedError
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class NetSpec:
+class NetSpec(Spec):
     """An image classifier: an MLP or a small CNN.
 
     Attributes:
@@ -79,22 +112,6 @@ class NetSpec:
     batch_norm: bool = True
     dropout: float = 0.0
 
-    @classmethod
-    def of(cls, value: NetSpec | Mapping[str, Any], owner: str = "net") -> NetSpec:
-        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
-        (for example ``Classification.net``)."""
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"kind", "widths", "batch_norm", "dropout"})
-            if unknown:
-                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: kind, widths, batch_norm, dropout")
-            spec = cls(**value)
-        elif isinstance(value, cls):
-            spec = cls(**value.as_dict())
-        else:
-            raise TypeError(f"{owner} must be a NetSpec or a mapping, got {type(value).__name__}")
-        spec.validate(owner)
-        return spec
-
     def validate(self, owner: str = "net") -> None:
         """Raise ``ValueError`` naming the setting (``<owner>.kind`` ...) when a field is out of range."""
         if self.kind not in ("mlp", "cnn"):
@@ -108,10 +125,6 @@ class NetSpec:
     def layer_widths(self) -> list[int]:
         """``widths``, or the kind's default."""
         return list(self.widths) if self.widths is not None else list(DEFAULT_WIDTHS[self.kind])
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
-        return asdict(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
         """The network: (B, C, H, W) -> (B, num_classes)."""

@@ -12,14 +12,13 @@ networks of :mod:`lecture_modules.nets`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from lecture_modules.nets import NetSpec
+from lecture_modules.nets import NetSpec, Spec
 
 __all__ = [
     "STUDENTS",
@@ -168,7 +167,7 @@ def build_student(
 
 
 @dataclass(frozen=True)
-class StudentSpec:
+class StudentSpec(Spec):
     """A compact student network.
 
     Attributes:
@@ -186,23 +185,6 @@ class StudentSpec:
     batch_norm: bool = True
     dropout: float = 0.0
 
-    @classmethod
-    def of(cls, value: StudentSpec | Mapping[str, Any], owner: str = "student") -> StudentSpec:
-        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
-        (for example ``Distillation.student``)."""
-        allowed = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(allowed))
-            if unknown:
-                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
-            spec = cls(**value)
-        elif isinstance(value, cls):
-            spec = cls(**value.as_dict())
-        else:
-            raise TypeError(f"{owner} must be a StudentSpec or a mapping, got {type(value).__name__}")
-        spec.validate(owner)
-        return spec
-
     def validate(self, owner: str = "student") -> None:
         """Raise ``ValueError`` naming the setting (``<owner>.kind`` ...) when a field is out of range."""
         if self.kind not in STUDENTS:
@@ -218,10 +200,6 @@ class StudentSpec:
     def layer_widths(self) -> list[int]:
         """``widths``, or the kind's default."""
         return list(self.widths) if self.widths is not None else list(STUDENT_WIDTHS[self.kind])
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
-        return asdict(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
         """The student: (B, C, H, W) -> (B, num_classes)."""

@@ -22,14 +22,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+
+from lecture_modules.nets import Spec
 
 __all__ = [
     "BatchStatNorm2d",
@@ -92,7 +93,7 @@ class ConvNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class ConvNetSpec:
+class ConvNetSpec(Spec):
     """The meta-learners' network: conv-4 (:class:`ConvNet`), ``blocks`` x [Conv3x3(hidden) -> BN -> ReLU ->
     MaxPool2] -> Linear.
 
@@ -104,33 +105,12 @@ class ConvNetSpec:
     hidden: int = 64
     blocks: int = 4
 
-    @classmethod
-    def of(cls, value: ConvNetSpec | Mapping[str, Any], owner: str = "net") -> ConvNetSpec:
-        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
-        (for example ``MAML.net``)."""
-        allowed = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(allowed))
-            if unknown:
-                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
-            spec = cls(**value)
-        elif isinstance(value, cls):
-            spec = cls(**value.as_dict())
-        else:
-            raise TypeError(f"{owner} must be a ConvNetSpec or a mapping, got {type(value).__name__}")
-        spec.validate(owner)
-        return spec
-
     def validate(self, owner: str = "net") -> None:
         """Raise ``ValueError`` naming the setting (``<owner>.hidden`` ...) when a field is out of range."""
         for name in ("hidden", "blocks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
-        return asdict(self)
 
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
         """The network: (B, C, H, W) -> (B, num_classes)."""
