@@ -108,6 +108,7 @@ def lecture_cli_class() -> type:
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             _refuse_optimizer_sections(config)
+            _drop_lr_monitor_without_logger(config)
             _apply_wandb_defaults(config, self.subcommand or "run", self.entries)
 
         def _after(self) -> None:
@@ -175,6 +176,21 @@ def _refuse_optimizer_sections(config: Any) -> None:
             f"{' and '.join(f'`{k}:`' for k in given)} section(s) and set model.init_args.{own[0]} instead, e.g. "
             "{class_path: torch.optim.Adam, init_args: {lr: 2.0e-4}}"
         )
+
+
+def _drop_lr_monitor_without_logger(config: Any) -> None:
+    """``--trainer.logger false`` turns logging off: a ``LearningRateMonitor`` from the config has nothing to log to
+    (Lightning would stop at the start of training), so it is dropped with one line."""
+    from lightning.pytorch.utilities import rank_zero_info
+
+    trainer = config.get("trainer") or {}
+    callbacks = trainer.get("callbacks") or []
+    if trainer.get("logger") not in (False, None) or not isinstance(callbacks, list):
+        return
+    monitors = [c for c in callbacks if str(getattr(c, "class_path", "")).endswith(".LearningRateMonitor")]
+    if monitors:
+        trainer["callbacks"] = [c for c in callbacks if c not in monitors]
+        rank_zero_info("LearningRateMonitor left out: trainer.logger is false, so there is nothing to log to.")
 
 
 def _steps_per_batch(lr_scheduler: Any) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from cli import main
 from lecture_modules import NonFiniteLossError, registry
-from tests.helpers import CLASSIFICATION, QUICK, REPO, SMOKE, SMOKE_FIT, run_cli, run_cli_subprocess
+from tests.helpers import CLASSIFICATION, FIT_CPU, QUICK, REPO, SMOKE, SMOKE_FIT, run_cli, run_cli_subprocess
 
 
 def test_lectures_command_lists_name_path_distribution_status_description():
@@ -196,3 +196,12 @@ def test_lectures_lists_the_broken_plugin_and_check_says_why(broken_plugin, caps
     rows = capsys.readouterr().out.splitlines()
     assert any(r.startswith("broken ") and "broken (KeyError: 'bad plugin state')" in r for r in rows)
     assert any(r.startswith("classification ") and "  ok  " in r for r in rows)
+
+
+def test_logger_false_runs_a_config_that_lists_a_learning_rate_monitor(tmp_path):
+    cli = run_cli(
+        *FIT_CPU, "--trainer.logger", "false", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.default_root_dir", str(tmp_path),
+    )  # fmt: skip
+    assert cli.trainer.global_step == 2 and not cli.trainer.loggers
+    assert not [c for c in cli.trainer.callbacks if type(c).__name__ == "LearningRateMonitor"]
