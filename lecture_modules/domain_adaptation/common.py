@@ -65,6 +65,7 @@ class DomainAdaptationModule(LectureModule):
             raise ValueError(f"{name}.num_classes must be >= 2, got {num_classes}")
         if len(input_shape) != 3:
             raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
+        net.feature_size(input_shape, owner=f"{name}.net")  # a flatten G too deep for the images fails here
         if embedding not in ("tsne", "pca", "none"):
             raise ValueError(f"{name}.embedding must be tsne, pca or none, got {embedding!r}")
         if embedding_samples < 20:
@@ -73,7 +74,7 @@ class DomainAdaptationModule(LectureModule):
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
         self.net_spec = net
         self.features = net.build_extractor(input_shape)  # G
-        self.classifier = net.build_classifier(num_classes)  # F (MCD: F1)
+        self.classifier = net.build_classifier(num_classes, input_shape)  # F (MCD: F1)
         self.example_input_array = torch.zeros(2, *input_shape)
         acc = lambda: MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)  # noqa: E731
         self.train_acc = acc()

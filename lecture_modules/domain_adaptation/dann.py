@@ -59,7 +59,7 @@ class DANN(DomainAdaptationModule):
                 raise ValueError(f"DANN.{name} must be >= 0, got {value}")
         if grl_lambda is not None and grl_lambda < 0:
             raise ValueError(f"DANN.grl_lambda must be >= 0 or null, got {grl_lambda}")
-        self.domain_classifier = self.net_spec.build_domain_classifier()  # D: (B, D) -> (B, 1)
+        self.domain_classifier = self.net_spec.build_domain_classifier(self.hparams.input_shape)  # D: (B, D) -> (B, 1)
 
     def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> torch.Tensor:
         (x_s, y_s), (x_t,) = batch["source"], batch["target"]  # target batch carries no labels

@@ -120,7 +120,8 @@ def test_net_spec_builds_the_networks_the_separate_arguments_built():
     for out, build in ((built, True), (by_hand, False)):
         torch.manual_seed(0)
         if build:
-            out += [spec.build_extractor((3, 16, 16)), spec.build_classifier(7), spec.build_domain_classifier()]
+            shape = (3, 16, 16)
+            out += [spec.build_extractor(shape), spec.build_classifier(7, shape), spec.build_domain_classifier(shape)]
         else:
             out += [
                 build_feature_extractor((3, 16, 16), [8, 16], 12, False, 0.2),
@@ -132,11 +133,49 @@ def test_net_spec_builds_the_networks_the_separate_arguments_built():
     assert built[0](torch.randn(4, 3, 16, 16)).shape == (4, 12)
     assert spec.as_dict() == {
         "conv_channels": [8, 16],
+        "extractor": "gap",
+        "kernel_size": 3,
         "feature_dim": 12,
         "hidden": 10,
+        "head_layers": 1,
         "batch_norm": False,
         "dropout": 0.2,
     }
+
+
+PAPER_NET = {
+    "extractor": "flatten",
+    "conv_channels": [32, 48],
+    "kernel_size": 5,
+    "hidden": 100,
+    "head_layers": 2,
+    "batch_norm": False,
+    "dropout": 0.0,
+}
+
+
+def test_flatten_spec_builds_the_papers_mnist_network():
+    """Ganin et al. 2016, MNIST -> MNIST-M: conv5x5 32 -> pool -> conv5x5 48 -> pool -> fc100 -> fc100 -> 10, and the
+    domain classifier fc100 -> 1, on 3x28x28 inputs (768 features), no batch norm, no dropout."""
+    model = DANN(net=PAPER_NET, input_shape=(3, 28, 28))
+    shapes = lambda module: [tuple(p.shape) for p in module.parameters()]  # noqa: E731
+    assert shapes(model.features) == [(32, 3, 5, 5), (32,), (48, 32, 5, 5), (48,)]
+    assert shapes(model.classifier) == [(100, 768), (100,), (100, 100), (100,), (10, 100), (10,)]
+    assert shapes(model.domain_classifier) == [(100, 768), (100,), (1, 100), (1,)]
+    weighted = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)
+    kinds = [type(m).__name__ for m in model.modules() if isinstance(m, (*weighted, nn.MaxPool2d, nn.ReLU))]
+    g, f, d = ["Conv2d", "ReLU", "MaxPool2d"] * 2, ["Linear", "ReLU"] * 2 + ["Linear"], ["Linear", "ReLU", "Linear"]
+    assert kinds == [*g, *f, *d]
+    assert model.features(torch.zeros(2, 3, 28, 28)).shape == (2, 768)
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    # with batch norm and dropout (the variant public re-implementations use): BN after every conv and hidden layer,
+    # Dropout2d in the last conv block only, dropout after the first hidden layer of the label classifier only
+    bn = DANN(net={**PAPER_NET, "conv_channels": [64, 50], "batch_norm": True, "dropout": 0.5}, input_shape=(3, 28, 28))
+    kinds = [type(m).__name__ for m in bn.features.modules() if isinstance(m, weighted)]
+    assert kinds == ["Conv2d", "BatchNorm2d", "Conv2d", "BatchNorm2d", "Dropout2d"]
+    kinds = [type(m).__name__ for m in bn.classifier.modules() if isinstance(m, weighted)]
+    assert kinds == ["Linear", "BatchNorm1d", "Dropout", "Linear", "BatchNorm1d", "Linear"]
+    assert bn.classifier[0].in_features == 800 and bn.domain_classifier[0].in_features == 800
 
 
 @pytest.mark.parametrize(
@@ -146,7 +185,14 @@ def test_net_spec_builds_the_networks_the_separate_arguments_built():
         ({"feature_dim": 0}, r"DANN\.net\.feature_dim must be >= 1, got 0"),
         ({"hidden": -1}, r"DANN\.net\.hidden must be >= 1"),
         (DomainNetSpec(dropout=1.0), r"DANN\.net\.dropout must be in \[0, 1\), got 1\.0"),
-        ({"widths": [4]}, r"DANN\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, feature_dim"),
+        ({"widths": [4]}, r"DANN\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, extractor"),
+        ({"extractor": "pool"}, r"DANN\.net\.extractor must be gap or flatten, got 'pool'"),
+        ({"kernel_size": 0}, r"DANN\.net\.kernel_size must be >= 1, got 0"),
+        ({"head_layers": 0}, r"DANN\.net\.head_layers must be >= 1, got 0"),
+        (
+            {"extractor": "flatten", "conv_channels": [8, 8, 8], "kernel_size": 5},
+            r"DANN\.net\.conv_channels \[8, 8, 8\] with DANN\.net\.kernel_size 5 shrink \(16, 16\) images below 1 px",
+        ),
     ],
 )
 def test_invalid_network_settings_name_the_setting(net, message):
@@ -189,7 +235,7 @@ def test_checkpoints_from_before_net_and_optimizer_keep_their_network_and_optimi
     rebuilt = instantiate_module(LectureModule, {"_class_path": "lecture_modules.domain_adaptation.mcd.MCD", **new})
     for model in (rebuilt, MCD(**new)):
         assert [m.out_channels for m in model.features.modules() if isinstance(m, nn.Conv2d)] == [8, 16]
-        assert model.classifier2[0].out_features == 12 and model.hparams.net == net
+        assert model.classifier2[0].out_features == 12 and model.hparams.net == DomainNetSpec(**net).as_dict()
         opts = model.configure_optimizers()
         assert [type(o) for o in opts] == [torch.optim.Adam, torch.optim.Adam]
         assert all(o.defaults["lr"] == 0.001 and o.defaults["weight_decay"] == 0.0005 for o in opts)
