@@ -67,6 +67,8 @@ class EpochHistory(L.Callback):
         metrics = trainer.callback_metrics
         row = {k: float(metrics[k]) for k in HISTORY_KEYS if k in metrics}
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
+        progress = " ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in row.items())
+        print(f"  epoch {trainer.current_epoch} step {trainer.global_step}: {progress}", file=sys.stderr, flush=True)
 
 
 def config_path(method: str, args: argparse.Namespace) -> Path:

@@ -209,6 +209,42 @@ def test_each_method_states_only_its_own_arguments_and_stores_the_net_as_plain_d
     assert model.hparams.domain_weight == 0.5 and not any(isinstance(v, DomainNetSpec) for v in model.hparams.values())
 
 
+def _first_bn_batch_means(model, batches):
+    """Run ``model.training_step`` once; return the per-channel batch means the first BatchNorm2d of G saw, in
+    call order, and its running mean afterwards."""
+    bn = next(m for m in model.features.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = []
+    hook = bn.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].mean(dim=(0, 2, 3))))
+    model.train()
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer: logging is skipped
+        model.training_step(batches, 0)
+    hook.remove()
+    return seen, bn.running_mean.clone()
+
+
+def test_batch_norm_evaluates_both_domains_with_a_mixture_of_their_training_statistics():
+    """What the lecture's DANN failure on real MNIST -> MNIST-M hid (issue 21): in training G normalises each domain
+    with its *own* batch statistics (source and target batches go through G separately), but at evaluation both
+    domains are normalised with the running statistics, an exponential average over alternating source and target
+    batches (momentum 0.1: about 0.47 source + 0.53 target in steady state), which is neither domain's.
+    Source-only has no mismatch in training, but evaluates the target with source-only statistics. The real-data
+    configs use the paper's network without batch norm, which has neither problem."""
+    torch.manual_seed(0)
+    source = torch.randn(16, 3, 16, 16)  # grey-ish domain: mean 0
+    target = torch.randn(16, 3, 16, 16) * 2 + 3  # another colour range: mean 3
+    batches = {"source": [source, torch.randint(0, 10, (16,))], "target": [target]}
+    dann = DANN(net={**SMALL_NET.as_dict(), "dropout": 0.0}, grl_lambda=1.0, embedding="none")
+    (m_s, m_t), running = _first_bn_batch_means(dann, batches)
+    assert torch.allclose(running, 0.9 * 0.1 * m_s + 0.1 * m_t, atol=1e-5)  # one step: source, then target
+    weight_s, weight_t = 0.09 / 0.19, 0.1 / 0.19  # steady state of the alternating exponential average
+    assert (weight_s, weight_t) == (pytest.approx(0.474, abs=1e-3), pytest.approx(0.526, abs=1e-3))
+    from lecture_modules.domain_adaptation.source_only import SourceOnly
+
+    source_only = SourceOnly(net={**SMALL_NET.as_dict(), "dropout": 0.0}, embedding="none")
+    (m_s,), running = _first_bn_batch_means(source_only, batches)  # the target never reaches G in training
+    assert torch.allclose(running, 0.1 * m_s, atol=1e-5)
+
+
 # What a checkpoint written before `net` and `optimizer` holds (recorded from that code; lr set to 1e-3).
 OLD_MCD_HPARAMS = {
     "num_classes": 10, "input_shape": (3, 16, 16), "conv_channels": [8, 16], "feature_dim": 16, "hidden": 12,
@@ -359,6 +395,35 @@ def test_each_method_fits_the_embedded_default_and_logs(method, tmp_path):
         assert 0 < float(metrics["train/grl_lambda"]) < 1
     figures = list(tmp_path.rglob("val_feature_embedding*.png"))
     assert len(figures) == 1, figures
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_real_data_configs_fit_on_files_in_the_mnist_layouts(method, tmp_path):
+    """``configs/<method>_mnistm.yaml`` on tiny MNIST IDX files and an MNIST-M tar.gz: 28x28 RGB, the paper net."""
+    from tests.datamodules.test_domains import _mnist, _mnistm, _tar
+
+    mnist = _mnist(tmp_path / "mnist", n=64)
+    archive = _tar(_mnistm(tmp_path / "mnistm", n_train=64, n_test=16), tmp_path / "mnist_m.tar.gz")
+    cli = run_cli(
+        "fit", "--config", _config(f"{method}_mnistm"), *QUICK, *NO_LOG, "--trainer.accelerator=cpu",
+        "--trainer.devices=1", "--trainer.max_epochs=1", "--data.init_args.batch_size=16",
+        "--model.init_args.embedding=none", f"--trainer.default_root_dir={tmp_path}",
+        f"--data.init_args.source.init_args.root={mnist}", f"--data.init_args.target.init_args.root={archive}",
+    )  # fmt: skip
+    assert cli.model.hparams.input_shape == (3, 28, 28)
+    assert cli.model.features(torch.zeros(2, 3, 28, 28)).shape == (2, 768)  # the paper's G
+    assert "val/target_acc" in cli.trainer.callback_metrics
+
+
+def test_real_data_config_without_the_target_path_fails_in_one_line(tmp_path, capsys):
+    import cli
+    from tests.datamodules.test_domains import _mnist
+
+    argv = ["fit", "--config", _config("dann_mnistm"), f"--data.init_args.source.init_args.root={tmp_path / 'm'}"]
+    _mnist(tmp_path / "m")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ValueError: MNISTMSource.root is required"), err
 
 
 def test_non_oracle_refuses_target_labels_and_oracle_needs_them(tmp_path):
