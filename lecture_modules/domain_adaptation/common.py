@@ -10,6 +10,21 @@ Logged keys: ``train/source_acc`` (``train/target_acc`` for the oracle); per val
 target prediction entropy; needs no target labels), ``val/proxy_a_distance`` and, for lectures with a domain
 classifier, ``val/domain_acc``; ``test/source_acc`` and ``test/target_acc``. At the end of fit the figure
 ``val/feature_embedding`` (t-SNE or PCA of source vs target features, by domain and by class).
+
+Normalisation statistics per domain (part of each method; ``net.batch_norm: false``, the paper's network, has none):
+
+* inputs: ``data.init_args.normalize: per_domain`` standardises each domain with its own training-split mean and
+  std, in training and evaluation alike (label-free); ``source`` applies the source's to both.
+* batch norm in training: every method passes each domain's batch through G on its own, so G's layers normalise
+  source with source batch statistics and target with target batch statistics. DANN's domain classifier D sees
+  ``[f_s; f_t]`` together (a 50/50 batch). ``source_only`` never passes the target through G; ``target_oracle``
+  never the source. MCD passes source (step A), source then target (step B) and target ``num_k`` times (step C).
+* batch norm at evaluation: both domains are normalised with the running statistics, an exponential average
+  (momentum 0.1) of the training batches in the order above: source-only's are the source's, the oracle's the
+  target's, DANN's about 0.47 source + 0.53 target (alternating batches), MCD's about 0.22 source + 0.78 target
+  (source, source, then target 5 times per batch). So, except for a single-domain method evaluated on its own
+  domain, evaluation does not normalise a domain the way training did (tested in
+  ``tests/lectures/test_domain_adaptation.py``).
 """
 
 from __future__ import annotations

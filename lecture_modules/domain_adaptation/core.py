@@ -6,6 +6,8 @@
 * :func:`classifier_discrepancy` — MCD's ``mean |softmax(p1) - softmax(p2)|`` (Saito et al. 2018, arXiv 1712.02560).
 * :func:`normalized_entropy`, :func:`label_free_score` — scores that need no target labels.
 * :func:`proxy_a_distance` — ``2 (1 - 2 err)`` of a linear domain classifier on features (Ben-David et al. 2007).
+* :func:`recompute_batch_norm_statistics` — AdaBN (Li et al. 2016, arXiv 1603.04779): a network's batch-norm
+  running statistics recomputed on one domain's images, to measure what evaluating with mixed statistics costs.
 * :class:`DomainNetSpec` — the network every method shares (feature extractor G, label classifier F, domain
   classifier D) as one typed argument, with its builders; :func:`fold_legacy_domain_net_args` maps checkpoints
   written before it.
@@ -45,6 +47,7 @@ __all__ = [
     "normalized_entropy",
     "optimizer_factory",
     "proxy_a_distance",
+    "recompute_batch_norm_statistics",
 ]
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]  # lightning.pytorch.cli.OptimizerCallable
@@ -107,6 +110,27 @@ def proxy_a_distance(source_features: np.ndarray, target_features: np.ndarray, s
     clf = LogisticRegression(C=1.0, max_iter=500).fit(scaler.transform(x[train]), d[train])
     err = 1.0 - clf.score(scaler.transform(x[test]), d[test])
     return 2.0 * (1.0 - 2.0 * err)
+
+
+@torch.no_grad()
+def recompute_batch_norm_statistics(network: nn.Module, images: torch.Tensor, batch_size: int = 256) -> int:
+    """Replace the running statistics of every batch-norm layer ``network(images)`` passes through by the average of
+    its batch means and variances over ``images`` (N, C, H, W), fed in batches of ``batch_size`` with dropout off.
+    Returns the number of batch-norm layers in ``network``; the network is left in eval mode."""
+    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    network.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches below
+        layer.train()
+    device = next(network.parameters()).device
+    for chunk in images.split(batch_size):
+        network(chunk.to(device))
+    for layer, momentum in zip(layers, saved, strict=True):
+        layer.momentum = momentum
+        layer.eval()
+    return len(layers)
 
 
 def build_feature_extractor(

@@ -26,6 +26,7 @@ from lecture_modules.domain_adaptation.core import (
     normalized_entropy,
     optimizer_factory,
     proxy_a_distance,
+    recompute_batch_norm_statistics,
 )
 from lecture_modules.domain_adaptation.dann import DANN
 from lecture_modules.domain_adaptation.mcd import MCD, PAPER_OPTIMIZER
@@ -243,6 +244,19 @@ def test_batch_norm_evaluates_both_domains_with_a_mixture_of_their_training_stat
     source_only = SourceOnly(net={**SMALL_NET.as_dict(), "dropout": 0.0}, embedding="none")
     (m_s,), running = _first_bn_batch_means(source_only, batches)  # the target never reaches G in training
     assert torch.allclose(running, 0.1 * m_s, atol=1e-5)
+
+
+def test_recompute_batch_norm_statistics_normalises_with_the_given_domains_statistics():
+    torch.manual_seed(0)
+    net = DomainNetSpec(extractor="flatten", conv_channels=[4], kernel_size=3, dropout=0.5).build_extractor((3, 8, 8))
+    images = torch.randn(64, 3, 8, 8) * 3 + 2
+    bn = net[1]
+    assert recompute_batch_norm_statistics(net, images, batch_size=64) == 1 and not net.training
+    conv_out = net[0](images)
+    assert torch.allclose(bn.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, conv_out.var(dim=(0, 2, 3)), atol=1e-4)
+    assert bn.momentum == 0.1  # restored
+    assert recompute_batch_norm_statistics(DomainNetSpec(batch_norm=False).build_extractor((3, 8, 8)), images) == 0
 
 
 # What a checkpoint written before `net` and `optimizer` holds (recorded from that code; lr set to 1e-3).
