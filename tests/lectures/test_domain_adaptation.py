@@ -411,6 +411,36 @@ def test_each_method_fits_the_embedded_default_and_logs(method, tmp_path):
     assert len(figures) == 1, figures
 
 
+def test_dann_lambda_and_lr_schedules_span_the_run_step_by_step(tmp_path):
+    """Over any run length (a short one included) lambda_p rises from 0 along 2 / (1 + exp(-10 p)) - 1 and the lr
+    decays along lr0 / (1 + 10 p)^0.75, with p = step / total steps, and the domain loss enters the total loss."""
+    import lightning as L
+
+    from datamodules.domains import TwoDomainDataModule
+
+    class Record(L.Callback):
+        rows: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.rows.append((pl_module.grl_coefficient(), trainer.optimizers[0].param_groups[0]["lr"]))
+
+    model = DANN(net=SMALL_NET, embedding="none")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.configure_optimizers = lambda: {
+        "optimizer": opt, "lr_scheduler": {"scheduler": InverseDecayLR(opt), "interval": "step"}
+    }  # fmt: skip
+    recorder = Record()
+    trainer = L.Trainer(
+        max_steps=8, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, callbacks=[recorder],
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=TwoDomainDataModule(limit_train_samples=256, normalize="per_domain"))
+    lambdas, lrs = zip(*recorder.rows, strict=True)
+    assert lambdas == pytest.approx([dann_lambda(step / 8) for step in range(8)])
+    assert lrs == pytest.approx([0.01 * dann_lr_factor(step / 8) for step in range(8)])
+    assert float(trainer.callback_metrics["train/loss_domain"]) > 0
+
+
 @pytest.mark.parametrize(
     ("config", "features"),
     [*((f"{method}_mnistm", 800) for method in METHODS), ("dann_paper_mnistm", 768), ("source_only_paper_mnistm", 768)],
