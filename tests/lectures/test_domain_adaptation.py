@@ -202,7 +202,8 @@ def test_invalid_network_settings_name_the_setting(net, message):
 
 
 def test_each_method_states_only_its_own_arguments_and_stores_the_net_as_plain_data():
-    for cls, own in ((DANN, ["domain_weight", "grl_gamma", "grl_max", "grl_lambda"]), (MCD, ["num_k", "optimizer"])):
+    dann_own = ["domain_weight", "grl_gamma", "grl_max", "grl_lambda", "separate_domain_batches"]
+    for cls, own in ((DANN, dann_own), (MCD, ["num_k", "optimizer"])):
         params = list(inspect.signature(cls.__init__).parameters)
         assert params == ["self", *own, "kwargs"], params
     model = DANN(net={"conv_channels": [8], "dropout": 0.0}, domain_weight=0.5)
@@ -244,6 +245,21 @@ def test_batch_norm_evaluates_both_domains_with_a_mixture_of_their_training_stat
     source_only = SourceOnly(net={**SMALL_NET.as_dict(), "dropout": 0.0}, embedding="none")
     (m_s,), running = _first_bn_batch_means(source_only, batches)  # the target never reaches G in training
     assert torch.allclose(running, 0.1 * m_s, atol=1e-5)
+
+
+@pytest.mark.parametrize(("separate", "seen"), [(False, [32]), (True, [16, 16])])
+def test_domain_classifier_sees_both_domains_together_or_each_on_its_own(separate, seen):
+    torch.manual_seed(0)
+    model = DANN(net=SMALL_NET, grl_lambda=1.0, separate_domain_batches=separate, embedding="none")
+    bn = next(m for m in model.domain_classifier.modules() if isinstance(m, nn.BatchNorm1d))
+    sizes = []
+    bn.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    f_s, f_t = torch.randn(16, 16), torch.randn(16, 16) + 3
+    logits = model.discriminate(f_s, f_t, 1.0)
+    assert sizes == seen and logits.shape == (32,)
+    by_domain = [model.domain_classifier(f).squeeze(1) for f in (f_s, f_t)]
+    together = model.domain_classifier(torch.cat([f_s, f_t])).squeeze(1)
+    assert torch.allclose(logits, torch.cat(by_domain) if separate else together)  # source rows first
 
 
 def test_recompute_batch_norm_statistics_normalises_with_the_given_domains_statistics():
