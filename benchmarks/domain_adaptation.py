@@ -4,7 +4,9 @@ What is measured: each method is trained from its own config (``configs/<method>
 ``LectureCLI`` as ``python cli.py fit``; logger and checkpoint callbacks switched off) for ``--seeds`` seeds (the
 seed drives initialisation, the source/target train/val/test split and the shuffling), then evaluated on the
 held-out *test* split of both domains. The table shows target test accuracy (and source test accuracy) as
-mean ± std over seeds.
+mean ± std over seeds, and, for networks with batch norm, the target test accuracy once the batch-norm statistics
+are recomputed on target training images (AdaBN): the gap to the first column is what evaluating the target with
+the training run's running statistics (a source/target mixture, or the source's alone) costs.
 
 Label-free model selection: every validation epoch records ``val/label_free_score`` (source validation accuracy
 minus the mean normalised entropy of target predictions; no target labels) and the true ``val/target_acc``. The
