@@ -4,7 +4,9 @@ What is measured: each method is trained from its own config (``configs/<method>
 ``LectureCLI`` as ``python cli.py fit``; logger and checkpoint callbacks switched off) for ``--seeds`` seeds (the
 seed drives initialisation, the source/target train/val/test split and the shuffling), then evaluated on the
 held-out *test* split of both domains. The table shows target test accuracy (and source test accuracy) as
-mean ± std over seeds.
+mean ± std over seeds, and, for networks with batch norm, the target test accuracy once the batch-norm statistics
+are recomputed on target training images (AdaBN): the gap to the first column is what evaluating the target with
+the training run's running statistics (a source/target mixture, or the source's alone) costs.
 
 Label-free model selection: every validation epoch records ``val/label_free_score`` (source validation accuracy
 minus the mean normalised entropy of target predictions; no target labels) and the true ``val/target_acc``. The
@@ -12,17 +14,25 @@ second table gives, for the adapting methods, the Spearman correlation between t
 seeds), and the target validation accuracy of the epoch that ``ModelCheckpoint(monitor="val/label_free_score")``
 would keep, next to the last epoch's and the best possible epoch's.
 
-Data: by default the embedded pair (scikit-learn digits -> the same digits re-rendered MNIST-M style, no download).
-``--mnist DIR --mnistm DIR`` runs real MNIST (IDX files) -> MNIST-M (``mnist_m_train/`` + labels file layout) at
-32x32 instead.
+Data: by default the embedded pair (scikit-learn digits -> the same digits re-rendered MNIST-M style, no download),
+from ``configs/<method>.yaml``. ``--mnist DIR --mnistm PATH`` runs real MNIST (IDX files) -> MNIST-M (the
+distributed ``mnist_m.tar.gz`` or its extracted folder) from ``configs/<method>_mnistm.yaml`` instead (28x28, the
+paper's setting); ``--config`` names another config.
+
+Long benchmarks run in pieces: ``--out-dir DIR`` writes one ``<method>-seed<seed>.json`` per run (test accuracies,
+fit seconds, per-epoch validation history, the command line and the machine) as soon as it finishes, and
+``--merge FILE...`` prints the tables of any set of such files without training.
 
 Run: ``.venv/bin/python benchmarks/domain_adaptation.py`` (4 methods x 3 seeds; ~15 min on two busy CPU cores)
-     ``.venv/bin/python benchmarks/domain_adaptation.py --mnist ../shared/data/mnist --mnistm DIR --epochs 20``
+     ``.venv/bin/python benchmarks/domain_adaptation.py --mnist ../shared/data/mnist \
+         --mnistm ../shared/data/mnist_m/mnist_m.tar.gz --methods dann --seeds 0 --out-dir results/da``
+     ``.venv/bin/python benchmarks/domain_adaptation.py --merge results/da/*.json``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -41,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, s
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
 
 import cli
+from lecture_modules.domain_adaptation.core import recompute_batch_norm_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("source_only", "dann", "mcd", "target_oracle")
@@ -58,28 +69,35 @@ class EpochHistory(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = trainer.callback_metrics
-        self.rows.append({k: float(metrics[k]) for k in HISTORY_KEYS if k in metrics})
+        row = {k: float(metrics[k]) for k in HISTORY_KEYS if k in metrics}
+        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **row})
+        progress = " ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in row.items())
+        print(f"  epoch {trainer.current_epoch} step {trainer.global_step}: {progress}", file=sys.stderr, flush=True)
+
+
+def config_path(method: str, args: argparse.Namespace) -> Path:
+    """The config a run starts from: ``--config``, else ``configs/<method>[_mnistm].yaml``."""
+    if args.config:
+        return Path(args.config)
+    return REPO / "configs" / f"{method}{'_mnistm' if args.mnist else ''}.yaml"
 
 
 def data_args(args: argparse.Namespace) -> list[str]:
+    """The real-data configs take both data paths as required settings."""
     if args.mnist is None:
         return []
-    source = {"class_path": "datamodules.sources.IDXSource", "init_args": {"root": args.mnist}}
-    target = {"class_path": "datamodules.domain_sources.MNISTMSource", "init_args": {"root": args.mnistm}}
     return [
-        f"--data.init_args.source={json.dumps(source)}",
-        f"--data.init_args.target={json.dumps(target)}",
-        "--data.init_args.image_size=32",
+        f"--data.init_args.source.init_args.root={args.mnist}",
+        f"--data.init_args.target.init_args.root={args.mnistm}",
     ]
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
-    """Fit one method with one seed from its config; return test accuracies and the per-epoch history."""
-    history = EpochHistory()
+def cli_args(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> list[str]:
+    """The ``cli.py fit`` arguments of one run (logger and checkpoints off, the seed everywhere)."""
     argv = [
         "fit",
         "--config",
-        str(REPO / "configs" / f"{method}.yaml"),
+        str(config_path(method, args)),
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
         "--trainer.logger=false",
@@ -95,21 +113,54 @@ def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> 
     ]
     if args.epochs is not None:
         argv.append(f"--trainer.max_epochs={args.epochs}")
-    argv += [f"--{item}" for item in args.override]
     if args.limit_train_samples is not None:
         argv.append(f"--data.init_args.limit_train_samples={args.limit_train_samples}")
+    return argv + [f"--{item}" for item in args.override]
+
+
+def run_one(method: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Fit one method with one seed from its config; return test accuracies and the per-epoch history."""
+    history = EpochHistory()
+    argv = cli_args(method, seed, args, workdir)
     sys.argv[1:] = []  # the CLI reads `argv` only; the script's own arguments are not for it
     start = time.perf_counter()
     lecture = cli.run(argv, trainer_defaults={"callbacks": [history]})
     fit_s = time.perf_counter() - start
     lecture.trainer.test(lecture.model, datamodule=lecture.datamodule, verbose=False)
     metrics = lecture.trainer.callback_metrics
+    target_adabn = target_accuracy_with_target_statistics(lecture.model, lecture.datamodule)
     return {
+        "method": method,
+        "seed": seed,
         "target": float(metrics["test/target_acc"]),
         "source": float(metrics["test/source_acc"]),
+        "target_adabn": target_adabn,
         "history": history.rows,
         "seconds": fit_s,
+        "steps": int(lecture.trainer.global_step),
+        "argv": argv,
+        "machine": machine(args.threads),
     }
+
+
+def target_accuracy_with_target_statistics(model: torch.nn.Module, datamodule, samples: int = 10000) -> float | None:
+    """Target test accuracy after the batch-norm statistics are recomputed on (up to ``samples``) target training
+    images (AdaBN): how much evaluating the target with the training run's mixed statistics costs. None without
+    batch norm."""
+    model = copy.deepcopy(model).cpu()
+    if not recompute_batch_norm_statistics(model, datamodule.dataset("target", "train").tensors[0][:samples]):
+        return None
+    x, y = datamodule.dataset("target", "test").tensors
+    with torch.no_grad():
+        predicted = torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(512)])
+    return float((predicted == y).float().mean())
+
+
+def machine(threads: int) -> str:
+    return (
+        f"{cpu_name()}, {os.cpu_count()} CPUs ({threads} torch thread(s)), torch {torch.__version__}, "
+        f"Lightning {L.__version__}, Python {platform.python_version()}"
+    )
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -136,33 +187,81 @@ def selection_row(method: str, runs: list[dict]) -> str:
     return f"| `{method}` | {rho:+.2f} | {mean_std(chosen)} | {mean_std(last)} | {mean_std(best)} |"
 
 
-def main() -> None:
+def print_tables(results: dict[str, list[dict]], title: str) -> None:
+    """The accuracy table (mean ± std over seeds) and, for adapting methods, the label-free selection table."""
+    print(f"\n{title}\n")
+    print("| method | seeds | target test acc % | source test acc % | target, target BN statistics % | fit s/run |")
+    print("|---|---|---:|---:|---:|---:|")
+    for method, runs in results.items():
+        seconds = statistics.mean(r["seconds"] for r in runs)
+        seeds = ",".join(str(r.get("seed", "?")) for r in runs)
+        adabn = [r["target_adabn"] for r in runs if r.get("target_adabn") is not None]
+        print(
+            f"| `{method}` | {seeds} | {mean_std([r['target'] for r in runs])} | "
+            f"{mean_std([r['source'] for r in runs])} | {mean_std(adabn) if adabn else '—'} | {seconds:.0f} |"
+        )
+    adapting = [m for m in results if m in ADAPTING and any(len(r["history"]) > 2 for r in results[m])]
+    if adapting:
+        print("\nLabel-free selection (`val/label_free_score`) vs true target accuracy, per validation epoch:\n")
+        print("| method | Spearman rho | target val acc % at best score | at last epoch | at best epoch |")
+        print("|---|---:|---:|---:|---:|")
+        for method in adapting:
+            print(selection_row(method, results[method]))
+
+
+def merge(files: list[str]) -> None:
+    """Print the tables of per-run JSON files (``--out-dir``), grouped by method."""
+    results: dict[str, list[dict]] = {}
+    machines = set()
+    for name in files:
+        run = json.loads(Path(name).read_text())
+        results.setdefault(run["method"], []).append(run)
+        machines.add(run.get("machine", "?"))
+    print_tables(results, f"merged from {len(files)} run(s); {'; '.join(sorted(machines))}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the configs' trainer.max_epochs")
     parser.add_argument("--limit-train-samples", type=int, default=None, help="per domain, for quick checks")
     parser.add_argument("--mnist", help="folder with MNIST IDX files (source); needs --mnistm")
-    parser.add_argument("--mnistm", help="MNIST-M folder: mnist_m_train/, mnist_m_train_labels.txt, ...")
+    parser.add_argument("--mnistm", help="MNIST-M: mnist_m.tar.gz as distributed, or its extracted folder")
+    parser.add_argument("--config", help="config to start from (default: configs/<method>[_mnistm].yaml)")
     parser.add_argument("--override", nargs="*", default=[], help="extra CLI settings, e.g. model.init_args.x=1")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on a busy CPU)"
     )
-    parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--json", help="also write all raw results to this file")
+    parser.add_argument("--out-dir", help="write one <method>-seed<seed>.json per run here, as each finishes")
+    parser.add_argument("--merge", nargs="+", metavar="FILE", help="print the tables of per-run JSON files, no runs")
     args = parser.parse_args()
     if (args.mnist is None) != (args.mnistm is None):
         parser.error("--mnist and --mnistm go together")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(args.threads)
-
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
             for seed in args.seeds:
                 run = run_one(method, seed, args, Path(tmp) / f"{method}-{seed}")
                 results.setdefault(method, []).append(run)
+                if out_dir is not None:
+                    (out_dir / f"{method}-seed{seed}.json").write_text(json.dumps(run, indent=1))
                 print(
                     f"{method} seed {seed}: target {run['target']:.4f} source {run['source']:.4f} "
                     f"({run['seconds']:.0f} s)",
@@ -170,25 +269,7 @@ def main() -> None:
                     flush=True,
                 )
     data = "MNIST -> MNIST-M" if args.mnist else "digits -> MNIST-M-style digits (embedded)"
-    print(
-        f"\n{data}; {len(args.seeds)} seeds; {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"Lightning {L.__version__}, Python {platform.python_version()}\n"
-    )
-    print("| method | target test acc % | source test acc % | fit s/run |")
-    print("|---|---:|---:|---:|")
-    for method, runs in results.items():
-        seconds = statistics.mean(r["seconds"] for r in runs)
-        print(
-            f"| `{method}` | {mean_std([r['target'] for r in runs])} | {mean_std([r['source'] for r in runs])} "
-            f"| {seconds:.0f} |"
-        )
-    adapting = [m for m in results if m in ADAPTING]
-    if adapting:
-        print("\nLabel-free selection (`val/label_free_score`) vs true target accuracy, per validation epoch:\n")
-        print("| method | Spearman rho | target val acc % at best score | at last epoch | at best epoch |")
-        print("|---|---:|---:|---:|---:|")
-        for method in adapting:
-            print(selection_row(method, results[method]))
+    print_tables(results, f"{data}; {len(args.seeds)} seeds; {machine(args.threads)}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -40,14 +40,20 @@ class MNISTMSource(ImageSource):
 
     NUM_CLASSES = 10
 
-    def __init__(self, root: str, image_size: int | None = None) -> None:
+    def __init__(self, root: str | None = None, image_size: int | None = None) -> None:
         """
         Args:
             root: the ``mnist_m.tar.gz`` archive as distributed (read without extracting), or a folder holding
                 ``mnist_m_train/`` and ``mnist_m_train_labels.txt`` (and optionally the test pair), or a folder
-                holding the extracted ``mnist_m/`` folder or the archive.
+                holding the extracted ``mnist_m/`` folder or the archive. Required (null only so that a config
+                left without it fails in one line naming this setting).
             image_size: resize every image to this square size while reading (MNIST-M images are 32x32).
         """
+        if root is None:
+            raise ValueError(
+                "MNISTMSource.root is required: the mnist_m.tar.gz archive or its extracted folder (for example "
+                "--data.init_args.target.init_args.root ../shared/data/mnist_m/mnist_m.tar.gz)"
+            )
         self.root = Path(root)
         self.image_size = image_size
 

@@ -10,6 +10,21 @@ Logged keys: ``train/source_acc`` (``train/target_acc`` for the oracle); per val
 target prediction entropy; needs no target labels), ``val/proxy_a_distance`` and, for lectures with a domain
 classifier, ``val/domain_acc``; ``test/source_acc`` and ``test/target_acc``. At the end of fit the figure
 ``val/feature_embedding`` (t-SNE or PCA of source vs target features, by domain and by class).
+
+Normalisation statistics per domain (part of each method; ``net.batch_norm: false``, the paper's network, has none):
+
+* inputs: ``data.init_args.normalize: per_domain`` standardises each domain with its own training-split mean and
+  std, in training and evaluation alike (label-free); ``source`` applies the source's to both.
+* batch norm in training: every method passes each domain's batch through G on its own, so G's layers normalise
+  source with source batch statistics and target with target batch statistics. DANN's domain classifier D sees
+  ``[f_s; f_t]`` together (a 50/50 batch). ``source_only`` never passes the target through G; ``target_oracle``
+  never the source. MCD passes source (step A), source then target (step B) and target ``num_k`` times (step C).
+* batch norm at evaluation: both domains are normalised with the running statistics, an exponential average
+  (momentum 0.1) of the training batches in the order above: source-only's are the source's, the oracle's the
+  target's, DANN's about 0.47 source + 0.53 target (alternating batches), MCD's about 0.22 source + 0.78 target
+  (source, source, then target 5 times per batch). So, except for a single-domain method evaluated on its own
+  domain, evaluation does not normalise a domain the way training did (tested in
+  ``tests/lectures/test_domain_adaptation.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +80,7 @@ class DomainAdaptationModule(LectureModule):
             raise ValueError(f"{name}.num_classes must be >= 2, got {num_classes}")
         if len(input_shape) != 3:
             raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
+        net.feature_size(input_shape, owner=f"{name}.net")  # a flatten G too deep for the images fails here
         if embedding not in ("tsne", "pca", "none"):
             raise ValueError(f"{name}.embedding must be tsne, pca or none, got {embedding!r}")
         if embedding_samples < 20:
@@ -73,7 +89,7 @@ class DomainAdaptationModule(LectureModule):
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
         self.net_spec = net
         self.features = net.build_extractor(input_shape)  # G
-        self.classifier = net.build_classifier(num_classes)  # F (MCD: F1)
+        self.classifier = net.build_classifier(num_classes, input_shape)  # F (MCD: F1)
         self.example_input_array = torch.zeros(2, *input_shape)
         acc = lambda: MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)  # noqa: E731
         self.train_acc = acc()

@@ -6,6 +6,8 @@
 * :func:`classifier_discrepancy` — MCD's ``mean |softmax(p1) - softmax(p2)|`` (Saito et al. 2018, arXiv 1712.02560).
 * :func:`normalized_entropy`, :func:`label_free_score` — scores that need no target labels.
 * :func:`proxy_a_distance` — ``2 (1 - 2 err)`` of a linear domain classifier on features (Ben-David et al. 2007).
+* :func:`recompute_batch_norm_statistics` — AdaBN (Li et al. 2016, arXiv 1603.04779): a network's batch-norm
+  running statistics recomputed on one domain's images, to measure what evaluating with mixed statistics costs.
 * :class:`DomainNetSpec` — the network every method shares (feature extractor G, label classifier F, domain
   classifier D) as one typed argument, with its builders; :func:`fold_legacy_domain_net_args` maps checkpoints
   written before it.
@@ -21,7 +23,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ __all__ = [
     "DomainNetSpec",
     "GradientReverse",
     "build_feature_extractor",
+    "build_flatten_extractor",
     "build_head",
     "classifier_discrepancy",
     "dann_lambda",
@@ -44,6 +47,7 @@ __all__ = [
     "normalized_entropy",
     "optimizer_factory",
     "proxy_a_distance",
+    "recompute_batch_norm_statistics",
 ]
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]  # lightning.pytorch.cli.OptimizerCallable
@@ -108,6 +112,27 @@ def proxy_a_distance(source_features: np.ndarray, target_features: np.ndarray, s
     return 2.0 * (1.0 - 2.0 * err)
 
 
+@torch.no_grad()
+def recompute_batch_norm_statistics(network: nn.Module, images: torch.Tensor, batch_size: int = 256) -> int:
+    """Replace the running statistics of every batch-norm layer ``network(images)`` passes through by the average of
+    its batch means and variances over ``images`` (N, C, H, W), fed in batches of ``batch_size`` with dropout off.
+    Returns the number of batch-norm layers in ``network``; the network is left in eval mode."""
+    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    network.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches below
+        layer.train()
+    device = next(network.parameters()).device
+    for chunk in images.split(batch_size):
+        network(chunk.to(device))
+    for layer, momentum in zip(layers, saved, strict=True):
+        layer.momentum = momentum
+        layer.eval()
+    return len(layers)
+
+
 def build_feature_extractor(
     input_shape: tuple[int, int, int], channels: list[int], feature_dim: int, batch_norm: bool, dropout: float
 ) -> nn.Sequential:
@@ -115,15 +140,47 @@ def build_feature_extractor(
     return nn.Sequential(*build_cnn(input_shape, feature_dim, channels, batch_norm, dropout), nn.ReLU(inplace=True))
 
 
-def build_head(in_dim: int, hidden: int, out_dim: int, batch_norm: bool, dropout: float) -> nn.Sequential:
-    """A two-layer head: Linear -> BN -> ReLU -> Dropout -> Linear. (B, in_dim) -> (B, out_dim)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden, bias=not batch_norm),
-        nn.BatchNorm1d(hidden) if batch_norm else nn.Identity(),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-        nn.Linear(hidden, out_dim),
-    )
+def build_flatten_extractor(
+    input_shape: tuple[int, int, int], channels: list[int], kernel_size: int, batch_norm: bool, dropout: float
+) -> nn.Sequential:
+    """G of Ganin et al.'s digit networks: [Conv k x k (no padding) -> BN -> ReLU -> MaxPool2] per width, Dropout2d
+    in the last block only, then flatten (the spatial layout is kept). (B, C, H, W) -> (B, C_last * h * w)."""
+    in_ch, layers = input_shape[0], []
+    for index, out_ch in enumerate(channels):
+        layers += [
+            nn.Conv2d(in_ch, out_ch, kernel_size, bias=not batch_norm),
+            nn.BatchNorm2d(out_ch) if batch_norm else nn.Identity(),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout) if dropout > 0 and index == len(channels) - 1 else nn.Identity(),
+            nn.MaxPool2d(2),
+        ]
+        in_ch = out_ch
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers)
+
+
+def flatten_map_size(size: int, blocks: int, kernel_size: int) -> int:
+    """Side of the last feature map of :func:`build_flatten_extractor`: each block takes ``(s - k + 1) // 2``."""
+    for _ in range(blocks):
+        size = (size - kernel_size + 1) // 2
+    return size
+
+
+def build_head(
+    in_dim: int, hidden: int, out_dim: int, batch_norm: bool, dropout: float, layers: int = 1
+) -> nn.Sequential:
+    """An MLP head: ``layers`` x [Linear -> BN -> ReLU], Dropout after the first, then Linear.
+    (B, in_dim) -> (B, out_dim)."""
+    modules: list[nn.Module] = []
+    for index in range(layers):
+        modules += [
+            nn.Linear(in_dim if index == 0 else hidden, hidden, bias=not batch_norm),
+            nn.BatchNorm1d(hidden) if batch_norm else nn.Identity(),
+            nn.ReLU(inplace=True),
+        ]
+        if index == 0:
+            modules.append(nn.Dropout(dropout) if dropout > 0 else nn.Identity())
+    return nn.Sequential(*modules, nn.Linear(hidden, out_dim))
 
 
 @dataclass(frozen=True)
@@ -131,17 +188,30 @@ class DomainNetSpec:
     """The network of every domain-adaptation method: feature extractor G, label classifier F (MCD: F1 and F2) and,
     for DANN, the domain classifier D.
 
+    The default is the lecture's small CNN (fast on the embedded 16x16 pair). Ganin et al. 2016's MNIST -> MNIST-M
+    network is ``{extractor: flatten, conv_channels: [32, 48], kernel_size: 5, head_layers: 2, hidden: 100,
+    batch_norm: false, dropout: 0}`` (G: 5x5 conv 32 -> pool -> 5x5 conv 48 -> pool -> 768 features on 28x28;
+    F: fc 100 -> fc 100 -> 10; D: fc 100 -> 1).
+
     Attributes:
-        conv_channels: convolution widths of the feature extractor G (the lecture-1-3 CNN).
-        feature_dim: size of the feature vector G outputs and the heads read.
-        hidden: hidden width of the two-layer heads (label classifiers and domain classifier).
+        conv_channels: convolution widths of the feature extractor G, one block each.
+        extractor: ``gap`` (3x3 padded convs, global average pooling, Linear to ``feature_dim``: the lecture-1-3
+            CNN) or ``flatten`` (``kernel_size`` convs without padding, 2x2 max-pool each, flattened: the paper's).
+        kernel_size: convolution size of the ``flatten`` extractor (5 in the paper); ``gap`` always uses 3.
+        feature_dim: feature size of the ``gap`` extractor (``flatten``: computed from the input shape).
+        hidden: width of the heads' hidden layers (label classifiers and domain classifier).
+        head_layers: hidden layers of the label classifiers (2 in the paper); the domain classifier has one.
         batch_norm: batch normalisation in G and in the heads.
-        dropout: dropout probability in G and in the label classifiers, in [0, 1) (the domain classifier has none).
+        dropout: dropout probability in G (``flatten``: last block only) and after the first hidden layer of the
+            label classifiers, in [0, 1) (the domain classifier has none).
     """
 
     conv_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    extractor: Literal["gap", "flatten"] = "gap"
+    kernel_size: int = 3
     feature_dim: int = 128
     hidden: int = 128
+    head_layers: int = 1
     batch_norm: bool = True
     dropout: float = 0.1
 
@@ -166,7 +236,9 @@ class DomainNetSpec:
         """Raise ``ValueError`` naming the setting (``<owner>.feature_dim`` ...) when a field is out of range."""
         if not self.conv_channels or min(self.conv_channels) < 1:
             raise ValueError(f"{owner}.conv_channels must list positive widths, got {self.conv_channels}")
-        for name in ("feature_dim", "hidden"):
+        if self.extractor not in ("gap", "flatten"):
+            raise ValueError(f"{owner}.extractor must be gap or flatten, got {self.extractor!r}")
+        for name in ("kernel_size", "feature_dim", "hidden", "head_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -176,19 +248,38 @@ class DomainNetSpec:
         """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
         return asdict(self)
 
+    def feature_size(self, input_shape: tuple[int, ...], owner: str = "net") -> int:
+        """Size of G's output for (C, H, W) images; a ``flatten`` G that shrinks the map below 1 px is a
+        ``ValueError`` naming ``<owner>.conv_channels`` and ``kernel_size``."""
+        if self.extractor == "gap":
+            return self.feature_dim
+        side = flatten_map_size(min(input_shape[1:]), len(self.conv_channels), self.kernel_size)
+        if side < 1:
+            raise ValueError(
+                f"{owner}.conv_channels {self.conv_channels} with {owner}.kernel_size {self.kernel_size} shrink "
+                f"{tuple(input_shape[1:])} images below 1 px (each block: (s - k + 1) // 2); use fewer blocks, a "
+                "smaller kernel or extractor: gap"
+            )
+        return self.conv_channels[-1] * side * side
+
     def build_extractor(self, input_shape: tuple[int, ...]) -> nn.Sequential:
-        """G: (B, C, H, W) -> (B, feature_dim)."""
+        """G: (B, C, H, W) -> (B, feature_size(input_shape))."""
+        if self.extractor == "flatten":
+            return build_flatten_extractor(
+                tuple(input_shape), list(self.conv_channels), self.kernel_size, self.batch_norm, self.dropout
+            )
         return build_feature_extractor(
             tuple(input_shape), list(self.conv_channels), self.feature_dim, self.batch_norm, self.dropout
         )
 
-    def build_classifier(self, num_classes: int) -> nn.Sequential:
-        """A label classifier F: (B, feature_dim) -> (B, num_classes)."""
-        return build_head(self.feature_dim, self.hidden, num_classes, self.batch_norm, self.dropout)
+    def build_classifier(self, num_classes: int, input_shape: tuple[int, ...]) -> nn.Sequential:
+        """A label classifier F: (B, feature_size) -> (B, num_classes)."""
+        in_dim = self.feature_size(input_shape)
+        return build_head(in_dim, self.hidden, num_classes, self.batch_norm, self.dropout, layers=self.head_layers)
 
-    def build_domain_classifier(self) -> nn.Sequential:
-        """DANN's domain classifier D, without dropout: (B, feature_dim) -> (B, 1) logits (target = 1)."""
-        return build_head(self.feature_dim, self.hidden, 1, self.batch_norm, dropout=0.0)
+    def build_domain_classifier(self, input_shape: tuple[int, ...]) -> nn.Sequential:
+        """DANN's domain classifier D, one hidden layer, no dropout: (B, feature_size) -> (B, 1) logits (target 1)."""
+        return build_head(self.feature_size(input_shape), self.hidden, 1, self.batch_norm, dropout=0.0)
 
 
 LEGACY_NET_ARGS = ("conv_channels", "feature_dim", "hidden", "batch_norm", "dropout")

@@ -43,6 +43,7 @@ class DANN(DomainAdaptationModule):
         grl_gamma: float = 10.0,
         grl_max: float = 1.0,
         grl_lambda: float | None = None,
+        separate_domain_batches: bool = False,
         **kwargs: Any,
     ) -> None:
         """
@@ -51,6 +52,8 @@ class DANN(DomainAdaptationModule):
             grl_gamma: steepness gamma of the schedule ``lambda_p = 2 / (1 + exp(-gamma p)) - 1``.
             grl_max: the schedule is scaled to end at this value (1 in the paper).
             grl_lambda: a fixed reversal coefficient instead of the schedule (None: use the schedule).
+            separate_domain_batches: pass f_s and f_t through D separately, so D's batch norm (if any) normalises
+                each domain with its own batch statistics, as G's does (False: D sees ``[f_s; f_t]`` together).
             **kwargs: the shared arguments of :class:`DomainAdaptationModule` (shapes, ``net``, figure settings).
         """
         super().__init__(**kwargs)
@@ -59,14 +62,14 @@ class DANN(DomainAdaptationModule):
                 raise ValueError(f"DANN.{name} must be >= 0, got {value}")
         if grl_lambda is not None and grl_lambda < 0:
             raise ValueError(f"DANN.grl_lambda must be >= 0 or null, got {grl_lambda}")
-        self.domain_classifier = self.net_spec.build_domain_classifier()  # D: (B, D) -> (B, 1)
+        self.domain_classifier = self.net_spec.build_domain_classifier(self.hparams.input_shape)  # D: (B, D) -> (B, 1)
 
     def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> torch.Tensor:
         (x_s, y_s), (x_t,) = batch["source"], batch["target"]  # target batch carries no labels
         f_s, f_t = self.features(x_s), self.features(x_t)  # 1. (Bs, D), (Bt, D); batch statistics per domain
         logits = self.classifier(f_s)  # 2. (Bs, K)
         coeff = self.grl_coefficient()
-        d_logits = self.domain_classifier(grad_reverse(torch.cat([f_s, f_t]), coeff)).squeeze(1)  # 3. (Bs + Bt,)
+        d_logits = self.discriminate(f_s, f_t, coeff)  # 3. (Bs + Bt,)
         d_true = torch.cat([torch.zeros(len(x_s)), torch.ones(len(x_t))]).to(d_logits)  # 0 source, 1 target
         loss = self.combine_losses(  # 4. one backward: D descends L_d, G ascends it through the reversal
             {
@@ -78,6 +81,12 @@ class DANN(DomainAdaptationModule):
         self.log("train/grl_lambda", coeff, on_step=True, on_epoch=False)
         self.log("train/domain_acc", ((d_logits > 0).float() == d_true).float().mean(), on_step=False, on_epoch=True)
         return loss
+
+    def discriminate(self, f_s: torch.Tensor, f_t: torch.Tensor, coeff: float) -> torch.Tensor:
+        """D's logits on the reversed features, source rows first: (Bs, D), (Bt, D) -> (Bs + Bt,)."""
+        if self.hparams.separate_domain_batches:
+            return torch.cat([self.domain_classifier(grad_reverse(f, coeff)) for f in (f_s, f_t)]).squeeze(1)
+        return self.domain_classifier(grad_reverse(torch.cat([f_s, f_t]), coeff)).squeeze(1)
 
     def grl_coefficient(self) -> float:
         """lambda_p at the current step: the fixed ``grl_lambda``, else ``grl_max * dann_lambda(p, grl_gamma)``."""

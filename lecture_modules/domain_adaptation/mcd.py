@@ -57,7 +57,9 @@ class MCD(DomainAdaptationModule):
         given = self.hparams.get("optimizer")  # the CLI's plain config, or (a direct call) the argument itself
         given = given if isinstance(given, Mapping) else optimizer
         self.hparams["optimizer"] = describe_optimizer(given, owner="MCD.optimizer")  # plain: weights_only
-        self.classifier2 = self.net_spec.build_classifier(self.hparams.num_classes)  # F2; F1 = self.classifier
+        self.classifier2 = self.net_spec.build_classifier(
+            self.hparams.num_classes, self.hparams.input_shape
+        )  # F2; F1 = self.classifier
         self.automatic_optimization = False
 
     @classmethod

@@ -64,6 +64,8 @@ def test_mnistm_errors_name_the_file(tmp_path):
         MNISTMSource(str(root)).load()
     with pytest.raises(FileNotFoundError, match=r"MNISTMSource.root .*nowhere"):
         MNISTMSource(str(tmp_path / "nowhere")).load()
+    with pytest.raises(ValueError, match=r"MNISTMSource.root is required: the mnist_m.tar.gz archive"):
+        MNISTMSource()
 
 
 def _tar(folder, archive):

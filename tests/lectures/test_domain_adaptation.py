@@ -26,6 +26,7 @@ from lecture_modules.domain_adaptation.core import (
     normalized_entropy,
     optimizer_factory,
     proxy_a_distance,
+    recompute_batch_norm_statistics,
 )
 from lecture_modules.domain_adaptation.dann import DANN
 from lecture_modules.domain_adaptation.mcd import MCD, PAPER_OPTIMIZER
@@ -120,7 +121,8 @@ def test_net_spec_builds_the_networks_the_separate_arguments_built():
     for out, build in ((built, True), (by_hand, False)):
         torch.manual_seed(0)
         if build:
-            out += [spec.build_extractor((3, 16, 16)), spec.build_classifier(7), spec.build_domain_classifier()]
+            shape = (3, 16, 16)
+            out += [spec.build_extractor(shape), spec.build_classifier(7, shape), spec.build_domain_classifier(shape)]
         else:
             out += [
                 build_feature_extractor((3, 16, 16), [8, 16], 12, False, 0.2),
@@ -132,11 +134,49 @@ def test_net_spec_builds_the_networks_the_separate_arguments_built():
     assert built[0](torch.randn(4, 3, 16, 16)).shape == (4, 12)
     assert spec.as_dict() == {
         "conv_channels": [8, 16],
+        "extractor": "gap",
+        "kernel_size": 3,
         "feature_dim": 12,
         "hidden": 10,
+        "head_layers": 1,
         "batch_norm": False,
         "dropout": 0.2,
     }
+
+
+PAPER_NET = {
+    "extractor": "flatten",
+    "conv_channels": [32, 48],
+    "kernel_size": 5,
+    "hidden": 100,
+    "head_layers": 2,
+    "batch_norm": False,
+    "dropout": 0.0,
+}
+
+
+def test_flatten_spec_builds_the_papers_mnist_network():
+    """Ganin et al. 2016, MNIST -> MNIST-M: conv5x5 32 -> pool -> conv5x5 48 -> pool -> fc100 -> fc100 -> 10, and the
+    domain classifier fc100 -> 1, on 3x28x28 inputs (768 features), no batch norm, no dropout."""
+    model = DANN(net=PAPER_NET, input_shape=(3, 28, 28))
+    shapes = lambda module: [tuple(p.shape) for p in module.parameters()]  # noqa: E731
+    assert shapes(model.features) == [(32, 3, 5, 5), (32,), (48, 32, 5, 5), (48,)]
+    assert shapes(model.classifier) == [(100, 768), (100,), (100, 100), (100,), (10, 100), (10,)]
+    assert shapes(model.domain_classifier) == [(100, 768), (100,), (1, 100), (1,)]
+    weighted = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Dropout, nn.Dropout2d)
+    kinds = [type(m).__name__ for m in model.modules() if isinstance(m, (*weighted, nn.MaxPool2d, nn.ReLU))]
+    g, f, d = ["Conv2d", "ReLU", "MaxPool2d"] * 2, ["Linear", "ReLU"] * 2 + ["Linear"], ["Linear", "ReLU", "Linear"]
+    assert kinds == [*g, *f, *d]
+    assert model.features(torch.zeros(2, 3, 28, 28)).shape == (2, 768)
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    # with batch norm and dropout (the variant public re-implementations use): BN after every conv and hidden layer,
+    # Dropout2d in the last conv block only, dropout after the first hidden layer of the label classifier only
+    bn = DANN(net={**PAPER_NET, "conv_channels": [64, 50], "batch_norm": True, "dropout": 0.5}, input_shape=(3, 28, 28))
+    kinds = [type(m).__name__ for m in bn.features.modules() if isinstance(m, weighted)]
+    assert kinds == ["Conv2d", "BatchNorm2d", "Conv2d", "BatchNorm2d", "Dropout2d"]
+    kinds = [type(m).__name__ for m in bn.classifier.modules() if isinstance(m, weighted)]
+    assert kinds == ["Linear", "BatchNorm1d", "Dropout", "Linear", "BatchNorm1d", "Linear"]
+    assert bn.classifier[0].in_features == 800 and bn.domain_classifier[0].in_features == 800
 
 
 @pytest.mark.parametrize(
@@ -146,7 +186,14 @@ def test_net_spec_builds_the_networks_the_separate_arguments_built():
         ({"feature_dim": 0}, r"DANN\.net\.feature_dim must be >= 1, got 0"),
         ({"hidden": -1}, r"DANN\.net\.hidden must be >= 1"),
         (DomainNetSpec(dropout=1.0), r"DANN\.net\.dropout must be in \[0, 1\), got 1\.0"),
-        ({"widths": [4]}, r"DANN\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, feature_dim"),
+        ({"widths": [4]}, r"DANN\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, extractor"),
+        ({"extractor": "pool"}, r"DANN\.net\.extractor must be gap or flatten, got 'pool'"),
+        ({"kernel_size": 0}, r"DANN\.net\.kernel_size must be >= 1, got 0"),
+        ({"head_layers": 0}, r"DANN\.net\.head_layers must be >= 1, got 0"),
+        (
+            {"extractor": "flatten", "conv_channels": [8, 8, 8], "kernel_size": 5},
+            r"DANN\.net\.conv_channels \[8, 8, 8\] with DANN\.net\.kernel_size 5 shrink \(16, 16\) images below 1 px",
+        ),
     ],
 )
 def test_invalid_network_settings_name_the_setting(net, message):
@@ -155,12 +202,77 @@ def test_invalid_network_settings_name_the_setting(net, message):
 
 
 def test_each_method_states_only_its_own_arguments_and_stores_the_net_as_plain_data():
-    for cls, own in ((DANN, ["domain_weight", "grl_gamma", "grl_max", "grl_lambda"]), (MCD, ["num_k", "optimizer"])):
+    dann_own = ["domain_weight", "grl_gamma", "grl_max", "grl_lambda", "separate_domain_batches"]
+    for cls, own in ((DANN, dann_own), (MCD, ["num_k", "optimizer"])):
         params = list(inspect.signature(cls.__init__).parameters)
         assert params == ["self", *own, "kwargs"], params
     model = DANN(net={"conv_channels": [8], "dropout": 0.0}, domain_weight=0.5)
     assert model.hparams.net == {**DomainNetSpec().as_dict(), "conv_channels": [8], "dropout": 0.0}
     assert model.hparams.domain_weight == 0.5 and not any(isinstance(v, DomainNetSpec) for v in model.hparams.values())
+
+
+def _first_bn_batch_means(model, batches):
+    """Run ``model.training_step`` once; return the per-channel batch means the first BatchNorm2d of G saw, in
+    call order, and its running mean afterwards."""
+    bn = next(m for m in model.features.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = []
+    hook = bn.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].mean(dim=(0, 2, 3))))
+    model.train()
+    with pytest.warns(UserWarning, match="self.log"):  # no Trainer: logging is skipped
+        model.training_step(batches, 0)
+    hook.remove()
+    return seen, bn.running_mean.clone()
+
+
+def test_batch_norm_evaluates_both_domains_with_a_mixture_of_their_training_statistics():
+    """What the lecture's DANN failure on real MNIST -> MNIST-M hid (issue 21): in training G normalises each domain
+    with its *own* batch statistics (source and target batches go through G separately), but at evaluation both
+    domains are normalised with the running statistics, an exponential average over alternating source and target
+    batches (momentum 0.1: about 0.47 source + 0.53 target in steady state), which is neither domain's.
+    Source-only has no mismatch in training, but evaluates the target with source-only statistics. The real-data
+    configs use the paper's network without batch norm, which has neither problem."""
+    torch.manual_seed(0)
+    source = torch.randn(16, 3, 16, 16)  # grey-ish domain: mean 0
+    target = torch.randn(16, 3, 16, 16) * 2 + 3  # another colour range: mean 3
+    batches = {"source": [source, torch.randint(0, 10, (16,))], "target": [target]}
+    dann = DANN(net={**SMALL_NET.as_dict(), "dropout": 0.0}, grl_lambda=1.0, embedding="none")
+    (m_s, m_t), running = _first_bn_batch_means(dann, batches)
+    assert torch.allclose(running, 0.9 * 0.1 * m_s + 0.1 * m_t, atol=1e-5)  # one step: source, then target
+    weight_s, weight_t = 0.09 / 0.19, 0.1 / 0.19  # steady state of the alternating exponential average
+    assert (weight_s, weight_t) == (pytest.approx(0.474, abs=1e-3), pytest.approx(0.526, abs=1e-3))
+    from lecture_modules.domain_adaptation.source_only import SourceOnly
+
+    source_only = SourceOnly(net={**SMALL_NET.as_dict(), "dropout": 0.0}, embedding="none")
+    (m_s,), running = _first_bn_batch_means(source_only, batches)  # the target never reaches G in training
+    assert torch.allclose(running, 0.1 * m_s, atol=1e-5)
+
+
+@pytest.mark.parametrize(("separate", "seen"), [(False, [32]), (True, [16, 16])])
+def test_domain_classifier_sees_both_domains_together_or_each_on_its_own(separate, seen):
+    torch.manual_seed(0)
+    model = DANN(net=SMALL_NET, grl_lambda=1.0, separate_domain_batches=separate, embedding="none")
+    bn = next(m for m in model.domain_classifier.modules() if isinstance(m, nn.BatchNorm1d))
+    sizes = []
+    bn.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    f_s, f_t = torch.randn(16, 16), torch.randn(16, 16) + 3
+    logits = model.discriminate(f_s, f_t, 1.0)
+    assert sizes == seen and logits.shape == (32,)
+    by_domain = [model.domain_classifier(f).squeeze(1) for f in (f_s, f_t)]
+    together = model.domain_classifier(torch.cat([f_s, f_t])).squeeze(1)
+    assert torch.allclose(logits, torch.cat(by_domain) if separate else together)  # source rows first
+
+
+def test_recompute_batch_norm_statistics_normalises_with_the_given_domains_statistics():
+    torch.manual_seed(0)
+    net = DomainNetSpec(extractor="flatten", conv_channels=[4], kernel_size=3, dropout=0.5).build_extractor((3, 8, 8))
+    images = torch.randn(64, 3, 8, 8) * 3 + 2
+    bn = net[1]
+    assert recompute_batch_norm_statistics(net, images, batch_size=64) == 1 and not net.training
+    conv_out = net[0](images)
+    assert torch.allclose(bn.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, conv_out.var(dim=(0, 2, 3)), atol=1e-4)
+    assert bn.momentum == 0.1  # restored
+    assert recompute_batch_norm_statistics(DomainNetSpec(batch_norm=False).build_extractor((3, 8, 8)), images) == 0
 
 
 # What a checkpoint written before `net` and `optimizer` holds (recorded from that code; lr set to 1e-3).
@@ -189,7 +301,7 @@ def test_checkpoints_from_before_net_and_optimizer_keep_their_network_and_optimi
     rebuilt = instantiate_module(LectureModule, {"_class_path": "lecture_modules.domain_adaptation.mcd.MCD", **new})
     for model in (rebuilt, MCD(**new)):
         assert [m.out_channels for m in model.features.modules() if isinstance(m, nn.Conv2d)] == [8, 16]
-        assert model.classifier2[0].out_features == 12 and model.hparams.net == net
+        assert model.classifier2[0].out_features == 12 and model.hparams.net == DomainNetSpec(**net).as_dict()
         opts = model.configure_optimizers()
         assert [type(o) for o in opts] == [torch.optim.Adam, torch.optim.Adam]
         assert all(o.defaults["lr"] == 0.001 and o.defaults["weight_decay"] == 0.0005 for o in opts)
@@ -313,6 +425,69 @@ def test_each_method_fits_the_embedded_default_and_logs(method, tmp_path):
         assert 0 < float(metrics["train/grl_lambda"]) < 1
     figures = list(tmp_path.rglob("val_feature_embedding*.png"))
     assert len(figures) == 1, figures
+
+
+def test_dann_lambda_and_lr_schedules_span_the_run_step_by_step(tmp_path):
+    """Over any run length (a short one included) lambda_p rises from 0 along 2 / (1 + exp(-10 p)) - 1 and the lr
+    decays along lr0 / (1 + 10 p)^0.75, with p = step / total steps, and the domain loss enters the total loss."""
+    import lightning as L
+
+    from datamodules.domains import TwoDomainDataModule
+
+    class Record(L.Callback):
+        rows: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.rows.append((pl_module.grl_coefficient(), trainer.optimizers[0].param_groups[0]["lr"]))
+
+    model = DANN(net=SMALL_NET, embedding="none")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.configure_optimizers = lambda: {
+        "optimizer": opt, "lr_scheduler": {"scheduler": InverseDecayLR(opt), "interval": "step"}
+    }  # fmt: skip
+    recorder = Record()
+    trainer = L.Trainer(
+        max_steps=8, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, callbacks=[recorder],
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=TwoDomainDataModule(limit_train_samples=256, normalize="per_domain"))
+    lambdas, lrs = zip(*recorder.rows, strict=True)
+    assert lambdas == pytest.approx([dann_lambda(step / 8) for step in range(8)])
+    assert lrs == pytest.approx([0.01 * dann_lr_factor(step / 8) for step in range(8)])
+    assert float(trainer.callback_metrics["train/loss_domain"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("config", "features"),
+    [*((f"{method}_mnistm", 800) for method in METHODS), ("dann_paper_mnistm", 768), ("source_only_paper_mnistm", 768)],
+)
+def test_real_data_configs_fit_on_files_in_the_mnist_layouts(config, features, tmp_path):
+    """``configs/*_mnistm.yaml`` on tiny MNIST IDX files and an MNIST-M tar.gz: 28x28 RGB, flattened features (the
+    paper's 768 from 5x5 convs [32, 48]; 800 from the wider [64, 50])."""
+    from tests.datamodules.test_domains import _mnist, _mnistm, _tar
+
+    mnist = _mnist(tmp_path / "mnist", n=64)
+    archive = _tar(_mnistm(tmp_path / "mnistm", n_train=64, n_test=16), tmp_path / "mnist_m.tar.gz")
+    cli = run_cli(
+        "fit", "--config", _config(config), *QUICK, *NO_LOG, "--trainer.accelerator=cpu",
+        "--trainer.devices=1", "--trainer.max_epochs=1", "--data.init_args.batch_size=16",
+        "--model.init_args.embedding=none", f"--trainer.default_root_dir={tmp_path}",
+        f"--data.init_args.source.init_args.root={mnist}", f"--data.init_args.target.init_args.root={archive}",
+    )  # fmt: skip
+    assert cli.model.hparams.input_shape == (3, 28, 28)
+    assert cli.model.features(torch.zeros(2, 3, 28, 28)).shape == (2, features)
+    assert "val/target_acc" in cli.trainer.callback_metrics
+
+
+def test_real_data_config_without_the_target_path_fails_in_one_line(tmp_path, capsys):
+    import cli
+    from tests.datamodules.test_domains import _mnist
+
+    argv = ["fit", "--config", _config("dann_mnistm"), f"--data.init_args.source.init_args.root={tmp_path / 'm'}"]
+    _mnist(tmp_path / "m")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ValueError: MNISTMSource.root is required"), err
 
 
 def test_non_oracle_refuses_target_labels_and_oracle_needs_them(tmp_path):
