@@ -200,7 +200,7 @@ def print_tables(results: dict[str, list[dict]], title: str) -> None:
             f"| `{method}` | {seeds} | {mean_std([r['target'] for r in runs])} | "
             f"{mean_std([r['source'] for r in runs])} | {mean_std(adabn) if adabn else '—'} | {seconds:.0f} |"
         )
-    adapting = [m for m in results if m in ADAPTING and any(len(r["history"]) > 2 for r in results[m])]
+    adapting = [m for m in results if m.split()[0] in ADAPTING and any(len(r["history"]) > 2 for r in results[m])]
     if adapting:
         print("\nLabel-free selection (`val/label_free_score`) vs true target accuracy, per validation epoch:\n")
         print("| method | Spearman rho | target val acc % at best score | at last epoch | at best epoch |")
@@ -210,12 +210,14 @@ def print_tables(results: dict[str, list[dict]], title: str) -> None:
 
 
 def merge(files: list[str]) -> None:
-    """Print the tables of per-run JSON files (``--out-dir``), grouped by method."""
+    """Print the tables of per-run JSON files (``--out-dir``), grouped by method and config."""
     results: dict[str, list[dict]] = {}
     machines = set()
     for name in files:
         run = json.loads(Path(name).read_text())
-        results.setdefault(run["method"], []).append(run)
+        argv = run.get("argv", [])
+        config = Path(argv[argv.index("--config") + 1]).stem if "--config" in argv else "?"
+        results.setdefault(f"{run['method']} {config}", []).append(run)
         machines.add(run.get("machine", "?"))
     print_tables(results, f"merged from {len(files)} run(s); {'; '.join(sorted(machines))}")
 
