@@ -65,9 +65,12 @@ def build_cnn(
 SpecT = TypeVar("SpecT", bound="Spec")
 
 
+@dataclass(frozen=True)
 class Spec:
     """Shared behaviour of the lectures' network specs (frozen dataclasses deriving from this class): built from a
-    spec or the plain dict a checkpoint holds, validated with errors that name the setting, stored as a plain dict."""
+    spec or the plain dict a checkpoint holds, validated with errors that name the setting, stored as a plain dict.
+    It is itself a (field-less) dataclass: jsonargparse expands a spec into ``--model.net.<field>`` options only when
+    every class it derives from is one."""
 
     @classmethod
     def of(cls: type[SpecT], value: Spec | Mapping[str, Any], owner: str = "net") -> SpecT:
