@@ -63,6 +63,7 @@ def lecture_cli_class() -> type:
 
     from callbacks.save_config import LectureSaveConfig
     from lecture_modules.base import LectureModule
+    from lecture_modules.schedules import steps_every_optimizer_step
 
     class LectureCLI(LightningCLI):
         """LightningCLI with lecture plugins, data-to-model links, per-step schedules and W&B defaults.
@@ -101,7 +102,7 @@ def lecture_cli_class() -> type:
             after a checkpoint's loop state is restored: asking for ``estimated_stepping_batches`` here would build
             the train loader too early for an exact mid-epoch resume.
             """
-            if _steps_per_batch(lr_scheduler):
+            if lr_scheduler is not None and steps_every_optimizer_step(lr_scheduler):
                 return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}
             return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
 
@@ -191,15 +192,6 @@ def _drop_lr_monitor_without_logger(config: Any) -> None:
     if monitors:
         trainer["callbacks"] = [c for c in callbacks if c not in monitors]
         rank_zero_info("LearningRateMonitor left out: trainer.logger is false, so there is nothing to log to.")
-
-
-def _steps_per_batch(lr_scheduler: Any) -> bool:
-    """Whether a scheduler is stepped every optimiser step rather than every epoch."""
-    from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
-
-    if lr_scheduler is None:
-        return False
-    return getattr(lr_scheduler, "interval", "epoch") == "step" or isinstance(lr_scheduler, (OneCycleLR, CyclicLR))
 
 
 def _lecture_name(config: Any, entries: dict[str, LectureEntry]) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR
 
 __all__ = [
     "InverseDecayLR",
     "WarmupCosineLR",
     "WarmupLinearLR",
     "dann_lr_factor",
+    "steps_every_optimizer_step",
     "warmup_cosine_factor",
     "warmup_linear_factor",
 ]
@@ -138,3 +139,9 @@ class InverseDecayLR(LRScheduler):
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+def steps_every_optimizer_step(scheduler: object) -> bool:
+    """Whether a scheduler is stepped every optimiser step (``interval = "step"``, OneCycleLR, CyclicLR) rather than
+    every epoch: the one rule for the YAML ``lr_scheduler:`` and for lectures that build their own schedule."""
+    return getattr(scheduler, "interval", "epoch") == "step" or isinstance(scheduler, OneCycleLR | CyclicLR)

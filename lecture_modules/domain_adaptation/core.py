@@ -22,7 +22,7 @@ import importlib
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lecture_modules.nets import build_cnn
+from lecture_modules.nets import Spec, build_cnn
 
 __all__ = [
     "DomainNetSpec",
@@ -184,7 +184,7 @@ def build_head(
 
 
 @dataclass(frozen=True)
-class DomainNetSpec:
+class DomainNetSpec(Spec):
     """The network of every domain-adaptation method: feature extractor G, label classifier F (MCD: F1 and F2) and,
     for DANN, the domain classifier D.
 
@@ -215,23 +215,6 @@ class DomainNetSpec:
     batch_norm: bool = True
     dropout: float = 0.1
 
-    @classmethod
-    def of(cls, value: DomainNetSpec | Mapping[str, Any], owner: str = "net") -> DomainNetSpec:
-        """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
-        (for example ``DANN.net``)."""
-        names = [f.name for f in fields(cls)]
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(names))
-            if unknown:
-                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(names)}")
-            spec = cls(**value)
-        elif isinstance(value, cls):
-            spec = cls(**value.as_dict())
-        else:
-            raise TypeError(f"{owner} must be a DomainNetSpec or a mapping, got {type(value).__name__}")
-        spec.validate(owner)
-        return spec
-
     def validate(self, owner: str = "net") -> None:
         """Raise ``ValueError`` naming the setting (``<owner>.feature_dim`` ...) when a field is out of range."""
         if not self.conv_channels or min(self.conv_channels) < 1:
@@ -243,10 +226,6 @@ class DomainNetSpec:
                 raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for the hyper-parameters (checkpoints stay ``weights_only``)."""
-        return asdict(self)
 
     def feature_size(self, input_shape: tuple[int, ...], owner: str = "net") -> int:
         """Size of G's output for (C, H, W) images; a ``flatten`` G that shrinks the map below 1 px is a

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -50,6 +50,7 @@ from lecture_modules.pruning.core import (
     widths_of,
 )
 from lecture_modules.pruning.report import round_stats
+from lecture_modules.schedules import steps_every_optimizer_step
 
 __all__ = ["Pruning", "export_pruned"]
 
@@ -205,8 +206,8 @@ class Pruning(LectureModule):
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         config: dict[str, Any] = {"scheduler": scheduler}
-        if getattr(scheduler, "interval", "epoch") == "step" or isinstance(scheduler, OneCycleLR | CyclicLR):
-            config["interval"] = "step"  # as LectureCLI.configure_optimizers does for the YAML lr_scheduler
+        if steps_every_optimizer_step(scheduler):  # the rule LectureCLI applies to the YAML lr_scheduler
+            config["interval"] = "step"
         if isinstance(scheduler, ReduceLROnPlateau):
             config["monitor"] = getattr(scheduler, "monitor", "val/loss")
         return {"optimizer": optimizer, "lr_scheduler": config}
