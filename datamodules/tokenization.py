@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from datamodules.errors import UserInputError
 from datamodules.text_sources import embedded_qa_corpus, embedded_sentiment_corpus
 
 __all__ = [
@@ -46,7 +47,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a tokenizer gives and a BERT reads
 
 
-class ModelNotAvailableError(FileNotFoundError):
+class ModelNotAvailableError(UserInputError, FileNotFoundError):
     """The requested model cannot be loaded offline; the message says what to install or set."""
 
 

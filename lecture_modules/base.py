@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
+from datamodules.errors import UserInputError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -33,8 +35,9 @@ __all__ = ["LectureModule", "NonFiniteLossError", "figure_dir", "log_figure"]
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term becomes NaN or infinite; training stops at that step."""
+class NonFiniteLossError(UserInputError, FloatingPointError):
+    """Raised when a loss term becomes NaN or infinite; training stops at that step. Usually a setting's fault
+    (a learning rate too high), so ``cli.main`` reports it in one line with a hint naming the settings to try."""
 
 
 class LectureModule(L.LightningModule):
