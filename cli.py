@@ -16,11 +16,13 @@ traceback of their cause.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datamodules.errors import UserInputError
 from lecture_modules.registry import (
     LectureEntry,
     LectureNotFoundError,
@@ -328,6 +330,8 @@ def main(args: list[str] | None = None) -> int:
         sys.argv[1:] = argv  # without --debug: DDP re-launches this script with sys.argv
     try:
         run(None if args is None else argv)
+    except UserInputError as exc:
+        return _report(str(exc), exc if debug else None, hint=exc.hint)
     except OptimizerSectionError as exc:
         return _report(str(exc), exc if debug else None)
     except (LectureNotFoundError, PluginLoadError, PluginConflictError) as exc:
@@ -341,12 +345,26 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
-def _report(message: str, traceback_of: BaseException | None) -> int:
-    """``error: MESSAGE`` on stderr, after the traceback of ``traceback_of`` when given (``--debug``); exit code 2."""
+def _report(message: str, traceback_of: BaseException | None, hint: str | None = None) -> int:
+    """``error: MESSAGE`` (and ``hint: HINT``) on stderr, after the traceback of ``traceback_of`` when given
+    (``--debug``); exit code 2. Under DDP only rank 0 writes: every rank fails on the same input."""
+    if _process_rank() > 0:
+        return 2
     if traceback_of is not None:
         sys.stderr.write("".join(traceback.format_exception(traceback_of)))
     sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
     return 2
+
+
+def _process_rank() -> int:
+    """This process's global rank as the launcher set it (torchrun, SLURM, Lightning's DDP launcher); 0 alone."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def _raised_in_jsonargparse(exc: BaseException) -> bool:
