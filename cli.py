@@ -22,7 +22,6 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datamodules.errors import UserInputError
 from lecture_modules.registry import (
     LectureEntry,
     LectureNotFoundError,
@@ -328,6 +327,8 @@ def main(args: list[str] | None = None) -> int:
         return lectures_command([*argv[1:], *(["--debug"] if debug else [])])
     if args is None:
         sys.argv[1:] = argv  # without --debug: DDP re-launches this script with sys.argv
+    from datamodules.errors import UserInputError  # here: importing datamodules imports Lightning
+
     try:
         run(None if args is None else argv)
     except UserInputError as exc:
