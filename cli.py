@@ -15,6 +15,7 @@ traceback of their cause.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
@@ -328,9 +329,14 @@ def main(args: list[str] | None = None) -> int:
     if args is None:
         sys.argv[1:] = argv  # without --debug: DDP re-launches this script with sys.argv
     from datamodules.errors import UserInputError  # here: importing datamodules imports Lightning
+    from lecture_modules.parse_errors import check_config_files, one_line
 
+    if problem := check_config_files(argv):
+        return _report(problem, None)
     try:
-        run(None if args is None else argv)
+        run(None if args is None else argv, parser_kwargs={"exit_on_error": False})  # parse errors raise
+    except argparse.ArgumentError as exc:
+        return _report(one_line(str(exc)), exc if debug else None, hint=_PARSE_HINT)
     except UserInputError as exc:
         return _report(str(exc), exc if debug else None, hint=exc.hint)
     except OptimizerSectionError as exc:
@@ -344,6 +350,9 @@ def main(args: list[str] | None = None) -> int:
             raise
         return _report(f"{type(cause).__name__}: {cause}", cause if debug else None)
     return 0
+
+
+_PARSE_HINT = "python cli.py fit --help lists every setting; --model.help <Lecture> a lecture's own"
 
 
 def _report(message: str, traceback_of: BaseException | None, hint: str | None = None) -> int:

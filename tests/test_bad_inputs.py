@@ -69,7 +69,11 @@ CLI_CASES = [
     Case(
         "misspelt-lecture-class-path",
         lambda d: smoke(CLASSIFICATION, "--model", "lecture_modules.classification.Clasification"),
-        ("lecture_modules.classification.Clasification", "did you mean", "lecture_modules.classification.Classification"),
+        (
+            "lecture_modules.classification.Clasification",
+            "did you mean",
+            "lecture_modules.classification.Classification",
+        ),
     ),
     Case(
         "misspelt-datamodule-class-path",

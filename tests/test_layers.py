@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]  # not tests.helpers: this test needs no Lightning
 
-SHARED = {"base", "nets", "figures", "schedules", "registry", "tracking", "checkpoints"}
+SHARED = {"base", "nets", "figures", "schedules", "registry", "tracking", "checkpoints", "parse_errors"}
 PACKAGE_FILES = ("__init__.py", "__main__.py")
 
 
