@@ -52,7 +52,7 @@ WANDB_LOGGER_PATHS = (
 )
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT = 3.0  # seconds: a W&B server answers its viewer query in well under one
-OFFLINE_HOW = "to run without W&B uploads set WANDB_MODE=offline (or pass --trainer.logger false)"
+OFFLINE_HOW = "to run offline set WANDB_MODE=offline, or turn W&B off with --trainer.logger false"
 
 
 class ServerProblem(str):
