@@ -85,8 +85,20 @@ def _api_key(env: Mapping[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def _has_credentials(env: Mapping[str, str]) -> bool:
-    return _api_key(env) is not None
+def _checked_base_url(env: Mapping[str, str]) -> str:
+    """``WANDB_BASE_URL`` (or the default) when it is an http(s) URL with a host and a valid port."""
+    base_url = _base_url(env)
+    parts = urlsplit(base_url)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is not a number in 0..65535
+        valid = False
+    if not valid:
+        raise UserInputError(
+            f"WANDB_BASE_URL={env.get('WANDB_BASE_URL')!r} is not an http(s) URL of a W&B server",
+            hint="for example WANDB_BASE_URL=http://localhost:8080, or unset it for https://api.wandb.ai",
+        )
+    return base_url
 
 
 def _ask_viewer(url: str, key: str, timeout: float) -> tuple[int, bytes] | str:
@@ -143,7 +155,8 @@ def wandb_offline_reason(env: Mapping[str, str] | None = None, timeout: float = 
     A reason that is a failure of the server is a :class:`ServerProblem`.
 
     Raises:
-        UserInputError: the server refused the API key; the message says how to run offline.
+        UserInputError: the server refused the API key (the message says how to run offline), or ``WANDB_BASE_URL``
+            is not an http(s) URL.
     """
     env = os.environ if env is None else env
     mode = env.get("WANDB_MODE", "").lower()
@@ -153,7 +166,7 @@ def wandb_offline_reason(env: Mapping[str, str] | None = None, timeout: float = 
     if credentials is None:
         return None if mode == "online" else "no W&B credentials (set WANDB_API_KEY or run 'wandb login')"
     key, source = credentials
-    base_url = _base_url(env)
+    base_url = _checked_base_url(env)
     answer = _probe(base_url, key, timeout)
     if isinstance(answer, tuple) and _refused(*answer):
         raise UserInputError(

@@ -98,6 +98,12 @@ def test_a_refused_key_is_an_error_that_says_how_to_run_offline(answer):
     assert FAKE_KEY not in message + str(raised.value.hint)
 
 
+@pytest.mark.parametrize("url", ["localhost:8080", "ftp://wandb.example", "http://localhost:99999"])
+def test_a_base_url_that_is_not_an_http_url_is_an_error_naming_it(url):
+    with pytest.raises(UserInputError, match=f"WANDB_BASE_URL='{url}' is not an http"):
+        wandb_offline_reason(keyed(url), timeout=0.5)
+
+
 def test_explicit_online_checks_the_key_but_never_falls_back():
     with pytest.raises(UserInputError, match="refused"):
         wandb_offline_reason(keyed(answering_server(401), WANDB_MODE="online"), timeout=2.0)
