@@ -205,19 +205,28 @@ def _lecture_name(config: Any, entries: dict[str, LectureEntry]) -> str:
 
 
 def _apply_wandb_defaults(config: Any, subcommand: str, entries: dict[str, LectureEntry]) -> None:
-    """Offline when W&B cannot be reached (said once), runs named and grouped by lecture."""
-    from lightning.pytorch.utilities import rank_zero_info
+    """Offline when W&B is not logged in or its server does not answer within seconds (said once), runs named and
+    grouped by lecture.
 
-    from lecture_modules.tracking import WANDB_LOGGER_PATHS, configure_wandb_init_args, wandb_offline_reason
+    Raises:
+        UserInputError: the W&B server refused the API key (``lecture_modules.tracking`` says why this is an error).
+    """
+    from lecture_modules.tracking import (
+        WANDB_LOGGER_PATHS,
+        configure_wandb_init_args,
+        report_offline,
+        wandb_offline_reason,
+    )
 
     loggers = config.trainer.logger
     items = loggers if isinstance(loggers, list) else [loggers]
     wandb_items = [lg for lg in items if getattr(lg, "class_path", None) in WANDB_LOGGER_PATHS]
     if not wandb_items:
         return
-    reason = wandb_offline_reason()
+    user_offline = all(item.init_args is not None and getattr(item.init_args, "offline", False) for item in wandb_items)
+    reason = None if user_offline else wandb_offline_reason()  # offline by the config: no probe, no key check
     if reason is not None:
-        rank_zero_info(f"W&B runs offline: {reason}.")
+        report_offline(reason)
     lecture = _lecture_name(config, entries)
     for item in wandb_items:
         init_args = dict(vars(item.init_args)) if item.init_args is not None else {}

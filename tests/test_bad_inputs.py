@@ -12,6 +12,7 @@ Sections: command line and config files; data sources; checkpoints and output fo
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import pytest
 
 import cli
 from tests.helpers import CLASSIFICATION, CONFIGS, SMOKE
+from tests.wandb_server import FAKE_KEY, answering_server
 
 RUN_FOLDERS = ("runs", "run")  # W&B's save_dir (configs/base.yaml) and the cases' --trainer.default_root_dir
 
@@ -108,8 +110,40 @@ DATA_CASES: list[Case] = []
 # ------------------------------------------------------------------ checkpoints and output folders
 OUTPUT_CASES: list[Case] = []
 
+
 # ------------------------------------------------------------------ W&B
-WANDB_CASES: list[Case] = []
+def wandb_server(answer: int | str, inputs: Path, netrc: bool = False, **env: str) -> list[str]:
+    """Log in to a local W&B server answering ``answer`` (``tests/wandb_server.py``) with a 40-character key from
+    ``WANDB_API_KEY`` or, with ``netrc``, from a netrc file under ``inputs``; return the smoke run's command line.
+    Set straight in ``os.environ``: ``NETRC`` is restored after the test (conftest's monkeypatch), and conftest
+    clears ``WANDB_API_KEY``/``WANDB_BASE_URL``/``WANDB_MODE`` before every test."""
+    url = answering_server(answer)
+    if netrc:
+        path = write(inputs / "netrc", f"machine {url.split('/')[2]}\n  login user\n  password {FAKE_KEY}\n")
+        os.environ["NETRC"] = str(path)
+    else:
+        os.environ["WANDB_API_KEY"] = FAKE_KEY
+    os.environ.update({"WANDB_BASE_URL": url, **env})
+    return smoke(CLASSIFICATION)
+
+
+WANDB_CASES = [
+    Case(
+        "wandb-key-refused",
+        lambda d: wandb_server(401, d),
+        ("refused the API key from WANDB_API_KEY", "HTTP 401", "WANDB_MODE=offline", "--trainer.logger false"),
+    ),
+    Case(
+        "wandb-netrc-key-refused-by-self-hosted-server",
+        lambda d: wandb_server(403, d, netrc=True),
+        ("refused the API key from the netrc entry", "netrc", "HTTP 403", "WANDB_MODE=offline"),
+    ),
+    Case(
+        "wandb-key-of-nobody-with-mode-online",
+        lambda d: wandb_server("nobody", d, WANDB_MODE="online"),
+        ("refused the API key", "WANDB_MODE=offline", "--trainer.logger false"),
+    ),
+]
 
 # ------------------------------------------------------------------ lecture settings
 SETTING_CASES: list[Case] = []
