@@ -13,19 +13,22 @@ and unlabelled target images x_t, with manual optimisation:
 Predictions use the ensemble of F1 and F2. Two optimisers, built from the one factory ``model.init_args.optimizer``
 (default: the paper's Adam, lr 2e-4, weight decay 5e-4), in this order: [0] over G, [1] over F1 and F2. A
 top-level ``optimizer:`` section is refused: LightningCLI would replace both with one optimiser over everything.
-Every ``optimizer.step()`` counts as a global step: one batch is ``2 + 1 + num_k`` steps.
+Every ``optimizer.step()`` counts as a global step: one batch is ``2 + 1 + num_k`` steps. A batch passes ``3 + num_k``
+batches through G forward and ``1 + num_k`` backward (step B holds G fixed, so it needs no backward through it).
 
 Run: ``python cli.py fit --config configs/mcd.yaml``
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
+from torch.nn.parallel import DistributedDataParallel
 
 from lecture_modules.base import NonFiniteLossError
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
@@ -100,7 +103,8 @@ class MCD(DomainAdaptationModule):
     def step_b(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """Step B: with G fixed, F1 and F2 minimise source cross-entropy minus their discrepancy on the target."""
         opt_f = self.optimizers()[1]
-        f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D); G gets gradients but no step
+        with self._generator_fixed():
+            f_s, f_t = self.features(x_s), self.features(x_t)  # (Bs, D), (Bt, D)
         ce, _ = self._source_ce(f_s, y_s)
         discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
         loss = ce - discrepancy
@@ -111,11 +115,12 @@ class MCD(DomainAdaptationModule):
     def step_c(self, x_t: torch.Tensor) -> torch.Tensor:
         """Step C: with F1 and F2 fixed, G minimises their discrepancy on the target (``num_k`` updates)."""
         opt_g = self.optimizers()[0]
-        for _ in range(self.hparams.num_k):
-            f_t = self.features(x_t)  # (Bt, D)
-            discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
-            self._check("step_c", discrepancy)
-            self._update(opt_g, discrepancy)
+        with self._classifiers_fixed():
+            for _ in range(self.hparams.num_k):
+                f_t = self.features(x_t)  # (Bt, D)
+                discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
+                self._check("step_c", discrepancy)
+                self._update(opt_g, discrepancy)
         return discrepancy.detach()
 
     # ------------------------------------------------------------------ below the algorithm
@@ -144,12 +149,32 @@ class MCD(DomainAdaptationModule):
             )
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
-        """Backward through every part, step ``optimizer`` only.
-
-        The other part's gradients are computed but never applied (its optimiser zeroes them before its own next
-        step). Freezing it instead would leave parameters out of a backward pass, which DDP's gradient reducer
-        rejects.
-        """
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
+
+    @contextlib.contextmanager
+    def _generator_fixed(self) -> Iterator[None]:
+        """Step B holds G fixed: its forward runs without autograd, which skips a backward pass through G whose
+        gradients would never be applied (opt_g zeroes them before its next step). Results are unchanged (tested).
+        Under DDP, whose reducer expects every parameter in every backward pass, G still gets its unused gradients.
+        """
+        with contextlib.nullcontext() if self._reducer_wants_every_parameter() else torch.no_grad():
+            yield
+
+    @contextlib.contextmanager
+    def _classifiers_fixed(self) -> Iterator[None]:
+        """Step C holds F1 and F2 fixed: their parameters are frozen (no weight gradients), except under DDP."""
+        heads = [*self.classifier.parameters(), *self.classifier2.parameters()]
+        frozen = [] if self._reducer_wants_every_parameter() else [p for p in heads if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def _reducer_wants_every_parameter(self) -> bool:
+        model = self.trainer.model if self._trainer is not None else None
+        return isinstance(model, DistributedDataParallel) and not model.find_unused_parameters

@@ -400,6 +400,26 @@ def test_mcd_step_b_updates_only_the_classifiers_and_step_c_only_the_generator()
     assert _changed(before, _snapshot(model)) == {"G": True, "F1": False, "F2": False}
 
 
+def test_mcd_skipping_the_fixed_parts_gradients_changes_no_result(monkeypatch):
+    """Step B without a backward pass through G and step C with F1, F2 frozen (one process) give bit-identical
+    parameters and batch-norm statistics to the full backward passes DDP's reducer needs."""
+    x_s, y_s, x_t = torch.randn(8, 3, 16, 16), torch.arange(8) % 10, torch.randn(8, 3, 16, 16) + 1.0
+    states = {}
+    for ddp_like in (False, True):
+        model, _ = _mcd_with_plain_optimisers()
+        monkeypatch.setattr(MCD, "_reducer_wants_every_parameter", lambda self, on=ddp_like: on)
+        model.log = lambda *args, **kwargs: None
+        model.log_train_acc = lambda *args, **kwargs: None
+        model.train()
+        for _ in range(3):
+            model.step_a(x_s, y_s)
+            model.step_b(x_s, y_s, x_t)
+            model.step_c(x_t)
+        assert all(p.requires_grad for p in model.parameters())  # step C gives the classifiers back
+        states[ddp_like] = {k: v.clone() for k, v in model.state_dict().items()}
+    assert state_dict_equal(states[False], states[True])
+
+
 # ---------------------------------------------------------------------------------------------- fits
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_fits_the_embedded_default_and_logs(method, tmp_path):
