@@ -203,20 +203,27 @@ class HW11Source(ImageSource):
         self.root, self.domain, self.image_size = Path(root), domain, image_size
 
     def load(self) -> ImageSplits:
-        root = self.setting("root")
-        require_folder(self.root, root, hint="give the HW11 data folder (holding train_data/ and test_data/)")
+        hint = "give the HW11 data folder (holding train_data/ and test_data/)"
+        require_folder(self.root, self.setting("root"), hint=hint)
         if self.domain == "source":
-            folder = require_folder(self.root / "train_data", f"{root} (domain 'source')")
+            folder = self._part("train_data")
             folder_source = ImageFolderSource(str(folder), self.image_size)
             if self.config_key:  # its root and image_size are this source's
                 folder_source.name_settings(self.config_key)
             return folder_source.load()
-        folder = require_folder(self.root / "test_data" / "0", f"{root} (domain 'target')")
+        folder = self._part("test_data/0")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DataFileError(f"HW11Source: no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
         x = stack_images([read_image(p, self.image_size) for p in files], str(folder), self.setting("image_size"))
         return ImageSplits({"train": (x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))}, [])
+
+    def _part(self, name: str) -> Path:
+        """The sub-folder ``name`` of root (``train_data`` for the source domain, ``test_data/0`` for the target)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            raise DataPathError(f"{self.setting('root')} = {self.root} has no folder {name}/ (domain '{self.domain}')")
+        return folder
 
     def describe(self) -> str:
         return f"HW11 {self.domain} data in {self.root}"

@@ -135,12 +135,13 @@ def png_bytes(value: int, size: int = 8) -> bytes:
     return buffer.getvalue()
 
 
-def mnistm_folder(d: Path) -> Path:
-    """An extracted MNIST-M folder: 20 training images and their labels file."""
+def mnistm_folder(d: Path, labels: list[int] | None = None) -> Path:
+    """An extracted MNIST-M folder: 20 training images and their labels file (``labels``: 0..9 twice)."""
     root = d / "mnist_m"
+    labels = [i % 10 for i in range(20)] if labels is None else labels
     for i in range(20):
         write(root / "mnist_m_train" / f"{i:08d}.png", png_bytes(i, size=32))
-    write(root / "mnist_m_train_labels.txt", "".join(f"{i:08d}.png {i % 10}\n" for i in range(20)))
+    write(root / "mnist_m_train_labels.txt", "".join(f"{i:08d}.png {y}\n" for i, y in enumerate(labels)))
     return root
 
 
@@ -248,6 +249,11 @@ DATA_CASES: list[Case] = [
         "mnistm-missing-root",
         lambda d: dann_mnistm(mnist_folder(d), d / "mnistm-nowhere"),
         ("data.init_args.target.init_args.root", "mnistm-nowhere"),
+    ),
+    Case(
+        "mnistm-label-outside-the-digits",
+        lambda d: dann_mnistm(mnist_folder(d), mnistm_folder(d, labels=[0, 1, 2, 3, -5, *range(5, 10), *range(10)])),
+        ("mnist_m_train_labels.txt", "line 5", "-5"),
     ),
     Case(
         "image-folder-missing",
