@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.errors import DataFileError
+from datamodules.errors import DataFileError, SettingError
 from datamodules.samplers import ResumableDataLoader, ResumableSampler, ShardSampler
 from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
@@ -40,7 +40,10 @@ def split_indices(n: int, fractions: list[float], seed: int) -> list[torch.Tenso
     sizes = [round(f * n) for f in fractions]
     rest = n - sum(sizes)
     if rest <= 0 or any(s == 0 for s, f in zip(sizes, fractions, strict=True) if f > 0):
-        raise ValueError(f"cannot split {n} samples into fractions {fractions}: a part would be empty")
+        raise SettingError(
+            f"cannot split {n} samples into fractions {fractions}: a part would be empty; lower the data's "
+            "val_fraction/test_fraction (e.g. data.init_args.val_fraction) or give more data"
+        )
     return list(torch.split(perm, [rest, *sizes]))
 
 

@@ -190,7 +190,10 @@ class _TextDataModule(L.LightningDataModule):
         perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(self.seed)).tolist()
         n_val = max(1, round(self.val_fraction * len(records)))
         if n_val >= len(records):
-            raise ValueError(f"{self.describe()}: {len(records)} training records are too few to hold out a val split")
+            raise SettingError(
+                f"{self.describe()}: {len(records)} training records are too few to hold out a val split; give "
+                "data.init_args.val_file or set data.init_args.val_fraction 0"
+            )
         return [records[i] for i in sorted(perm[n_val:])], [records[i] for i in sorted(perm[:n_val])]
 
     # ------------------------------------------------------------------ tokenisation
@@ -419,7 +422,10 @@ class QADataModule(_TextDataModule):
         perm = torch.randperm(len(contexts), generator=torch.Generator().manual_seed(self.seed)).tolist()
         n_val = max(1, round(self.val_fraction * len(contexts)))
         if n_val >= len(contexts):
-            raise ValueError(f"{self.describe()}: {len(contexts)} contexts are too few to hold out a val split")
+            raise SettingError(
+                f"{self.describe()}: {len(contexts)} contexts are too few to hold out a val split; give "
+                "data.init_args.val_file or set data.init_args.val_fraction 0"
+            )
         held_out = {contexts[i] for i in perm[:n_val]}
         return [e for e in records if e.context not in held_out], [e for e in records if e.context in held_out]
 

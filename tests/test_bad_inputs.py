@@ -149,9 +149,9 @@ def dann_mnistm(mnist: Path, mnistm: Path) -> list[str]:
     return smoke(DANN_MNISTM, SOURCE_ROOT, str(mnist), TARGET_ROOT, str(mnistm))
 
 
-def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog")) -> Path:
+def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6) -> Path:
     for c, name in enumerate(classes):
-        for i in range(6):
+        for i in range(per_class):
             write(root / name / f"{i}.png", png_bytes(20 * c + i))
     return root
 
@@ -261,6 +261,11 @@ DATA_CASES: list[Case] = [
         ("data.init_args.source.init_args.root", "images-nowhere"),
     ),
     Case("image-folder-corrupt-image", corrupt_image, ("broken.png",)),
+    Case(
+        "image-folder-too-few-images-to-split",
+        lambda d: image_folder_run(image_folder(d / "imgs", per_class=1)),
+        ("2 samples", "val_fraction"),
+    ),
     Case(
         "image-folder-with-one-class",
         lambda d: image_folder_run(image_folder(d / "one-class-imgs", classes=("cat",))),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.errors import DataFileError, DataPathError
+from datamodules.errors import DataFileError, DataPathError, SettingError
 from datamodules.image import ImageDataModule, conform_images, split_indices
 from datamodules.samplers import ResumableSampler, ShardSampler
 from datamodules.sources import (
@@ -156,6 +156,11 @@ def test_splits_are_seeded_disjoint_and_cover():
     assert [len(p) for p in a] == [70, 10, 20]
     assert sorted(torch.cat(a).tolist()) == list(range(100))
     assert not torch.equal(split_indices(100, [0.1, 0.2], seed=6)[1], a[1])
+
+
+def test_too_few_samples_to_split_is_a_setting_error_naming_the_fractions():
+    with pytest.raises(SettingError, match=r"cannot split 3 samples into fractions \[0.1, 0.2\]: .*val_fraction"):
+        split_indices(3, [0.1, 0.2], seed=0)
 
 
 def test_conform_images_channels_and_size():
