@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamodules.errors import DataFileError, DataPathError, SettingError
+from datamodules.paths import require_folder
 from datamodules.sources import (
     IMAGE_EXTENSIONS,
     DigitsSource,
@@ -62,17 +64,16 @@ class MNISTMSource(ImageSource):
         root = self.root
         if root.is_file():
             return root
-        if not root.is_dir():
-            raise FileNotFoundError(f"MNISTMSource.root does not exist: {root} (give mnist_m.tar.gz or its folder)")
+        require_folder(root, self.setting("root"), hint="give mnist_m.tar.gz as distributed, or its extracted folder")
         for candidate in (root, root / "mnist_m"):
             if (candidate / "mnist_m_train_labels.txt").exists() or (candidate / "mnist_m_train").is_dir():
                 return candidate
         for name in ("mnist_m.tar.gz", "mnist_m.tgz", "mnist_m.tar"):
             if (root / name).is_file():
                 return root / name
-        raise FileNotFoundError(
-            f"MNISTMSource.root {root} holds neither mnist_m_train/ with mnist_m_train_labels.txt, nor mnist_m/, "
-            "nor mnist_m.tar.gz"
+        raise DataPathError(
+            f"{self.setting('root')} = {root} holds neither mnist_m_train/ with mnist_m_train_labels.txt, nor "
+            "mnist_m/, nor mnist_m.tar.gz"
         )
 
     def load(self) -> ImageSplits:
@@ -85,10 +86,10 @@ class MNISTMSource(ImageSource):
 
     def _read_split(self, files: _FolderFiles | _ArchiveFiles, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         folder, labels_name = f"mnist_m_{split}", f"mnist_m_{split}_labels.txt"
-        if not files.has_folder(folder):
-            raise FileNotFoundError(f"MNISTMSource: the {split} split needs the folder {files.describe(folder)}")
-        if not files.has(labels_name):
-            raise FileNotFoundError(f"MNISTMSource: the {split} split needs the file {files.describe(labels_name)}")
+        for name, kind in ((folder, "folder"), (labels_name, "file")):
+            if not (files.has_folder(name) if kind == "folder" else files.has(name)):
+                needed = files.describe(name)
+                raise DataPathError(f"{self.setting('root')}: the {split} split needs the {kind} {needed}")
         labels_where = files.describe(labels_name)
         images, labels = [], []
         for number, line in enumerate(files.read_text(labels_name).splitlines(), start=1):
@@ -96,25 +97,33 @@ class MNISTMSource(ImageSource):
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"{labels_where}, line {number}: expected '<file name> <label>', got {line!r}")
+                raise DataFileError(f"{labels_where}, line {number}: expected '<file name> <label>', got {line!r}")
             label = int(parts[1])
             if not 0 <= label < self.NUM_CLASSES:
-                raise ValueError(
+                raise DataFileError(
                     f"{labels_where}, line {number}: label {label} is outside the classes 0..{self.NUM_CLASSES - 1}"
                 )
             member = f"{folder}/{parts[0]}"
             if not files.has(member):
-                raise FileNotFoundError(
+                raise DataPathError(
                     f"{labels_where}, line {number}: image file {files.describe(member)} does not exist"
                 )
             images.append(files.read_image(member, self.image_size))
             labels.append(label)
         if not images:
-            raise ValueError(f"MNISTMSource: {labels_where} lists no images")
-        return stack_images(images, files.describe(folder)), torch.tensor(labels, dtype=torch.int64)
+            raise DataFileError(f"{labels_where} lists no images")
+        x = stack_images(images, files.describe(folder), self.setting("image_size"))
+        return x, torch.tensor(labels, dtype=torch.int64)
 
     def describe(self) -> str:
         return f"MNIST-M in {self.root}"
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{where} is not a text file of '<file name> <label>' lines ({exc})") from exc
 
 
 class _FolderFiles:
@@ -133,7 +142,7 @@ class _FolderFiles:
         return str(self.root / name)
 
     def read_text(self, name: str) -> str:
-        return (self.root / name).read_text()
+        return _decode((self.root / name).read_bytes(), self.describe(name))
 
     def read_image(self, name: str, image_size: int | None) -> torch.Tensor:
         return read_image(self.root / name, image_size)
@@ -159,7 +168,7 @@ class _ArchiveFiles:
                     if handle is not None:
                         self.members[name] = handle.read()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise ValueError(f"MNISTMSource: cannot read the archive {archive}: {exc}") from exc
+            raise DataFileError(f"MNISTMSource: cannot read the archive {archive}: {exc}") from exc
 
     def has(self, name: str) -> bool:
         return name in self.members
@@ -172,7 +181,7 @@ class _ArchiveFiles:
         return f"{self.archive}:{name}"
 
     def read_text(self, name: str) -> str:
-        return self.members[name].decode()
+        return _decode(self.members[name], self.describe(name))
 
     def read_image(self, name: str, image_size: int | None) -> torch.Tensor:
         return read_image(self.describe(name), image_size, data=self.members[name])
@@ -190,25 +199,31 @@ class HW11Source(ImageSource):
             image_size: resize every image to this square size while reading.
         """
         if domain not in ("source", "target"):
-            raise ValueError(f"HW11Source.domain must be 'source' or 'target', got {domain!r}")
+            raise SettingError(f"HW11Source.domain must be 'source' or 'target', got {domain!r}")
         self.root, self.domain, self.image_size = Path(root), domain, image_size
 
     def load(self) -> ImageSplits:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"HW11Source.root does not exist or is not a folder: {self.root}")
+        hint = "give the HW11 data folder (holding train_data/ and test_data/)"
+        require_folder(self.root, self.setting("root"), hint=hint)
         if self.domain == "source":
-            folder = self.root / "train_data"
-            if not folder.is_dir():
-                raise FileNotFoundError(f"HW11Source(domain='source'): no folder {folder}")
-            return ImageFolderSource(str(folder), self.image_size).load()
-        folder = self.root / "test_data" / "0"
-        if not folder.is_dir():
-            raise FileNotFoundError(f"HW11Source(domain='target'): no folder {folder}")
+            folder = self._part("train_data")
+            folder_source = ImageFolderSource(str(folder), self.image_size)
+            if self.config_key:  # its root and image_size are this source's
+                folder_source.name_settings(self.config_key)
+            return folder_source.load()
+        folder = self._part("test_data/0")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise ValueError(f"HW11Source: no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-        x = stack_images([read_image(p, self.image_size) for p in files], str(folder))
+            raise DataFileError(f"HW11Source: no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        x = stack_images([read_image(p, self.image_size) for p in files], str(folder), self.setting("image_size"))
         return ImageSplits({"train": (x, torch.full((len(x),), UNLABELLED, dtype=torch.int64))}, [])
+
+    def _part(self, name: str) -> Path:
+        """The sub-folder ``name`` of root (``train_data`` for the source domain, ``test_data/0`` for the target)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            raise DataPathError(f"{self.setting('root')} = {self.root} has no folder {name}/ (domain '{self.domain}')")
+        return folder
 
     def describe(self) -> str:
         return f"HW11 {self.domain} data in {self.root}"
@@ -281,6 +296,11 @@ class MNISTMStyleSource(ImageSource):
             raise ValueError(f"MNISTMStyleSource.contrast must be in (0, 1], got {contrast}")
         self.base = base if base is not None else DigitsSource()
         self.image_size, self.num_textures, self.contrast, self.seed = image_size, num_textures, contrast, seed
+
+    def name_settings(self, config_key: str) -> None:
+        """This source's config key, and its base's beneath it (``<key>.init_args.base``)."""
+        super().name_settings(config_key)
+        self.base.name_settings(f"{config_key}.init_args.base")
 
     def load(self) -> ImageSplits:
         loaded = self.base.load()

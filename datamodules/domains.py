@@ -26,7 +26,8 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.domain_sources import MNISTMStyleSource
-from datamodules.image import conform_images, make_loader, resume_sampler, split_source, standardize
+from datamodules.errors import SettingError
+from datamodules.image import check_split_labels, conform_images, make_loader, resume_sampler, split_source, standardize
 from datamodules.samplers import ResumableSampler, ShardSampler
 from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
@@ -91,6 +92,8 @@ class TwoDomainDataModule(L.LightningDataModule):
             "source": source if source is not None else DigitsSource(),
             "target": target if target is not None else MNISTMStyleSource(),
         }
+        for domain, domain_source in self.sources.items():
+            domain_source.name_settings(f"data.init_args.{domain}")
         self.train_on, self.batch_size = train_on, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
@@ -136,12 +139,13 @@ class TwoDomainDataModule(L.LightningDataModule):
         src, tgt = loaded["source"], loaded["target"]
         target_labelled = any(bool((y >= 0).any()) for _, y in tgt.splits.values())
         if target_labelled and len(tgt.classes) != len(src.classes):
-            raise ValueError(
+            raise SettingError(
                 f"class count mismatch between domains: source {self.sources['source'].describe()} has "
-                f"{len(src.classes)} classes, target {self.sources['target'].describe()} has {len(tgt.classes)}"
+                f"{len(src.classes)} classes, target {self.sources['target'].describe()} has {len(tgt.classes)} "
+                "(data.init_args.source and data.init_args.target must share one class list)"
             )
         if self.train_on == "target" and not target_labelled:
-            raise ValueError(
+            raise SettingError(
                 f"TwoDomainDataModule.train_on='target' needs target labels, but {self.sources['target'].describe()}"
                 " is unlabelled"
             )
@@ -156,11 +160,8 @@ class TwoDomainDataModule(L.LightningDataModule):
     def _split(self, domain: str, loaded: ImageSplits) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         parts = split_source(loaded, self.val_fraction, self.test_fraction, self.seed, self.limit_train_samples)
         for name, (_, labels) in parts.items():
-            if len(labels) and int(labels.max()) >= len(self.classes):
-                raise ValueError(
-                    f"{self.sources[domain].describe()}: split '{name}' has label {int(labels.max())} but the "
-                    f"source has only {len(self.classes)} classes"
-                )
+            where = f"{domain} {self.sources[domain].describe()}: split '{name}'"
+            check_split_labels(labels, len(self.classes), where, unlabelled_ok=domain == "target")
         return parts
 
     def build(self, loaded: dict[str, ImageSplits]) -> dict[str, dict[str, TensorDataset]]:

@@ -205,6 +205,7 @@ class EpisodicDataModule(L.LightningDataModule):
 
             source = GlyphSource()
         self.source = source
+        self.source.name_settings("data.init_args.source")
         self.ways, self.shots, self.queries = ways, shots, queries
         self.meta_batch_size = meta_batch_size
         self.eval_meta_batch_size = eval_meta_batch_size or meta_batch_size

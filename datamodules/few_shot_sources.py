@@ -18,12 +18,15 @@ from __future__ import annotations
 import io
 import unicodedata
 import zipfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from datamodules.errors import DataFileError, DataPathError
+from datamodules.paths import require_folder
 from datamodules.sources import IMAGE_EXTENSIONS, ImageSource, ImageSplits
 
 __all__ = ["GLYPH_SCRIPTS", "GlyphSource", "OmniglotSource"]
@@ -175,6 +178,11 @@ class GlyphSource(ImageSource):
         return f"DejaVu glyphs ({', '.join(self.scripts)})"
 
 
+def _hidden(parts: tuple[str, ...] | list[str]) -> bool:
+    """A file the operating system added (``__MACOSX/``, ``._name``, ``.hidden``), not a drawing."""
+    return any(p.startswith((".", "__MACOSX")) for p in parts)
+
+
 class OmniglotSource(ImageSource):
     """Omniglot: ``images_background`` (meta-train/val) and ``images_evaluation`` (meta-test), folders or zips."""
 
@@ -191,27 +199,54 @@ class OmniglotSource(ImageSource):
         self.image_size, self.invert = image_size, invert
 
     def _files(self, part: str) -> dict[str, list[tuple[str, callable]]]:
-        """class name ``Alphabet/characterNN`` -> sorted (file name, reader) pairs."""
+        """class name ``Alphabet/characterNN`` -> sorted (file path, reader) pairs."""
         folder, archive = self.root / part, self.root / f"{part}.zip"
-        classes: dict[str, list] = {}
         if folder.is_dir():
-            for path in sorted(folder.glob("*/*/*")):
-                if path.suffix.lower() in IMAGE_EXTENSIONS:
-                    classes.setdefault(f"{path.parent.parent.name}/{path.parent.name}", []).append(
-                        (path.name, path.read_bytes)
-                    )
+            classes = self._folder_files(folder)
         elif archive.is_file():
-            zf = zipfile.ZipFile(archive)
-            for name in sorted(zf.namelist()):
-                parts = name.rstrip("/").split("/")
-                if len(parts) == 4 and parts[0] == part and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                    classes.setdefault(f"{parts[1]}/{parts[2]}", []).append((parts[3], lambda n=name: zf.read(n)))
+            classes = self._archive_files(archive, part)
         else:
-            raise FileNotFoundError(f"OmniglotSource: neither {folder}/ nor {archive} exists (root: {self.root})")
-        if not classes:
-            raise ValueError(
-                f"OmniglotSource: no images in {part} under {self.root} (expected {part}/<Alphabet>/<char>/)"
+            raise DataPathError(
+                f"{self.setting('root')} = {self.root} holds neither {part}/ nor {part}.zip",
+                hint="give the folder holding Omniglot's images_background and images_evaluation (folders or zips)",
             )
+        if not classes:
+            where = folder if folder.is_dir() else archive
+            raise DataFileError(f"{where}: no images (expected {part}/<Alphabet>/<character>/*.png)")
+        return classes
+
+    @staticmethod
+    def _folder_files(folder: Path) -> dict[str, list]:
+        classes: dict[str, list] = {}
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS or _hidden(path.relative_to(folder).parts):
+                continue
+            if len(path.relative_to(folder).parts) != 3:  # the class comes from the layout: no loose images
+                raise DataFileError(f"{path} is not at {folder.name}/<Alphabet>/<character>/<image>")
+            classes.setdefault(f"{path.parent.parent.name}/{path.parent.name}", []).append((str(path), path.read_bytes))
+        return classes
+
+    @staticmethod
+    def _archive_files(archive: Path, part: str) -> dict[str, list]:
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise DataFileError(f"cannot read the zip archive {archive}: {exc} (a download cut short?)") from exc
+
+        def reader(name: str) -> bytes:
+            try:
+                return zf.read(name)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                raise DataFileError(f"cannot read {name} from the zip archive {archive}: {exc}") from exc
+
+        classes: dict[str, list] = {}
+        for name in sorted(zf.namelist()):
+            parts = name.rstrip("/").split("/")
+            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS or _hidden(parts):
+                continue
+            if len(parts) != 4 or parts[0] != part:  # the class comes from the layout: no loose images
+                raise DataFileError(f"{archive}: member {name} is not at {part}/<Alphabet>/<character>/<image>")
+            classes.setdefault(f"{parts[1]}/{parts[2]}", []).append((f"{archive}:{name}", lambda n=name: reader(n)))
         return classes
 
     def _read(self, data: bytes, where: str) -> np.ndarray:
@@ -221,19 +256,19 @@ class OmniglotSource(ImageSource):
             with Image.open(io.BytesIO(data)) as img:
                 img = img.convert("L").resize((self.image_size, self.image_size), Image.BILINEAR)
                 arr = np.asarray(img, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"OmniglotSource: cannot read image {where}: {exc}") from exc
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:  # PIL reports some broken headers as such
+            raise DataFileError(f"cannot read image file {where}: {exc}") from exc
         return 255 - arr if self.invert else arr
 
     def load(self) -> ImageSplits:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"OmniglotSource.root does not exist or is not a folder: {self.root}")
+        hint = "give the folder holding Omniglot's images_background and images_evaluation (folders or zips)"
+        require_folder(self.root, self.setting("root"), hint=hint)
         splits, names = {}, []
         for split, part in self.PARTS:
             images, labels = [], []
             for cls, files in self._files(part).items():
-                for file_name, read in files:
-                    images.append(self._read(read(), f"{part}/{cls}/{file_name}"))
+                for where, read in files:
+                    images.append(self._read(read(), where))
                     labels.append(len(names))
                 names.append(cls)
             x = torch.from_numpy(np.stack(images)).unsqueeze(1)  # (N, 1, S, S)

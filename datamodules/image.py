@@ -16,11 +16,13 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, TensorDataset
 
+from datamodules.errors import DataFileError, SettingError
 from datamodules.samplers import ResumableDataLoader, ResumableSampler, ShardSampler
 from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
 __all__ = [
     "ImageDataModule",
+    "check_split_labels",
     "conform_images",
     "make_loader",
     "resume_sampler",
@@ -38,7 +40,10 @@ def split_indices(n: int, fractions: list[float], seed: int) -> list[torch.Tenso
     sizes = [round(f * n) for f in fractions]
     rest = n - sum(sizes)
     if rest <= 0 or any(s == 0 for s, f in zip(sizes, fractions, strict=True) if f > 0):
-        raise ValueError(f"cannot split {n} samples into fractions {fractions}: a part would be empty")
+        raise SettingError(
+            f"cannot split {n} samples into fractions {fractions}: a part would be empty; lower the data's "
+            "val_fraction/test_fraction (e.g. data.init_args.val_fraction) or give more data"
+        )
     return list(torch.split(perm, [rest, *sizes]))
 
 
@@ -74,6 +79,17 @@ def split_source(
     if limit_train_samples is not None:
         parts["train"] = tuple(t[:limit_train_samples] for t in parts["train"])
     return parts
+
+
+def check_split_labels(labels: torch.Tensor, num_classes: int, where: str, unlabelled_ok: bool = False) -> None:
+    """Every label of a split lies in ``0..num_classes-1`` (or is -1 where ``unlabelled_ok``), else a
+    :class:`DataFileError` naming ``where`` (the source and split). Sources check their files by line or record;
+    this is the last guard for any source, before a label reaches the loss."""
+    low = -1 if unlabelled_ok else 0
+    bad = ((labels < low) | (labels >= num_classes)).nonzero().flatten()
+    if len(bad):
+        value = int(labels[bad[0]])
+        raise DataFileError(f"{where} has label {value}, outside the {num_classes} classes 0..{num_classes - 1}")
 
 
 def standardize(parts: dict[str, tuple[torch.Tensor, torch.Tensor]], reference: torch.Tensor) -> dict:
@@ -168,6 +184,7 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"ImageDataModule.image_size must be >= 1, got {image_size}")
         self.save_hyperparameters(ignore=["source"])  # a source object would make checkpoints unsafe to load
         self.source = source if source is not None else DigitsSource()
+        self.name_settings("data")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
@@ -177,6 +194,11 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self._data: dict[str, TensorDataset] | None = None
         self.classes: list[str] = []
+
+    def name_settings(self, config_key: str) -> None:
+        """Record where this DataModule sits in the config (``data``; a wrapping DataModule calls this with its own
+        key, e.g. ``data.init_args.base``), so its source's errors name settings by their config keys."""
+        self.source.name_settings(f"{config_key}.init_args.source")
 
     # ------------------------------------------------------------------ shapes read by the CLI
     @property
@@ -202,11 +224,7 @@ class ImageDataModule(L.LightningDataModule):
         parts = split_source(loaded, self.val_fraction, self.test_fraction, self.seed, self.limit_train_samples)
         self.classes = list(loaded.classes)
         for name, (_, labels) in parts.items():
-            if len(labels) and int(labels.max()) >= len(self.classes):
-                raise ValueError(
-                    f"{self.source.describe()}: split '{name}' has label {int(labels.max())} but only "
-                    f"{len(self.classes)} classes"
-                )
+            check_split_labels(labels, len(self.classes), f"{self.source.describe()}: split '{name}'")
         conformed = {k: (conform_images(xi, self.channels, self.image_size), yi) for k, (xi, yi) in parts.items()}
         if self.normalize:
             conformed = standardize(conformed, conformed["train"][0])

@@ -8,7 +8,10 @@ split it provides (``train`` always, ``test`` when the format has one), and the 
 * :class:`ImageFolderSource` — ``root/<class>/*.png`` trees (optionally with ``train/`` and ``test/`` subtrees);
 * :class:`HFDatasetSource` — a Hugging Face dataset by name (from the local cache when offline) or path.
 
-Bad input raises ``FileNotFoundError``/``ValueError`` naming the file or setting.
+Bad input raises a :mod:`datamodules.errors` type: :class:`DataPathError` naming the setting and the path,
+:class:`DataFileError` naming the file and the record (a corrupt image or IDX file, a label outside the classes).
+A DataModule tells its source where it sits in the config (:meth:`ImageSource.name_settings`), so a message names
+a setting as the user writes it: ``data.init_args.source.init_args.root``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from datamodules.errors import DataFileError, DataPathError, SettingError
+from datamodules.paths import require_file, require_folder
 
 __all__ = [
     "DigitsSource",
@@ -29,6 +36,7 @@ __all__ = [
     "ImageFolderSource",
     "ImageSource",
     "ImageSplits",
+    "check_labels",
     "read_idx",
 ]
 
@@ -59,8 +67,19 @@ class ImageSplits:
 class ImageSource:
     """Base class: subclasses implement :meth:`load`."""
 
+    config_key: str | None = None  # where this source sits in the config, e.g. "data.init_args.source"
+
     def load(self) -> ImageSplits:
         raise NotImplementedError
+
+    def name_settings(self, config_key: str) -> None:
+        """Record where this source sits in the config (``data.init_args.source``); the DataModule holding it calls
+        this, so errors name the source's settings by their config keys."""
+        self.config_key = config_key
+
+    def setting(self, name: str) -> str:
+        """The config key of this source's argument ``name``; ``ClassName.name`` for a source used on its own."""
+        return f"{self.config_key}.init_args.{name}" if self.config_key else f"{type(self).__name__}.{name}"
 
     def describe(self) -> str:
         return type(self).__name__
@@ -85,41 +104,72 @@ def _open_maybe_gzip(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (gzipped or raw) into a NumPy array; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+def read_idx(path: str | Path, setting: str = "path") -> np.ndarray:
+    """Read one IDX file (gzipped or raw) into a NumPy array.
+
+    Raises:
+        DataPathError: no such file (naming ``setting``).
+        DataFileError: not an IDX file, a broken gzip stream, or a size that disagrees with the header; names the file.
+    """
+    path = require_file(path, setting)
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     try:
         with _open_maybe_gzip(path) as fh:
             header = fh.read(4)
             if len(header) != 4 or header[0] != 0 or header[1] != 0 or header[2] not in dtypes:
-                raise ValueError(f"{path} is not an IDX file (bad magic number {header.hex()})")
+                raise DataFileError(
+                    f"{path} is not an IDX file (bad magic number {header.hex() or 'none: empty file'}; an IDX "
+                    "file starts with 00 00, a type byte 08..0e and the number of dimensions)"
+                )
             ndim = header[3]
-            shape = struct.unpack(">" + "I" * ndim, fh.read(4 * ndim))
-            data = np.frombuffer(fh.read(), dtype=dtypes[header[2]])
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"cannot read IDX file {path}: {exc}") from exc
+            sizes = fh.read(4 * ndim)
+            payload = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFileError(f"cannot read IDX file {path}: {exc}") from exc
+    if len(sizes) != 4 * ndim:
+        raise DataFileError(f"{path}: the IDX header is cut short ({ndim} dimension sizes announced)")
+    shape = struct.unpack(">" + "I" * ndim, sizes)
+    dtype = np.dtype(dtypes[header[2]])
     expected = int(np.prod(shape))
-    if data.size != expected:
-        raise ValueError(f"{path}: header says shape {shape} ({expected} values) but the file holds {data.size}")
-    return data.reshape(shape)
+    if len(payload) != expected * dtype.itemsize:
+        raise DataFileError(
+            f"{path}: header says shape {shape} ({expected} values) but the file holds "
+            f"{len(payload) / dtype.itemsize:g}: a truncated or corrupt file"
+        )
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str, allowed: str) -> None:
+    """Every label lies in ``0..num_classes-1``, else a :class:`DataFileError` naming ``where`` (the labels file),
+    the first wrong record (0-based) and ``allowed`` (how the class list was set)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        i = int(bad[0])
+        raise DataFileError(
+            f"{where}, record {i}: label {labels[i]} is outside the classes 0..{num_classes - 1} ({allowed})"
+        )
 
 
 class IDXSource(ImageSource):
     """MNIST-format IDX files in one folder (``train-images-idx3-ubyte[.gz]`` and friends)."""
 
-    def __init__(self, root: str, train_prefix: str = "train", test_prefix: str = "t10k") -> None:
+    def __init__(
+        self, root: str, train_prefix: str = "train", test_prefix: str = "t10k", num_classes: int | None = None
+    ) -> None:
         """
         Args:
             root: folder holding the IDX files.
             train_prefix: file prefix of the training split (``train`` for MNIST and Fashion-MNIST).
             test_prefix: file prefix of the test split (``t10k`` for MNIST); a missing test split is allowed.
+            num_classes: labels must lie in ``0..num_classes-1``; null: the training labels number the classes
+                ``0..max`` (0 may be unused, as in EMNIST letters; any other unused number is an error).
         """
+        if num_classes is not None and num_classes < 2:
+            raise SettingError(f"IDXSource.num_classes must be >= 2 or null, got {num_classes}")
         self.root = Path(root)
         self.train_prefix = train_prefix
         self.test_prefix = test_prefix
+        self.num_classes = num_classes
 
     def _find(self, prefix: str, kind: str) -> Path | None:
         for suffix in ("", ".gz"):
@@ -130,25 +180,51 @@ class IDXSource(ImageSource):
         return None
 
     def load(self) -> ImageSplits:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"IDXSource.root does not exist or is not a folder: {self.root}")
-        splits = {}
+        hint = f"give the folder holding {self.train_prefix}-images-idx3-ubyte(.gz) and its labels file"
+        require_folder(self.root, self.setting("root"), hint=hint)
+        splits, classes = {}, self.num_classes
         for split, prefix in (("train", self.train_prefix), ("test", self.test_prefix)):
             images, labels = self._find(prefix, "images"), self._find(prefix, "labels")
             if images is None and labels is None and split == "test":
                 continue
             if images is None or labels is None:
                 kind = "images-idx3" if images is None else "labels-idx1"
-                raise FileNotFoundError(
-                    f"IDXSource: no '{prefix}-{kind}-ubyte' (or .gz) file in {self.root} for the {split} split"
+                raise DataPathError(
+                    f"{self.setting('root')} = {self.root}: no '{prefix}-{kind}-ubyte' (or .gz) file for the "
+                    f"{split} split"
                 )
             x, y = read_idx(images), read_idx(labels)
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-                raise ValueError(
-                    f"IDXSource: {images} holds {x.shape}, {labels} holds {y.shape}; expected (N,H,W),(N,)"
+                raise DataFileError(
+                    f"{images} holds {x.shape}, {labels} holds {y.shape}; expected images (N, H, W) and labels (N,)"
                 )
+            classes = classes or self._count_classes(y, labels)
+            check_labels(y, classes, str(labels), self._classes_rule(classes))
             splits[split] = (torch.from_numpy(x.astype(np.uint8)).unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
-        return ImageSplits(splits)
+        return ImageSplits(splits, [str(i) for i in range(classes)])
+
+    def _count_classes(self, y: np.ndarray, where: Path) -> int:
+        """Classes ``0..max`` of the training labels; a number other than 0 that no label uses is an error."""
+        if not len(y):
+            raise DataFileError(f"{where} holds no labels")
+        if y.min() < 0:
+            i = int(np.flatnonzero(y < 0)[0])
+            raise DataFileError(f"{where}, record {i}: label {y[i]} is negative (labels number the classes 0..K-1)")
+        present = np.unique(y)
+        unused = np.setdiff1d(np.arange(1, int(present[-1]) + 1), present)
+        if len(unused):
+            above = int(np.flatnonzero(y > unused[0])[0])
+            raise DataFileError(
+                f"{where}, record {above}: label {y[above]}, but no label is {int(unused[0])} (labels should number "
+                f"the classes 0..K-1): a corrupt labels file? If the numbering really has gaps, set "
+                f"{self.setting('num_classes')}"
+            )
+        return int(present[-1]) + 1
+
+    def _classes_rule(self, classes: int) -> str:
+        if self.num_classes is not None:
+            return f"{self.setting('num_classes')} = {classes}"
+        return f"the training labels number {classes} classes"
 
     def describe(self) -> str:
         return f"IDX files in {self.root}"
@@ -166,21 +242,21 @@ def _pil_to_tensor(img) -> torch.Tensor:
     return torch.from_numpy(arr.copy())
 
 
-def stack_images(images: list[torch.Tensor], where: str) -> torch.Tensor:
-    """Stack (C, H, W) uint8 images; mixed grey/RGB become RGB. Differing sizes are an error naming ``where``."""
+def stack_images(images: list[torch.Tensor], where: str, size_setting: str | None = None) -> torch.Tensor:
+    """Stack (C, H, W) uint8 images; mixed grey/RGB become RGB. Differing sizes are a :class:`DataFileError`
+    naming ``where`` and the setting that resizes them (``size_setting``)."""
     channels = max(t.shape[0] for t in images)
     images = [t.expand(channels, -1, -1) if t.shape[0] != channels else t for t in images]
     sizes = {tuple(t.shape[1:]) for t in images}
     if len(sizes) > 1:
-        raise ValueError(
-            f"{where}: images have different sizes {sorted(sizes)[:4]}; set the data module's image_size to resize"
-        )
+        fix = f"set {size_setting} to resize them while reading" if size_setting else "resize them to one size"
+        raise DataFileError(f"{where}: images have different sizes {sorted(sizes)[:4]}; {fix}")
     return torch.stack(images)
 
 
 def read_image(path: Path | str, image_size: int | None = None, data: bytes | None = None) -> torch.Tensor:
-    """One image file (or its bytes, read from an archive member named ``path``) to uint8 (C, H, W); unreadable
-    images raise ``ValueError`` naming the file."""
+    """One image file (or its bytes, read from an archive member named ``path``) to uint8 (C, H, W); an unreadable
+    image is a :class:`DataFileError` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -189,8 +265,10 @@ def read_image(path: Path | str, image_size: int | None = None, data: bytes | No
             if image_size is not None and img.size != (image_size, image_size):
                 img = img.resize((image_size, image_size), Image.BILINEAR)
             return _pil_to_tensor(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image file {path}: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise DataFileError(f"cannot read image file {path}: not an image format PIL knows (corrupt?)") from exc
+    except (OSError, SyntaxError) as exc:  # PIL reports some broken headers as SyntaxError
+        raise DataFileError(f"cannot read image file {path}: {exc}") from exc
 
 
 class ImageFolderSource(ImageSource):
@@ -207,10 +285,13 @@ class ImageFolderSource(ImageSource):
 
     def _read_tree(self, root: Path, classes: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        training = classes is None
         classes = classes or found
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise ValueError(f"ImageFolderSource: {root} has class folders {unknown} that the train split lacks")
+            raise DataFileError(
+                f"{root} has class folders {unknown} that the training folder lacks (its classes: {classes})"
+            )
         images, labels = [], []
         for label, name in enumerate(classes):
             folder = root / name
@@ -220,13 +301,29 @@ class ImageFolderSource(ImageSource):
                 if path.suffix.lower() in IMAGE_EXTENSIONS:
                     images.append(read_image(path, self.image_size))
                     labels.append(label)
+        if training:
+            self._check_class_folders(root, found)
         if not images:
-            raise ValueError(f"ImageFolderSource: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<class>/")
-        return stack_images(images, str(root)), torch.tensor(labels, dtype=torch.int64), classes
+            raise DataFileError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<class>/")
+        size_setting = self.setting("image_size")
+        return stack_images(images, str(root), size_setting), torch.tensor(labels, dtype=torch.int64), classes
+
+    def _check_class_folders(self, root: Path, found: list[str]) -> None:
+        """The training tree has one sub-folder per class, at least two (checked after reading, so that a broken
+        image is reported first)."""
+        layout = f"put each class's images in its own sub-folder ({root}/<class>/*.png)"
+        if not found:
+            loose = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir())
+            what = "images but no class sub-folders" if loose else "no class sub-folders"
+            raise DataFileError(f"image folder {root} has {what}; {layout}")
+        if len(found) < 2:
+            raise DataFileError(
+                f"image folder {root} has 1 class sub-folder ({found[0]!r}); a classifier needs at least 2: {layout}"
+            )
 
     def load(self) -> ImageSplits:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"ImageFolderSource.root does not exist or is not a folder: {self.root}")
+        hint = "give a folder with one sub-folder per class (or train/ and test/ folders of that form)"
+        require_folder(self.root, self.setting("root"), hint=hint)
         if (self.root / "train").is_dir():
             x, y, classes = self._read_tree(self.root / "train", None)
             splits = {"train": (x, y)}
@@ -280,7 +377,7 @@ class HFDatasetSource(ImageSource):
         else:
             looks_local = self.name_or_path.startswith((".", "/", "~")) or path.suffix != ""
             if looks_local and not path.exists():
-                raise FileNotFoundError(f"HFDatasetSource.name_or_path does not exist: {path}")
+                raise DataPathError(f"{self.setting('name_or_path')} does not exist: {path}")
             loaded = datasets.load_dataset(self.name_or_path, self.config_name, revision=self.revision)
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({"train": loaded})
@@ -289,7 +386,7 @@ class HFDatasetSource(ImageSource):
     def load(self) -> ImageSplits:
         ddict = self._load_dict()
         if "train" not in ddict:
-            raise ValueError(f"HFDatasetSource '{self.name_or_path}': no 'train' split (splits: {list(ddict)})")
+            raise DataFileError(f"Hugging Face dataset {self.name_or_path}: no 'train' split (splits: {list(ddict)})")
         splits, classes = {}, []
         for split in ("train", "validation", "val", "test"):
             if split not in ddict:
@@ -297,18 +394,29 @@ class HFDatasetSource(ImageSource):
             ds = ddict[split]
             for key, setting in ((self.image_key, "image_key"), (self.label_key, "label_key")):
                 if key not in ds.column_names:
-                    raise ValueError(
-                        f"HFDatasetSource '{self.name_or_path}' split '{split}' has no column '{key}' "
-                        f"(set {setting}; columns: {ds.column_names})"
+                    raise SettingError(
+                        f"{self.setting(setting)}: Hugging Face dataset {self.name_or_path} split '{split}' has no "
+                        f"column '{key}' (columns: {ds.column_names})"
                     )
             feature = ds.features[self.label_key]
             if not classes and hasattr(feature, "names"):
                 classes = list(feature.names)
             images = [self._to_tensor(v) for v in ds[self.image_key]]
-            x = stack_images(images, f"HFDatasetSource '{self.name_or_path}' split '{split}'")
-            y = torch.tensor(ds[self.label_key], dtype=torch.int64)
+            where = f"Hugging Face dataset {self.name_or_path} split '{split}'"
+            x = stack_images(images, where)
+            y = self._labels(ds[self.label_key], f"{where} column '{self.label_key}'", classes)
             splits["val" if split == "validation" else split] = (x, y)
         return ImageSplits(splits, classes)
+
+    @staticmethod
+    def _labels(values: list, where: str, classes: list[str]) -> torch.Tensor:
+        """Integer labels in ``0..len(classes)-1`` (any class number when the column names none); -1 marks an
+        unlabelled image (Hugging Face's ClassLabel convention). Anything else names the record."""
+        for i, v in enumerate(values):
+            if not isinstance(v, (int, np.integer)) or v < -1 or (classes and v >= len(classes)):
+                allowed = f"0..{len(classes) - 1}" if classes else "class numbers 0, 1, ..."
+                raise DataFileError(f"{where}, record {i}: label {v!r} is not a class; labels are {allowed} or -1")
+        return torch.tensor(values, dtype=torch.int64)
 
     @staticmethod
     def _to_tensor(value) -> torch.Tensor:

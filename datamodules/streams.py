@@ -115,6 +115,7 @@ class TaskStreamDataModule(L.LightningDataModule):
             raise ValueError(f"TaskStreamDataModule.angles needs one angle per task ({num_tasks}), got {angles}")
         self.save_hyperparameters(ignore=["base"])  # the base's own settings are saved by the CLI config
         self.base = base if base is not None else ImageDataModule()
+        self.base.name_settings("data.init_args.base")
         self.scenario, self.num_tasks, self.epochs_per_task = scenario, num_tasks, epochs_per_task
         self.train_on, self.eval_split, self.seed = train_on, eval_split, seed
         self.angles = list(angles) if angles is not None else [i * 180.0 / num_tasks for i in range(num_tasks)]

@@ -23,7 +23,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.errors import DataFileError, SettingError
 from datamodules.image import make_loader, resume_sampler
+from datamodules.paths import require_file
 from datamodules.qa_features import NO_OFFSET, encode_qa
 from datamodules.samplers import ResumableSampler, ShardSampler
 from datamodules.text_sources import (
@@ -32,7 +34,7 @@ from datamodules.text_sources import (
     embedded_sentiment_corpus,
     load_hf_split,
     read_squad_json,
-    read_table,
+    read_table_lines,
     records_from_rows,
     squad_examples_from_rows,
 )
@@ -114,10 +116,13 @@ class _TextDataModule(L.LightningDataModule):
         if max_length < 8:
             raise ValueError(f"{name}.max_length must be >= 8 tokens, got {max_length}")
         if train_file is not None and dataset is not None:
-            raise ValueError(f"{name}: set either train_file/val_file/test_file or dataset, not both")
+            raise SettingError(
+                f"{name}: set either data.init_args.train_file (val_file, test_file) or data.init_args.dataset, "
+                "not both"
+            )
         for split, file in zip(SPLITS, (train_file, val_file, test_file)):
-            if file is not None and not Path(file).is_file():
-                raise FileNotFoundError(f"{name}.{split}_file: no such file {file}")
+            if file is not None:
+                require_file(file, f"data.init_args.{split}_file")
         self.files = dict(zip(SPLITS, (train_file, val_file, test_file)))
         self.dataset, self.dataset_config = dataset, dataset_config
         self.split_names = {"train": "train", "val": "validation", "test": "test", **(split_names or {})}
@@ -143,7 +148,10 @@ class _TextDataModule(L.LightningDataModule):
         if self._raw is None:
             if any(self.files.values()):
                 if self.files["train"] is None:
-                    raise ValueError(f"{type(self).__name__}: val_file/test_file given without train_file")
+                    raise SettingError(
+                        "data.init_args.val_file/test_file given without data.init_args.train_file (the training "
+                        "file is needed, and sets the class list)"
+                    )
                 raw = {k: self.read_file(Path(v)) for k, v in self.files.items() if v}
             elif self.dataset:
                 raw = {}
@@ -152,7 +160,10 @@ class _TextDataModule(L.LightningDataModule):
                     if rows:
                         raw[split] = self.from_rows(rows, f"{self.dataset}[{self.split_names[split]}]")
                 if "train" not in raw:
-                    raise ValueError(f"dataset {self.dataset!r} has no split {self.split_names['train']!r}")
+                    raise SettingError(
+                        f"data.init_args.split_names: dataset {self.dataset!r} has no split "
+                        f"{self.split_names['train']!r} for training"
+                    )
             else:
                 raw = self.embedded()
             if "val" not in raw and self.val_fraction > 0:
@@ -179,7 +190,10 @@ class _TextDataModule(L.LightningDataModule):
         perm = torch.randperm(len(records), generator=torch.Generator().manual_seed(self.seed)).tolist()
         n_val = max(1, round(self.val_fraction * len(records)))
         if n_val >= len(records):
-            raise ValueError(f"{self.describe()}: {len(records)} training records are too few to hold out a val split")
+            raise SettingError(
+                f"{self.describe()}: {len(records)} training records are too few to hold out a val split; give "
+                "data.init_args.val_file or set data.init_args.val_fraction 0"
+            )
         return [records[i] for i in sorted(perm[n_val:])], [records[i] for i in sorted(perm[:n_val])]
 
     # ------------------------------------------------------------------ tokenisation
@@ -264,7 +278,8 @@ class TextClassificationDataModule(_TextDataModule):
         return len(self.label_names)
 
     def read_file(self, path: Path) -> list:
-        return records_from_rows(read_table(path), self.text_fields, self.label_field, str(path))
+        lines, rows = zip(*read_table_lines(path))
+        return records_from_rows(list(rows), self.text_fields, self.label_field, str(path), lines=list(lines))
 
     def from_rows(self, rows: list[dict[str, Any]], where: str) -> list:
         return records_from_rows(rows, self.text_fields, self.label_field, where)
@@ -284,22 +299,41 @@ class TextClassificationDataModule(_TextDataModule):
         return raw
 
     def _index_labels(self, raw: dict[str, list]) -> None:
-        """Label ids: integer labels keep their value (-1 marks unlabelled rows), strings map in sorted order."""
-        labels = {r["label"] for r in raw["train"]}
-        if all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in labels):
-            ids = {str(v): int(v) for records in raw.values() for v in {r["label"] for r in records}}
-            self.label_names = [str(i) for i in range(max(ids.values()) + 1)]
+        """Label ids. The training labels set the class list: integers keep their value (classes 0..max; -1 marks
+        unlabelled rows), names map in sorted order. A label outside that list, or a training label of the other
+        kind (a number among names), is an error naming its file and line."""
+        train = raw["train"]
+        keys = {split: [_label_key(r["label"]) for r in records] for split, records in raw.items()}
+        numbers = [isinstance(k, int) for k in keys["train"]]
+        if all(numbers):
+            self.label_names = [str(i) for i in range(max(keys["train"]) + 1)]
+            ids = {i: i for i in range(-1, len(self.label_names))}
+        elif any(numbers):  # names and numbers mixed: name the first label of the rarer kind
+            rare = sum(numbers) <= len(numbers) / 2
+            i = numbers.index(rare)
+            common = sorted({str(k) for k, n in zip(keys["train"], numbers) if n != rare})
+            raise DataFileError(
+                f"{_where(train[i], 'train', i)}: label {train[i]['label']!r}, but the other training labels are "
+                f"{'names' if rare else 'numbers'} ({', '.join(common[:4])}{', ...' if len(common) > 4 else ''})"
+            )
         else:
-            self.label_names = sorted(str(v) for v in labels)
+            self.label_names = sorted(set(keys["train"]))
             ids = {name: i for i, name in enumerate(self.label_names)}
         for split, records in raw.items():
-            for r in records:
-                key = str(r["label"])
+            for i, (r, key) in enumerate(zip(records, keys[split])):
                 if key not in ids:
-                    raise ValueError(f"{self.describe()}: split '{split}' has label {key!r} unseen in train")
+                    allowed = (
+                        f"0..{len(self.label_names) - 1}, or -1 for an unlabelled row"
+                        if all(numbers)
+                        else ", ".join(self.label_names)
+                    )
+                    raise DataFileError(
+                        f"{_where(r, split, i)}: label {str(r['label'])!r} is not one of the training labels "
+                        f"({allowed})"
+                    )
                 r["label"] = ids[key]
         if len(self.label_names) < 2:
-            raise ValueError(f"{self.describe()}: the training labels have fewer than 2 classes")
+            raise DataFileError(f"{self.describe()}: the training labels have fewer than 2 classes {self.label_names}")
 
     def encode(self, split: str, records: list) -> list[dict[str, Any]]:
         records = [r for r in records if r["label"] >= 0]  # GLUE test files are unlabelled (-1)
@@ -313,6 +347,19 @@ class TextClassificationDataModule(_TextDataModule):
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+
+
+def _label_key(label: Any) -> int | str:
+    """A label as read: an integer (an int, or a string of digits with an optional '-') or a name."""
+    if isinstance(label, int) and not isinstance(label, bool):
+        return label
+    text = str(label)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _where(record: dict[str, Any], split: str, index: int) -> str:
+    """Where a classification record comes from (file and line, dataset record), for messages."""
+    return record.get("where") or f"split '{split}', record {index}"
 
 
 class QACollator:
@@ -375,7 +422,10 @@ class QADataModule(_TextDataModule):
         perm = torch.randperm(len(contexts), generator=torch.Generator().manual_seed(self.seed)).tolist()
         n_val = max(1, round(self.val_fraction * len(contexts)))
         if n_val >= len(contexts):
-            raise ValueError(f"{self.describe()}: {len(contexts)} contexts are too few to hold out a val split")
+            raise SettingError(
+                f"{self.describe()}: {len(contexts)} contexts are too few to hold out a val split; give "
+                "data.init_args.val_file or set data.init_args.val_fraction 0"
+            )
         held_out = {contexts[i] for i in perm[:n_val]}
         return [e for e in records if e.context not in held_out], [e for e in records if e.context in held_out]
 

@@ -3,8 +3,12 @@ embedded corpora generated deterministically so the configs run offline.
 
 Every reader returns plain Python records, so the DataModules tokenise them the same way whatever the source:
 
-* classification: ``{"texts": (a,) or (a, b), "label": int | str}``
+* classification: ``{"texts": (a,) or (a, b), "label": int | str, "where": "train.tsv, line 7"}`` (``where``
+  names the record in messages; the embedded corpus has none)
 * question answering: :class:`QAExample` (id, question, context, answer texts and character starts)
+
+A bad file is a :class:`~datamodules.errors.DataFileError` naming the file and the line (tables) or the record
+(``data[0].paragraphs[3].qas[1]`` in SQuAD JSON).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import random
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from datamodules.errors import DataFileError, DataPathError, SettingError
+
 __all__ = [
     "TEXT_FIELD_CANDIDATES",
     "QAExample",
@@ -23,6 +29,7 @@ __all__ = [
     "load_hf_split",
     "read_squad_json",
     "read_table",
+    "read_table_lines",
     "records_from_rows",
     "squad_examples_from_rows",
 ]
@@ -51,54 +58,83 @@ class QAExample(NamedTuple):
 
 # ------------------------------------------------------------------ tables (GLUE TSV / CSV)
 def read_table(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a TSV (``.tsv``) or CSV (other suffixes) file with a header line.
+    """Rows of a TSV (``.tsv``) or CSV (other suffixes) file with a header line (see :func:`read_table_lines`)."""
+    return [row for _, row in read_table_lines(path)]
 
-    GLUE's TSVs are read with quoting disabled: SST-2 sentences contain bare double quotes.
+
+def read_table_lines(path: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` for each row of a TSV (``.tsv``) or CSV (other suffixes) file with a header line.
+
+    GLUE's TSVs are read with quoting disabled: SST-2 sentences contain bare double quotes. A row must have as many
+    fields as the header (a row without its label is an error naming the file and line, not a label ``None``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text table not found: {path}")
-    with path.open(encoding="utf-8", newline="") as f:
-        if path.suffix.lower() == ".tsv":
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.DictReader(f)
-        rows = list(reader)
+        raise DataPathError(f"no such text table: {path}")
+    rows = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            tsv = path.suffix.lower() == ".tsv"
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.DictReader(f)
+            for row in reader:
+                _check_row_width(row, reader.fieldnames, f"{path}, line {reader.line_num}", "tabs" if tsv else "commas")
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path} is not UTF-8 text ({exc})") from exc
+    except csv.Error as exc:
+        raise DataFileError(f"{path}, line {reader.line_num}: {exc}") from exc
     if not rows:
-        raise ValueError(f"{path}: no rows under the header")
+        raise DataFileError(f"{path}: no rows under the header")
     return rows
+
+
+def _check_row_width(row: dict, header: list[str], where: str, separator: str) -> None:
+    """A row has one field per header column (csv fills missing ones with None and keeps extra ones under None)."""
+    fields = len(header) + len(row.get(None) or ()) - sum(v is None for k, v in row.items() if k is not None)
+    if fields != len(header):
+        raise DataFileError(
+            f"{where}: {fields} field(s), but the header has {len(header)} ({', '.join(header)}) separated by "
+            f"{separator}"
+        )
 
 
 def _pick_text_fields(columns: list[str], text_fields: list[str] | None, where: str) -> tuple[str, ...]:
     if text_fields:
         missing = [c for c in text_fields if c not in columns]
         if missing:
-            raise ValueError(f"{where}: text_fields {missing} not among the columns {columns}")
+            raise SettingError(f"data.init_args.text_fields: {missing} not among the columns {columns} of {where}")
         return tuple(text_fields)
     for candidate in TEXT_FIELD_CANDIDATES:
         if all(c in columns for c in candidate):
             return candidate
-    raise ValueError(
+    raise SettingError(
         f"{where}: cannot tell which columns hold the text (columns: {columns}); set data.init_args.text_fields"
     )
 
 
 def records_from_rows(
-    rows: list[dict[str, Any]], text_fields: list[str] | None, label_field: str, where: str
+    rows: list[dict[str, Any]], text_fields: list[str] | None, label_field: str, where: str, lines: list[int] = ()
 ) -> list[dict[str, Any]]:
-    """Classification records from table/dataset rows: the text columns (one or a pair) and the label."""
+    """Classification records from table/dataset rows: the text columns (one or a pair), the label, and ``where``
+    (``<where>, line N`` with the rows' ``lines``, else ``<where>, record i``)."""
     columns = list(rows[0].keys())
     fields = _pick_text_fields(columns, text_fields, where)
     if len(fields) > 2:
-        raise ValueError(f"{where}: at most two text fields (a sentence pair), got {list(fields)}")
+        raise SettingError(f"data.init_args.text_fields: at most two (a sentence pair), got {list(fields)}")
     if label_field not in columns:
-        raise ValueError(f"{where}: label column '{label_field}' not found (columns: {columns}); set label_field")
+        raise SettingError(
+            f"data.init_args.label_field: column '{label_field}' not found in {where} (columns: {columns})"
+        )
     records = []
     for i, row in enumerate(rows):
+        at = f"{where}, line {lines[i]}" if lines else f"{where}, record {i}"
         texts = tuple(row[c] for c in fields)
         if any(t is None for t in texts):
-            raise ValueError(f"{where}: row {i} has an empty text field ({dict(zip(fields, texts))})")
-        records.append({"texts": texts, "label": row[label_field]})
+            raise DataFileError(f"{at}: an empty text field ({dict(zip(fields, texts))})")
+        label = row[label_field]
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise DataFileError(f"{at}: no label in column '{label_field}'")
+        records.append({"texts": texts, "label": label, "where": at})
     return records
 
 
@@ -107,39 +143,71 @@ def read_squad_json(path: str | Path) -> list[QAExample]:
     """Questions of a SQuAD v1.1 / DRCD file: ``{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}``.
 
     Each answer's ``answer_start`` must point at its text in the context; a mismatch is an error naming the
-    question id, since a shifted label would silently train on the wrong span.
+    question id, since a shifted label would silently train on the wrong span. Any other mistake names the record
+    (``data[0].paragraphs[2].qas[1]``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SQuAD/DRCD JSON not found: {path}")
-    payload = json.loads(path.read_text(encoding="utf-8"))
+        raise DataPathError(f"no such SQuAD/DRCD JSON file: {path}")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path} is not UTF-8 text ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise DataFileError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise ValueError(f"{path}: expected SQuAD format {{'data': [{{'paragraphs': [...]}}]}}")
+        raise DataFileError(f"{path}: expected SQuAD format {{'data': [{{'paragraphs': [...]}}]}}")
     examples = []
-    for article in payload["data"]:
-        for paragraph in article.get("paragraphs", []):
-            context = paragraph["context"]
-            for qa in paragraph.get("qas", []):
-                answers = qa.get("answers", [])
-                texts = tuple(a["text"] for a in answers)
-                starts = tuple(int(a["answer_start"]) for a in answers)
-                for text, start in zip(texts, starts):
-                    if context[start : start + len(text)] != text:
-                        raise ValueError(
-                            f"{path}: question {qa['id']}: answer {text!r} is not at character {start} of its "
-                            f"context (found {context[start : start + len(text)]!r})"
-                        )
-                examples.append(QAExample(str(qa["id"]), qa["question"], context, texts, starts))
+    for a, article in enumerate(payload["data"]):
+        for p, paragraph in enumerate(_squad_field(article, "paragraphs", list, path, f"data[{a}]", [])):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = _squad_field(paragraph, "context", str, path, where)
+            for q, qa in enumerate(_squad_field(paragraph, "qas", list, path, where, [])):
+                examples.append(_squad_question(qa, context, path, f"{where}.qas[{q}]"))
     if not examples:
-        raise ValueError(f"{path}: no questions found")
+        raise DataFileError(f"{path}: no questions found")
     return examples
+
+
+_MISSING = object()
+
+
+def _squad_field(record: Any, key: str, kind: type | tuple[type, ...], path: Path, where: str, default=_MISSING):
+    """``record[key]`` of type ``kind`` (``default`` when absent, if given); else an error naming the record."""
+    if not isinstance(record, dict):
+        raise DataFileError(f"{path}, {where}: expected an object, got {type(record).__name__}")
+    value = record.get(key, default)
+    if value is _MISSING:
+        raise DataFileError(f"{path}, {where}: no '{key}' (keys: {sorted(record)})")
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataFileError(f"{path}, {where}: '{key}' is {type(value).__name__} {value!r:.40}, not {kind}")
+    return value
+
+
+def _squad_question(qa: Any, context: str, path: Path, where: str) -> QAExample:
+    """One question of a paragraph; its answers must be spans of ``context``."""
+    qid = str(_squad_field(qa, "id", (str, int), path, where))
+    where = f"{where} (question {qid})"
+    question = _squad_field(qa, "question", str, path, where)
+    texts, starts = [], []
+    for n, answer in enumerate(_squad_field(qa, "answers", list, path, where, [])):
+        text = _squad_field(answer, "text", str, path, f"{where}.answers[{n}]")
+        start = _squad_field(answer, "answer_start", int, path, f"{where}.answers[{n}]")
+        if context[start : start + len(text)] != text:
+            raise DataFileError(
+                f"{path}: question {qid}: answer {text!r} is not at character {start} of its "
+                f"context (found {context[start : start + len(text)]!r})"
+            )
+        texts.append(text)
+        starts.append(start)
+    return QAExample(qid, question, context, tuple(texts), tuple(starts))
 
 
 def squad_examples_from_rows(rows: list[dict[str, Any]], where: str) -> list[QAExample]:
     """QA examples from Hugging Face ``squad``-style rows (id, question, context, answers{text, answer_start})."""
     needed = {"id", "question", "context", "answers"}
     if rows and not needed <= set(rows[0]):
-        raise ValueError(f"{where}: SQuAD-style columns {sorted(needed)} needed, got {sorted(rows[0])}")
+        raise DataFileError(f"{where}: SQuAD-style columns {sorted(needed)} needed, got {sorted(rows[0])}")
     return [
         QAExample(
             str(r["id"]),
@@ -153,9 +221,12 @@ def squad_examples_from_rows(rows: list[dict[str, Any]], where: str) -> list[QAE
 
 
 # ------------------------------------------------------------------ Hugging Face datasets
-def load_hf_split(dataset: str, config: str | None, split: str) -> list[dict[str, Any]] | None:
+def load_hf_split(
+    dataset: str, config: str | None, split: str, setting: str = "data.init_args.dataset"
+) -> list[dict[str, Any]] | None:
     """Rows of one split of a Hugging Face dataset: a local ``save_to_disk`` directory or a hub name (offline:
-    only what the local cache holds). Returns None when the dataset has no such split."""
+    only what the local cache holds). Returns None when the dataset has no such split. A local path that does not
+    exist is a :class:`DataPathError` naming ``setting``."""
     import datasets
 
     path = Path(dataset)
@@ -164,6 +235,8 @@ def load_hf_split(dataset: str, config: str | None, split: str) -> list[dict[str
         if isinstance(loaded, datasets.Dataset):
             return loaded.to_list() if split == "train" else None
     else:
+        if (dataset.startswith((".", "/", "~")) or path.suffix) and not path.exists():
+            raise DataPathError(f"{setting} does not exist: {path} (nor is it a Hugging Face dataset name)")
         try:
             loaded = datasets.load_dataset(dataset, config)
         except Exception as exc:  # the hub or the cache: say what to do, keep the cause

@@ -105,7 +105,179 @@ CLI_CASES = [
 ]
 
 # ------------------------------------------------------------------ data sources
-DATA_CASES: list[Case] = []
+# Small fixtures written by each case (never ../shared/data). Sources are chosen through the configs that use them:
+# dann_mnistm.yaml (IDX -> MNIST-M), classification.yaml (an image folder), maml.yaml + data/omniglot.yaml,
+# bert_classification.yaml (GLUE TSV) and bert_qa.yaml (SQuAD JSON).
+DANN_MNISTM = CONFIGS / "dann_mnistm.yaml"
+OMNIGLOT = ("--config", str(CONFIGS / "data" / "omniglot.yaml"))  # after a meta-learning config
+SOURCE_ROOT, TARGET_ROOT = "--data.init_args.source.init_args.root", "--data.init_args.target.init_args.root"
+
+
+def idx_bytes(values: list[int] | None = None, shape: tuple[int, ...] | None = None) -> bytes:
+    """An IDX file as MNIST's (magic, ndim, big-endian sizes, uint8 data): ``values`` as labels, or random images."""
+    import numpy as np
+
+    array = np.asarray(values) if values is not None else np.random.default_rng(0).integers(0, 256, shape)
+    head = b"\0\0\x08" + bytes([array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return head + array.astype(np.uint8).tobytes()
+
+
+def mnist_folder(d: Path, images: bytes | None = None, labels: bytes | None = None) -> Path:
+    """An MNIST-layout folder of 40 images; ``images`` / ``labels`` replace the train files' content."""
+    root = d / "mnist"
+    write(root / "train-images-idx3-ubyte", idx_bytes(shape=(40, 28, 28)) if images is None else images)
+    write(root / "train-labels-idx1-ubyte", idx_bytes([i % 10 for i in range(40)]) if labels is None else labels)
+    return root
+
+
+def png_bytes(value: int, size: int = 8) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size), value, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mnistm_folder(d: Path, labels: list[int] | None = None) -> Path:
+    """An extracted MNIST-M folder: 20 training images and their labels file (``labels``: 0..9 twice)."""
+    root = d / "mnist_m"
+    labels = [i % 10 for i in range(20)] if labels is None else labels
+    for i in range(20):
+        write(root / "mnist_m_train" / f"{i:08d}.png", png_bytes(i, size=32))
+    write(root / "mnist_m_train_labels.txt", "".join(f"{i:08d}.png {y}\n" for i, y in enumerate(labels)))
+    return root
+
+
+def dann_mnistm(mnist: Path, mnistm: Path) -> list[str]:
+    return smoke(DANN_MNISTM, SOURCE_ROOT, str(mnist), TARGET_ROOT, str(mnistm))
+
+
+def image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6) -> Path:
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            write(root / name / f"{i}.png", png_bytes(20 * c + i))
+    return root
+
+
+def image_folder_run(root: Path) -> list[str]:
+    """The classification config reading ``root`` as an image folder."""
+    return smoke(CLASSIFICATION, "--data.init_args.source", "datamodules.sources.ImageFolderSource", SOURCE_ROOT,
+                 str(root))  # fmt: skip
+
+
+def corrupt_image(d: Path) -> list[str]:
+    root = image_folder(d / "imgs")
+    write(root / "dog" / "broken.png", png_bytes(0)[:40])  # a PNG cut short
+    return image_folder_run(root)
+
+
+def omniglot_truncated_zip(d: Path) -> list[str]:
+    import zipfile
+
+    archive = d / "omniglot" / "images_background.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"images_background/Latin/character0{i}/0_{i}.png", png_bytes(i, size=105))
+    archive.write_bytes(archive.read_bytes()[:200])  # a download cut short
+    return smoke(CONFIGS / "maml.yaml", *OMNIGLOT, SOURCE_ROOT, str(archive.parent))
+
+
+def glue_table(d: Path, extra_rows: list[str], name: str = "train.tsv") -> Path:
+    """An SST-2-style TSV: a header, 12 good rows (lines 2-13), then ``extra_rows`` (from line 14)."""
+    good = [f"{'a fine' if i % 2 else 'a dull'} film {i}\t{i % 2}" for i in range(12)]
+    return write(d / name, "sentence\tlabel\n" + "\n".join(good + extra_rows) + "\n")
+
+
+def glue_run(train: Path, *extra: str) -> list[str]:
+    return smoke(CONFIGS / "bert_classification.yaml", "--data.init_args.train_file", str(train), *extra)
+
+
+def squad_run(d: Path, text: str) -> list[str]:
+    return smoke(CONFIGS / "bert_qa.yaml", "--data.init_args.train_file", str(write(d / "train.json", text)))
+
+
+DATA_CASES: list[Case] = [
+    Case("omniglot-truncated-zip", omniglot_truncated_zip, ("images_background.zip", "zip")),
+    Case(
+        "omniglot-missing-root",
+        lambda d: smoke(CONFIGS / "maml.yaml", *OMNIGLOT, SOURCE_ROOT, str(d / "omniglot-nowhere")),
+        ("data.init_args.source.init_args.root", "omniglot-nowhere"),
+    ),
+    Case(
+        "glue-row-without-label",
+        lambda d: glue_run(glue_table(d, ["a film without its label"])),
+        ("train.tsv", "line 14", "label"),
+    ),
+    Case(
+        "glue-ten-rows-without-label",
+        lambda d: glue_run(glue_table(d, [f"a film without its label {i}" for i in range(10)])),
+        ("train.tsv", "line 14", "label"),
+    ),
+    Case(
+        "glue-label-outside-the-classes",
+        lambda d: glue_run(glue_table(d, []), "--data.init_args.val_file", str(glue_table(d, ["odd\t2"], "dev.tsv"))),
+        ("dev.tsv", "line 14", "'2'"),
+    ),
+    Case("glue-missing-train-file", lambda d: glue_run(d / "nope.tsv"), ("data.init_args.train_file", "nope.tsv")),
+    Case("squad-not-json", lambda d: squad_run(d, '{"data": [{"paragraphs": [}'), ("train.json", "line 1", "JSON")),
+    Case(
+        "squad-record-without-context",
+        lambda d: squad_run(d, '{"data": [{"paragraphs": [{"qas": [{"id": "q1", "question": "who?"}]}]}]}'),
+        ("train.json", "data[0].paragraphs[0]", "context"),
+    ),
+    Case(
+        "idx-missing-folder",
+        lambda d: dann_mnistm(d / "mnist-nowhere", mnistm_folder(d)),
+        ("data.init_args.source.init_args.root", "mnist-nowhere"),
+    ),
+    Case(
+        "idx-bad-magic-number",
+        lambda d: dann_mnistm(mnist_folder(d, images=png_bytes(0)), mnistm_folder(d)),
+        ("train-images-idx3-ubyte", "magic number"),
+    ),
+    Case(
+        "idx-truncated-file",
+        lambda d: dann_mnistm(mnist_folder(d, images=idx_bytes(shape=(40, 28, 28))[:-100]), mnistm_folder(d)),
+        ("train-images-idx3-ubyte", "31360"),
+    ),
+    Case(
+        "idx-label-beyond-the-classes",
+        lambda d: dann_mnistm(
+            mnist_folder(d, labels=idx_bytes([*range(10)] * 3 + [200] + [*range(9)])), mnistm_folder(d)
+        ),
+        ("train-labels-idx1-ubyte", "record 30", "200"),
+    ),
+    Case(
+        "mnistm-missing-root",
+        lambda d: dann_mnistm(mnist_folder(d), d / "mnistm-nowhere"),
+        ("data.init_args.target.init_args.root", "mnistm-nowhere"),
+    ),
+    Case(
+        "mnistm-label-outside-the-digits",
+        lambda d: dann_mnistm(mnist_folder(d), mnistm_folder(d, labels=[0, 1, 2, 3, -5, *range(5, 10), *range(10)])),
+        ("mnist_m_train_labels.txt", "line 5", "-5"),
+    ),
+    Case(
+        "image-folder-missing",
+        lambda d: image_folder_run(d / "images-nowhere"),
+        ("data.init_args.source.init_args.root", "images-nowhere"),
+    ),
+    Case("image-folder-corrupt-image", corrupt_image, ("broken.png",)),
+    Case(
+        "image-folder-too-few-images-to-split",
+        lambda d: image_folder_run(image_folder(d / "imgs", per_class=1)),
+        ("2 samples", "val_fraction"),
+    ),
+    Case(
+        "image-folder-with-one-class",
+        lambda d: image_folder_run(image_folder(d / "one-class-imgs", classes=("cat",))),
+        ("one-class-imgs", "1 class sub-folder", "at least 2"),
+    ),
+]
 
 # ------------------------------------------------------------------ checkpoints and output folders
 OUTPUT_CASES: list[Case] = []

@@ -9,8 +9,9 @@ import torch
 
 from datamodules.domain_sources import HW11Source, MNISTMSource, MNISTMStyleSource
 from datamodules.domains import TwoDomainDataModule
+from datamodules.errors import DataFileError, DataPathError
 from datamodules.samplers import ResumableSampler
-from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource
+from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource, ImageSource, ImageSplits
 from tests.datamodules.test_sources import write_idx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -199,3 +200,41 @@ def test_hugging_face_dataset_as_target_and_image_folder_as_source(tmp_path):
     assert {split: len(dm.dataset("target", split)) for split in ("train", "val", "test")} == {
         "train": 2, "val": 2, "test": 2,
     }  # fmt: skip
+
+
+def test_domain_sources_name_their_settings_by_config_key(tmp_path):
+    mnist = _mnist(tmp_path / "mnist")
+    dm = TwoDomainDataModule(IDXSource(str(mnist)), MNISTMSource(str(tmp_path / "nowhere")))
+    with pytest.raises(DataPathError, match=r"^data.init_args.target.init_args.root does not exist: .*nowhere"):
+        dm.setup()
+    style = TwoDomainDataModule(target=MNISTMStyleSource(base=IDXSource(str(tmp_path / "gone"))))
+    with pytest.raises(DataPathError, match=r"^data.init_args.target.init_args.base.init_args.root does not exist"):
+        style.setup()
+    (tmp_path / "hw11").mkdir()
+    with pytest.raises(DataPathError, match=r"HW11Source.root = .*hw11 has no folder test_data/0/ \(domain 'target'\)"):
+        HW11Source(str(tmp_path / "hw11"), domain="target").load()
+
+
+def test_mnistm_labels_file_that_is_not_text_names_the_file(tmp_path):
+    root = _mnistm(tmp_path / "mnist_m")
+    (root / "mnist_m_train_labels.txt").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(DataFileError, match=r"mnist_m_train_labels.txt is not a text file of '<file name> <label>'"):
+        MNISTMSource(str(root)).load()
+
+
+def test_source_labels_beyond_the_classes_are_refused_but_unlabelled_targets_pass(tmp_path):
+    class Labels(ImageSource):
+        def __init__(self, labels: torch.Tensor, classes: list[str]) -> None:
+            self.labels, self.classes = labels, classes
+
+        def load(self) -> ImageSplits:
+            return ImageSplits({"train": (torch.zeros(len(self.labels), 1, 8, 8, dtype=torch.uint8), self.labels)},
+                               self.classes)  # fmt: skip
+
+    ten = [str(i) for i in range(10)]
+    dm = TwoDomainDataModule(Labels(torch.arange(40) % 10 - 1, ten), Labels(torch.full((40,), -1), []))
+    with pytest.raises(DataFileError, match=r"source Labels: split '(train|val|test)' has label -1, outside the 10"):
+        dm.setup()
+    dm = TwoDomainDataModule(Labels(torch.arange(40) % 10, ten), Labels(torch.full((40,), -1), []))
+    dm.setup()
+    assert not dm.target_labelled()

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 
 import numpy as np
 import pytest
 import torch
 
+from datamodules.errors import DataFileError, DataPathError, SettingError
 from datamodules.image import ImageDataModule, conform_images, split_indices
 from datamodules.samplers import ResumableSampler, ShardSampler
-from datamodules.sources import DigitsSource, HFDatasetSource, IDXSource, ImageFolderSource, read_idx
+from datamodules.sources import (
+    DigitsSource,
+    HFDatasetSource,
+    IDXSource,
+    ImageFolderSource,
+    ImageSource,
+    ImageSplits,
+    read_idx,
+    read_image,
+)
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -147,6 +158,11 @@ def test_splits_are_seeded_disjoint_and_cover():
     assert not torch.equal(split_indices(100, [0.1, 0.2], seed=6)[1], a[1])
 
 
+def test_too_few_samples_to_split_is_a_setting_error_naming_the_fractions():
+    with pytest.raises(SettingError, match=r"cannot split 3 samples into fractions \[0.1, 0.2\]: .*val_fraction"):
+        split_indices(3, [0.1, 0.2], seed=0)
+
+
 def test_conform_images_channels_and_size():
     x = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
     y = conform_images(x, channels=3, image_size=16)
@@ -176,3 +192,108 @@ def test_resumable_sampler_shards_cover_and_resume_skips():
 def test_shard_sampler_has_no_padding():
     parts = [list(ShardSampler(7, num_replicas=2, rank=r)) for r in range(2)]
     assert parts == [[0, 2, 4, 6], [1, 3, 5]] and [len(ShardSampler(7, 2, r)) for r in range(2)] == [4, 3]
+
+
+# ------------------------------------------------------------------ bad data: one error naming the file or setting
+def test_broken_idx_files_are_data_file_errors_naming_the_file(tmp_path):
+    cases = {
+        "empty.idx": b"",
+        "magic.idx": b"\x89PNG\r\n\x1a\n" + bytes(16),
+        "header.idx": b"\x00\x00\x08\x03" + (5).to_bytes(4, "big"),  # three sizes announced, one given
+        "short.idx": b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + bytes(4),
+        "long.idx": b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + bytes(6),
+        "wide.idx": b"\x00\x00\x0c\x01" + (2).to_bytes(4, "big") + bytes(7),  # int32 values: 7 bytes
+        "gzip.idx": b"\x1f\x8b\x08\x00" + bytes(12),  # a gzip header, then garbage
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataFileError, match=re.escape(str(tmp_path / name))):
+            read_idx(tmp_path / name)
+    with pytest.raises(DataPathError, match=r"nowhere\.idx"):
+        read_idx(tmp_path / "nowhere.idx")
+
+
+def test_idx_labels_must_number_the_classes(mnist_dir):
+    labels = mnist_dir / "train-labels-idx1-ubyte.gz"
+    write_idx(labels, np.array([*range(10)] * 5 + [200] + [*range(9)]), compress=True)  # record 50 corrupt
+    with pytest.raises(DataFileError, match=r"train-labels-idx1-ubyte.gz, record 50: label 200, but no label is 10"):
+        IDXSource(str(mnist_dir)).load()
+    with pytest.raises(DataFileError, match=r"record 50: label 200 is outside the classes 0..9 \(IDXSource.num_c"):
+        IDXSource(str(mnist_dir), num_classes=10).load()
+    write_idx(labels, np.arange(60) % 26 + 1, compress=True)  # EMNIST letters: 1..26, class 0 unused
+    loaded = IDXSource(str(mnist_dir), test_prefix="none").load()
+    assert len(loaded.classes) == 27 and loaded.splits["train"][1].min() == 1
+    write_idx(mnist_dir / "t10k-labels-idx1-ubyte", np.full(20, 30), compress=False)
+    with pytest.raises(DataFileError, match=r"t10k-labels-idx1-ubyte, record 0: label 30 is outside the classes 0..26"):
+        IDXSource(str(mnist_dir)).load()
+
+
+def test_missing_data_paths_name_the_setting_by_its_config_key(tmp_path):
+    from datamodules.streams import TaskStreamDataModule
+
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(DataPathError, match=r"^IDXSource.root does not exist: .*nowhere"):
+        IDXSource(missing).load()
+    dm = ImageDataModule(IDXSource(missing))
+    with pytest.raises(DataPathError, match=r"^data.init_args.source.init_args.root does not exist: .*nowhere"):
+        dm.setup()
+    stream = TaskStreamDataModule(base=ImageDataModule(ImageFolderSource(missing)))
+    with pytest.raises(DataPathError, match=r"^data.init_args.base.init_args.source.init_args.root does not exist"):
+        stream.num_classes  # noqa: B018
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataPathError, match=r"IDXSource.root is a file, not a folder: .*file") as raised:
+        IDXSource(str(tmp_path / "file")).load()
+    assert "train-images-idx3-ubyte" in raised.value.hint
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataPathError, match=r"IDXSource.root = .*empty: no 'train-images-idx3-ubyte' \(or .gz\)"):
+        IDXSource(str(tmp_path / "empty")).load()
+
+
+def test_image_folder_layout_errors_blame_the_folder(tmp_path):
+    _write_png(tmp_path / "one" / "cat" / "a.png", np.full((6, 6), 10))
+    with pytest.raises(DataFileError, match=r"image folder .*one has 1 class sub-folder \('cat'\); .* at least 2"):
+        ImageFolderSource(str(tmp_path / "one")).load()
+    _write_png(tmp_path / "loose" / "a.png", np.full((6, 6), 10))
+    with pytest.raises(DataFileError, match=r"loose has images but no class sub-folders; put each class's images"):
+        ImageFolderSource(str(tmp_path / "loose")).load()
+    for split, classes in (("train", "ab"), ("test", "abc")):
+        for c in classes:
+            _write_png(tmp_path / "split" / split / c / "0.png", np.full((6, 6), 10))
+    with pytest.raises(DataFileError, match=r"split/test has class folders \['c'\] that the training folder lacks"):
+        ImageFolderSource(str(tmp_path / "split")).load()
+    _write_png(tmp_path / "sizes" / "a" / "0.png", np.full((6, 6), 10))
+    _write_png(tmp_path / "sizes" / "b" / "0.png", np.full((7, 7), 10))
+    source = ImageFolderSource(str(tmp_path / "sizes"))
+    source.name_settings("data.init_args.source")
+    with pytest.raises(DataFileError, match=r"different sizes .* set data.init_args.source.init_args.image_size"):
+        source.load()
+
+
+def test_corrupt_images_are_data_file_errors_naming_the_file(tmp_path):
+    good = tmp_path / "good.png"
+    _write_png(good, np.random.default_rng(0).integers(0, 256, (32, 32)))
+    for name, data in (("text.png", b"not a png"), ("cut.png", good.read_bytes()[:500])):
+        (tmp_path / "imgs" / "a").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imgs" / "a" / name).write_bytes(data)
+        with pytest.raises(DataFileError, match=rf"cannot read image file .*{name}"):
+            read_image(tmp_path / "imgs" / "a" / name)
+
+
+def test_labels_outside_the_classes_name_the_record_or_split(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"image": [np.zeros((4, 4), np.uint8)] * 3, "label": [0, 1, 7]})
+    ds = ds.cast_column("label", datasets.ClassLabel(names=["x", "y", "z"]))  # 7 is no class
+    ds.save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(DataFileError, match=r"split 'train' column 'label', record 2: label 7 is not a class"):
+        HFDatasetSource(str(tmp_path / "hf")).load()
+
+    class Negative(ImageSource):
+        def load(self) -> ImageSplits:
+            return ImageSplits({"train": (torch.zeros(20, 1, 4, 4, dtype=torch.uint8), torch.arange(20) % 3 - 1)})
+
+        def describe(self) -> str:
+            return "negative source"
+
+    with pytest.raises(DataFileError, match=r"negative source: split 'train' has label -1, outside the 2 classes"):
+        ImageDataModule(Negative(), val_fraction=0, test_fraction=0).setup()

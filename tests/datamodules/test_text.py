@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from datamodules.errors import DataFileError, DataPathError
 from datamodules.qa_features import encode_qa
 from datamodules.text import LengthGroupedSampler, QADataModule, TextClassificationDataModule, _TextDataModule
 from datamodules.text_sources import QAExample, embedded_qa_corpus, read_squad_json
@@ -213,3 +214,81 @@ def test_the_data_side_imports_no_lecture_and_no_cli():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ bad data files: one error naming file and line
+SST = "sentence\tlabel\n" + "".join(f"{'good' if i % 2 else 'bad'} film {i}\t{i % 2}\n" for i in range(8))  # lines 2-9
+
+
+def _classification(tmp_path, train: str, val: str | None = None, **kwargs) -> TextClassificationDataModule:
+    (tmp_path / "train.tsv").write_text(train, encoding="utf-8")
+    if val is not None:
+        (tmp_path / "dev.tsv").write_text(val, encoding="utf-8")
+        kwargs["val_file"] = str(tmp_path / "dev.tsv")
+    kwargs.setdefault("val_fraction", 0.0)  # every row stays in train, where the messages expect it
+    return TextClassificationDataModule(train_file=str(tmp_path / "train.tsv"), tokenizer_name_or_path="tiny-bert",
+                                        **kwargs)  # fmt: skip
+
+
+@pytest.mark.parametrize("missing", [1, 10])
+def test_glue_rows_without_their_label_name_the_file_and_line_instead_of_adding_a_class(tmp_path, missing):
+    dm = _classification(tmp_path, SST + "".join(f"no label here {i}\n" for i in range(missing)))
+    with pytest.raises(DataFileError, match=r"train.tsv, line 10: 1 field\(s\), but the header has 2 \(sentence, la"):
+        dm.num_classes  # noqa: B018
+
+
+def test_glue_bad_rows_and_labels_name_the_file_and_line(tmp_path):
+    cases = {
+        "an extra field": (SST + "a\tb\t1\n", None, r"train.tsv, line 10: 3 field\(s\)"),
+        "an empty label": (SST + "no label\t\n", None, r"train.tsv, line 10: no label in column 'label'"),
+        "a negative label": (SST + "odd\t-3\n", None, r"train.tsv, line 10: label '-3' is not one of the training lab"),
+        "a val label outside": (SST, SST + "odd\t2\n", r"dev.tsv, line 10: label '2' is not one of the training lab"),
+        "a name among numbers": (SST + "odd\tpositive\n", None, r"train.tsv, line 10: label 'positive', but the oth"),
+        "a number among names": (SST.replace("\t1", "\tpos").replace("\t0", "\tneg") + "odd\t1\n", None,
+                                 r"train.tsv, line 10: label '1', but the other training labels are names \(neg, p"),
+        "one class": ("sentence\tlabel\nfine\tok\nok\tok\nyes\tok\n", None, r"fewer than 2 classes \['ok'\]"),
+    }  # fmt: skip
+    for what, (train, val, message) in cases.items():
+        with pytest.raises(DataFileError, match=message):
+            _classification(tmp_path, train, val).num_classes  # noqa: B018
+            pytest.fail(what)
+    (tmp_path / "binary.tsv").write_bytes(b"sentence\tlabel\n\xff\xfe\t1\n")
+    with pytest.raises(DataFileError, match=r"binary.tsv is not UTF-8 text"):
+        TextClassificationDataModule(train_file=str(tmp_path / "binary.tsv")).num_classes  # noqa: B018
+    dm = _classification(tmp_path, SST, SST + "unlabelled\t-1\n")  # GLUE's unlabelled rows stay allowed
+    assert dm.num_classes == 2 and dm.raw_splits()["val"][-1]["label"] == -1
+
+
+def test_text_data_paths_name_the_setting(tmp_path):
+    with pytest.raises(DataPathError, match=r"^data.init_args.val_file does not exist: .*nope.tsv"):
+        TextClassificationDataModule(train_file=__file__, val_file=str(tmp_path / "nope.tsv"))
+    with pytest.raises(DataPathError, match=r"^data.init_args.train_file is a folder, not a file"):
+        QADataModule(train_file=str(tmp_path))
+    with pytest.raises(DataPathError, match=r"^data.init_args.dataset does not exist: .*nowhere"):
+        TextClassificationDataModule(dataset=str(tmp_path / "nowhere")).raw_splits()
+
+
+def test_squad_json_mistakes_name_the_file_and_record(tmp_path):
+    def paragraph(**changes) -> dict:
+        qa = {"id": "q1", "question": "where?", "answers": [{"text": "Lisbon", "answer_start": 11}]}
+        return {"context": "She was in Lisbon.", "qas": [{**qa, **changes}]}
+
+    cases = {
+        '{"data": [}': r"bad.json, line 1, column 11: not valid JSON",
+        json.dumps({"version": 1}): r"bad.json: expected SQuAD format",
+        json.dumps({"data": [{"paragraphs": [{"qas": []}]}]}): r"data\[0\].paragraphs\[0\]: no 'context'",
+        json.dumps({"data": [{"paragraphs": ["text"]}]}): r"data\[0\].paragraphs\[0\]: expected an object, got str",
+        json.dumps({"data": [{"paragraphs": [paragraph(id=None)]}]}): r"paragraphs\[0\].qas\[0\]: 'id' is NoneType",
+        json.dumps({"data": [{"paragraphs": [paragraph(question=None)]}]}): r"qas\[0\] \(question q1\): 'question'",
+        json.dumps({"data": [{"paragraphs": [paragraph(answers=[{"text": "Lisbon", "answer_start": "11"}])]}]}):
+            r"qas\[0\] \(question q1\).answers\[0\]: 'answer_start' is str '11'",
+        json.dumps({"data": [{"paragraphs": [paragraph(answers=[{"answer_start": 11}])]}]}):
+            r"qas\[0\] \(question q1\).answers\[0\]: no 'text'",
+    }  # fmt: skip
+    path = tmp_path / "bad.json"
+    for text, message in cases.items():
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(DataFileError, match=message):
+            read_squad_json(path)
+    path.write_text(json.dumps({"data": [{"paragraphs": [paragraph()]}]}))
+    assert read_squad_json(path)[0].answer_starts == (11,)
