@@ -357,6 +357,8 @@ def main(args: list[str] | None = None) -> int:
         cause = _setting_error(exc)
         if cause is None:
             raise
+        if isinstance(cause, UserInputError):
+            return _report(str(cause), cause if debug else None, hint=cause.hint)
         return _report(f"{type(cause).__name__}: {cause}", cause if debug else None)
     return 0
 

@@ -52,7 +52,7 @@ class MNISTMSource(ImageSource):
             image_size: resize every image to this square size while reading (MNIST-M images are 32x32).
         """
         if root is None:
-            raise ValueError(
+            raise SettingError(
                 "MNISTMSource.root is required: the mnist_m.tar.gz archive or its extracted folder (for example "
                 "--data.init_args.target.init_args.root ../shared/data/mnist_m/mnist_m.tar.gz)"
             )
