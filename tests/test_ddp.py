@@ -122,3 +122,20 @@ def test_ddp_figure_without_wandb_logger(tmp_path):
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert list((tmp_path / "figures").glob("val_confusion_matrix-*.png"))
+
+
+@pytest.mark.slow
+def test_a_bad_setting_that_fails_under_2_process_ddp_ends_at_once_in_one_line(tmp_path):
+    """A learning rate of 1e30 makes the loss non-finite at the same step on both processes, during training (after
+    both started): rank 0 alone reports it, and the run ends with exit code 2 at once (no hang on a collective, no
+    traceback, no per-rank copies)."""
+    result = run_cli_subprocess(
+        "fit", "--config", CLASSIFICATION, *DDP2, *QUICK, "--trainer.max_epochs", "1",
+        "--trainer.default_root_dir", "run", "--optimizer.init_args.lr", "1e30", cwd=tmp_path, timeout=240,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert "MEMBER: 2/2" in output, output[-3000:]  # the error came after the second process started
+    assert result.returncode == 2, output[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "loss term" in errors[0], output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
