@@ -327,7 +327,7 @@ def _require_writable(folder: str, setting: str) -> None:
     path = Path(folder).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
+        problem = f"{existing} is not a folder"
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem = f"{existing} is not writable"
     else:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -73,7 +74,7 @@ def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str,
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"checkpoint {path} is refused: {_refusal(exc)}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, struct.error, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch file ({type(exc).__name__}: {exc})"
         ) from exc
