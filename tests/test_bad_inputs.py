@@ -165,7 +165,7 @@ OUTPUT_CASES = [
             "--ckpt_path",
             str(TEACHER_CKPT),
         ],
-        ("digits_cnn_teacher.ckpt", "Classification", "Distillation", "--model_from_ckpt"),
+        ("digits_cnn_teacher.ckpt", "Classification", "Distillation"),
     ),
     Case(
         "checkpoint-of-another-architecture",
