@@ -99,7 +99,7 @@ def lecture_cli_class() -> type:
         def _parse_ckpt_path(self) -> None:
             """LightningCLI replaces the config's model with the one a ``--ckpt_path`` checkpoint records; here the
             checkpoint is read and compared with the config first, and replaces it only when asked to."""
-            self.config = _check_ckpt_path(self.config, self.parser)
+            self.config, self.ckpt_hparams = _check_ckpt_path(self.config, self.parser)
 
         @staticmethod
         def configure_optimizers(lightning_module: L.LightningModule, optimizer, lr_scheduler=None) -> Any:
@@ -122,6 +122,8 @@ def lecture_cli_class() -> type:
 
         def _before(self) -> None:
             _check_output_folders(self.trainer, fitting=self.subcommand == "fit")
+            if self.ckpt_hparams is not None:
+                _check_linked_hparams(self.model, self.config[self.subcommand].ckpt_path, self.ckpt_hparams)
             _no_checkpoints_in_fast_dev_run(self.trainer)
 
         before_fit = before_validate = before_test = before_predict = _before
@@ -225,10 +227,14 @@ def _add_checkpoint_arguments(parser: Any) -> None:
     )
 
 
-def _check_ckpt_path(config: Any, parser: Any) -> Any:
+def _check_ckpt_path(config: Any, parser: Any) -> tuple[Any, dict[str, Any] | None]:
     """Read the ``--ckpt_path`` checkpoint (``weights_only``) before anything is built or written, and compare its
-    lecture and hyper-parameters with the config's model. Returns the config, whose model section is the
-    checkpoint's (its registered lecture, older argument names upgraded) only with ``--model_from_ckpt true``.
+    lecture and hyper-parameters with the config's model.
+
+    Returns:
+        The config, whose model section is the checkpoint's (its registered lecture, older argument names upgraded)
+        only with ``--model_from_ckpt true``; and the checkpoint's hyper-parameters, to compare the linked ones
+        (``num_classes``, ``input_shape``: set from the data) once the model is built (None: nothing to compare).
 
     Raises:
         CheckpointError: the file is missing or refused, or of another lecture or other settings than the config's
@@ -239,21 +245,39 @@ def _check_ckpt_path(config: Any, parser: Any) -> Any:
     subcommand = config.get("subcommand")
     ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
     if not ckpt_path or _resolved_by_lightning(str(ckpt_path)):
-        return config
+        return config, None
     ckpt = read_checkpoint(ckpt_path)
     if config[subcommand].get("model_from_ckpt"):
         model = checkpoint_model_config(ckpt, source=str(ckpt_path))
-        return parser.parse_object({subcommand: {"model": model}}, config)
+        return parser.parse_object({subcommand: {"model": model}}, config), None
     model = _dumped(parser, config)[subcommand].get("model") or {}
-    if model.get("class_path"):
-        require_config_lecture(
-            ckpt,
-            source=str(ckpt_path),
-            class_path=model["class_path"],
-            init_args=model.get("init_args") or {},
-            upgrade=getattr(_import_class(model["class_path"]), "upgrade_hparams", None),
-        )
-    return config
+    if not model.get("class_path"):
+        return config, None
+    require_config_lecture(
+        ckpt,
+        source=str(ckpt_path),
+        class_path=model["class_path"],
+        init_args=model.get("init_args") or {},
+        upgrade=getattr(_import_class(model["class_path"]), "upgrade_hparams", None),
+    )
+    return config, dict(ckpt.get("hyper_parameters") or {})
+
+
+def _check_linked_hparams(model: Any, ckpt_path: str, ckpt_hparams: dict[str, Any]) -> None:
+    """The settings linked from the data (``num_classes``, ``input_shape``) must be the checkpoint's too: otherwise
+    Lightning stops on a size mismatch of some layer's weights, naming neither the file nor the setting."""
+    from lecture_modules.checkpoints import INTERNAL_HPARAMS, require_config_lecture
+
+    built = {key: value for key, value in model.hparams.items() if key not in INTERNAL_HPARAMS}
+    require_config_lecture(
+        {"hyper_parameters": ckpt_hparams},
+        source=str(ckpt_path),
+        class_path=f"{type(model).__module__}.{type(model).__qualname__}",
+        init_args=built,
+        upgrade=getattr(model, "upgrade_hparams", None),
+        given_by="the data gives",
+        hint="use the data the checkpoint was trained on (or data of the same classes and input shape)",
+    )
 
 
 def _dumped(parser: Any, config: Any) -> dict[str, Any]:

@@ -202,6 +202,9 @@ def require_config_lecture(
     class_path: str,
     init_args: Mapping[str, Any],
     upgrade: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    given_by: str = "the config sets",
+    hint: str = f"set the checkpoint's values in the config or on the command line, or add {OPT_IN} to take the "
+    "checkpoint's lecture and settings",
 ) -> None:
     """Stop when the checkpoint is of another lecture than the config's model, or was saved with other
     hyper-parameters: Lightning would otherwise replace the config's model with the checkpoint's, or train the
@@ -216,6 +219,8 @@ def require_config_lecture(
             checkpoint and the config give are compared; nested dicts (network specs) key by key.
         upgrade: the config's lecture's ``upgrade_hparams`` (older argument names in the checkpoint mapped to
             today's), applied to the checkpoint's hyper-parameters before comparing.
+        given_by: who gives ``init_args``, for the message.
+        hint: what to do about a differing setting.
 
     Raises:
         CheckpointError: naming the file, the lecture or setting that differs and both values.
@@ -237,11 +242,7 @@ def require_config_lecture(
         return
     key, was, now = differences[0]
     more = f" (and {len(differences) - 1} more: {', '.join(d[0] for d in differences[1:4])})" if differences[1:] else ""
-    raise CheckpointError(
-        f"checkpoint {source} was saved with {key}={was!r}, but the config sets {now!r}{more}",
-        hint=f"set the checkpoint's values in the config or on the command line, or add {OPT_IN} to take the "
-        "checkpoint's lecture and settings",
-    )
+    raise CheckpointError(f"checkpoint {source} was saved with {key}={was!r}, but {given_by} {now!r}{more}", hint=hint)
 
 
 def hparam_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> list[tuple]:
@@ -278,5 +279,11 @@ def checkpoint_model_config(ckpt: Mapping[str, Any], *, source: str) -> dict[str
     recorded = hparams.get("_class_path")
     for key in INTERNAL_HPARAMS:
         hparams.pop(key, None)
+    if recorded is None:
+        raise CheckpointError(
+            f"checkpoint {source} does not record its lecture (it was not written by cli.py), so the model cannot "
+            f"be built from it ({OPT_IN})",
+            hint=f"leave out {OPT_IN} to load its weights into the config's model",
+        )
     entry = _registered(recorded, source)
     return {"class_path": entry.class_path, "init_args": entry.cls.upgrade_hparams(hparams)}

@@ -136,6 +136,17 @@ def other_architecture(inputs: Path) -> Path:
     return path
 
 
+def five_classes(inputs: Path) -> Path:
+    """A Classification checkpoint of classification.yaml's network for 5 classes (its data has 10)."""
+    import torch
+
+    net = {"kind": "cnn", "widths": [32, 64, 128], "batch_norm": True, "dropout": 0.1}
+    hparams = {"_class_path": "lecture_modules.classification.Classification", "num_classes": 5, "net": net}
+    path = inputs / "five.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": hparams}, path)
+    return path
+
+
 OUTPUT_CASES = [
     Case(
         "missing-checkpoint-file",
@@ -171,6 +182,21 @@ OUTPUT_CASES = [
         "checkpoint-of-another-architecture",
         lambda d: smoke(CLASSIFICATION, "--ckpt_path", str(other_architecture(d))),
         ("mlp.ckpt", "model.init_args.net.kind", "mlp", "cnn"),
+    ),
+    Case(
+        "checkpoint-for-other-data",
+        lambda d: [
+            "test",
+            "--config",
+            CLASSIFICATION,
+            "--config",
+            SMOKE,
+            "--trainer.default_root_dir",
+            "run",
+            "--ckpt_path",
+            str(five_classes(d)),
+        ],
+        ("five.ckpt", "model.init_args.num_classes", "5", "10"),
     ),
     Case(
         "run-folder-under-a-file",
