@@ -95,6 +95,12 @@ def lecture_cli_class() -> type:
             parser.link_arguments(
                 "model.init_args.model_name_or_path", "data.init_args.tokenizer_name_or_path", apply_on="parse"
             )
+            _add_checkpoint_arguments(parser)
+
+        def _parse_ckpt_path(self) -> None:
+            """LightningCLI replaces the config's model with the one a ``--ckpt_path`` checkpoint records; here the
+            checkpoint is read and compared with the config first, and replaces it only when asked to."""
+            self.config, self.ckpt_hparams = _check_ckpt_path(self.config, self.parser)
 
         @staticmethod
         def configure_optimizers(lightning_module: L.LightningModule, optimizer, lr_scheduler=None) -> Any:
@@ -112,7 +118,16 @@ def lecture_cli_class() -> type:
             config = self.config[self.subcommand] if self.subcommand else self.config
             _refuse_optimizer_sections(config)
             _drop_lr_monitor_without_logger(config)
+            _default_run_folder(config)
             _apply_wandb_defaults(config, self.subcommand or "run", self.entries)
+
+        def _before(self) -> None:
+            _check_output_folders(self.trainer, fitting=self.subcommand == "fit")
+            if self.ckpt_hparams is not None:
+                _check_linked_hparams(self.model, self.config[self.subcommand].ckpt_path, self.ckpt_hparams)
+            _no_checkpoints_in_fast_dev_run(self.trainer)
+
+        before_fit = before_validate = before_test = before_predict = _before
 
         def _after(self) -> None:
             _finish_wandb_runs(self.trainer)
@@ -194,6 +209,158 @@ def _drop_lr_monitor_without_logger(config: Any) -> None:
     if monitors:
         trainer["callbacks"] = [c for c in callbacks if c not in monitors]
         rank_zero_info("LearningRateMonitor left out: trainer.logger is false, so there is nothing to log to.")
+
+
+# ------------------------------------------------------------------------------ checkpoints and run folders
+RUN_FOLDER = "runs"  # trainer.default_root_dir when unset: as W&B's save_dir in configs/base.yaml (git-ignored)
+LIGHTNING_CKPT_NAMES = ("best", "last", "hpc")  # --ckpt_path values Lightning resolves itself
+
+
+def _add_checkpoint_arguments(parser: Any) -> None:
+    """``--model_from_ckpt``: the explicit way to take a ``--ckpt_path`` checkpoint's lecture and settings."""
+    parser.add_argument(
+        "--model_from_ckpt",
+        type=bool,
+        default=False,
+        help="Build the model from the --ckpt_path checkpoint (its lecture and hyper-parameters) instead of the "
+        "config's model section. Without it, a checkpoint of another lecture or saved with other settings stops "
+        "the run.",
+    )
+
+
+def _check_ckpt_path(config: Any, parser: Any) -> tuple[Any, dict[str, Any] | None]:
+    """Read the ``--ckpt_path`` checkpoint (``weights_only``) before anything is built or written, and compare its
+    lecture and hyper-parameters with the config's model.
+
+    Returns:
+        The config, whose model section is the checkpoint's (its registered lecture, older argument names upgraded)
+        only with ``--model_from_ckpt true``; and the checkpoint's hyper-parameters, to compare the linked ones
+        (``num_classes``, ``input_shape``: set from the data) once the model is built (None: nothing to compare).
+
+    Raises:
+        CheckpointError: the file is missing or refused, or of another lecture or other settings than the config's
+            (and ``--model_from_ckpt`` is not given).
+    """
+    from lecture_modules.checkpoints import checkpoint_model_config, read_checkpoint, require_config_lecture
+
+    subcommand = config.get("subcommand")
+    ckpt_path = config[subcommand].get("ckpt_path") if subcommand else None
+    if not ckpt_path or _resolved_by_lightning(str(ckpt_path)):
+        return config, None
+    ckpt = read_checkpoint(ckpt_path)
+    if config[subcommand].get("model_from_ckpt"):
+        model = checkpoint_model_config(ckpt, source=str(ckpt_path))
+        return parser.parse_object({subcommand: {"model": model}}, config), None
+    model = _dumped(parser, config)[subcommand].get("model") or {}
+    if not model.get("class_path"):
+        return config, None
+    require_config_lecture(
+        ckpt,
+        source=str(ckpt_path),
+        class_path=model["class_path"],
+        init_args=model.get("init_args") or {},
+        upgrade=getattr(_import_class(model["class_path"]), "upgrade_hparams", None),
+    )
+    return config, dict(ckpt.get("hyper_parameters") or {})
+
+
+def _check_linked_hparams(model: Any, ckpt_path: str, ckpt_hparams: dict[str, Any]) -> None:
+    """The settings linked from the data (``num_classes``, ``input_shape``) must be the checkpoint's too: otherwise
+    Lightning stops on a size mismatch of some layer's weights, naming neither the file nor the setting."""
+    from lecture_modules.checkpoints import INTERNAL_HPARAMS, require_config_lecture
+
+    built = {key: value for key, value in model.hparams.items() if key not in INTERNAL_HPARAMS}
+    require_config_lecture(
+        {"hyper_parameters": ckpt_hparams},
+        source=str(ckpt_path),
+        class_path=f"{type(model).__module__}.{type(model).__qualname__}",
+        init_args=built,
+        upgrade=getattr(model, "upgrade_hparams", None),
+        given_by="the data gives",
+        hint="use the data the checkpoint was trained on (or data of the same classes and input shape)",
+    )
+
+
+def _dumped(parser: Any, config: Any) -> dict[str, Any]:
+    """``config`` as LightningCLI saves it (and a checkpoint's hyper-parameters hold it): plain YAML values, None
+    kept, linked arguments left out."""
+    import yaml
+    from jsonargparse import __version__ as jsonargparse_version
+
+    new = tuple(int(part) for part in jsonargparse_version.split(".")[:2]) >= (4, 49)
+    keep_none = "skip_unset" if new else "skip_none"  # renamed in jsonargparse 4.49
+    return yaml.safe_load(parser.dump(config, format="yaml", **{keep_none: False}))
+
+
+def _import_class(class_path: str) -> type:
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _resolved_by_lightning(ckpt_path: str) -> bool:
+    """``best``, ``last``, ``hpc``, ``registry[:...]`` and remote URLs: Lightning finds and reads those itself."""
+    return ckpt_path in LIGHTNING_CKPT_NAMES or ckpt_path.startswith("registry") or "://" in ckpt_path
+
+
+def _default_run_folder(config: Any) -> None:
+    """``trainer.default_root_dir`` left unset is ``runs/``, not the working directory: without a logger (or under
+    ``fast_dev_run``) the config copy, checkpoints, figures and predictions go there."""
+    trainer = config.get("trainer")
+    if trainer is not None and trainer.get("default_root_dir") is None:
+        trainer["default_root_dir"] = RUN_FOLDER
+
+
+def _no_checkpoints_in_fast_dev_run(trainer: Any) -> None:
+    """``fast_dev_run`` saves no checkpoint (Lightning's rule), but a ``ModelCheckpoint(save_last=True)`` still
+    writes ``last.ckpt`` when training ends: switched off here, so a smoke run leaves no checkpoint behind."""
+    if trainer.fast_dev_run:
+        for callback in trainer.checkpoint_callbacks:
+            callback.save_last = False
+
+
+def _check_output_folders(trainer: Any, *, fitting: bool) -> None:
+    """Every folder the run will write must be writable (or creatable), checked before training starts rather
+    than at the first checkpoint, an epoch later. Nothing is created here.
+
+    Raises:
+        OutputFolderError: naming the folder and the setting that chose it.
+    """
+    from lightning.pytorch.loggers.logger import DummyLogger
+
+    loggers = [lg for lg in trainer.loggers if not isinstance(lg, DummyLogger)]
+    folders = [(lg.save_dir, "trainer.logger.init_args.save_dir") for lg in loggers if lg.save_dir]
+    if not loggers:
+        folders.append((trainer.default_root_dir, "trainer.default_root_dir"))
+    if fitting:
+        folders += [
+            (cb.dirpath, f"dirpath of {type(cb).__name__} in trainer.callbacks")
+            for cb in trainer.checkpoint_callbacks
+            if cb.dirpath
+        ]
+    for folder, setting in folders:
+        _require_writable(str(folder), setting)
+
+
+def _require_writable(folder: str, setting: str) -> None:
+    """``folder``, or the nearest folder above it that exists, must be a writable folder."""
+    from datamodules.errors import OutputFolderError
+
+    if "://" in folder:
+        return  # remote storage: its client reports its own errors
+    path = Path(folder).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        return
+    raise OutputFolderError(
+        f"output folder {folder} ({setting}) cannot be written: {problem}",
+        hint=f"set {setting} to a folder you can write to",
+    )
 
 
 def _lecture_name(config: Any, entries: dict[str, LectureEntry]) -> str:

@@ -5,7 +5,9 @@ to attack) calls :func:`load_lecture` and then ``model.logits(x)`` (:meth:`Lectu
 imports the other lecture. The rules, decided once:
 
 1. The file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, no pickled code.
-   A file that needs more is refused with a ``ValueError`` naming it and saying why.
+   A file that needs more is refused with a :class:`~datamodules.errors.CheckpointError` naming it and saying why
+   (every mistake in a checkpoint is a ``CheckpointError``, a ``ValueError``; a missing file is also a
+   ``FileNotFoundError``).
 2. The class comes from the checkpoint's hyper-parameters (``_class_path``, written by LightningCLI), or from
    ``lecture=`` (entry name, class name or class path) — and only if it is a registered lecture
    (entry-point group ``ml_lectures.lectures``), so a checkpoint never names arbitrary code to import.
@@ -16,45 +18,68 @@ imports the other lecture. The rules, decided once:
    draws its initial weights from the global RNG before they are overwritten, as constructing it would.
 
 Run-time example: ``teacher = load_lecture("runs/x/last.ckpt"); scores = teacher.logits(images)``.
+
+``cli.py``'s ``--ckpt_path`` (resume, test, predict) uses :func:`read_checkpoint` and
+:func:`require_config_lecture`: a checkpoint of another lecture, or saved with other hyper-parameters than the
+config's, stops the run before Lightning restores it, unless ``--model_from_ckpt true`` asks for the checkpoint's.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from datamodules.errors import CheckpointError
 from lecture_modules.base import LectureModule
 from lecture_modules.registry import LectureEntry, LectureNotFoundError, discover, resolve
 
-__all__ = ["lecture_from_checkpoint", "load_lecture", "read_checkpoint"]
+__all__ = [
+    "CheckpointNotFoundError",
+    "hparam_differences",
+    "lecture_from_checkpoint",
+    "load_lecture",
+    "read_checkpoint",
+    "require_config_lecture",
+]
 
 INTERNAL_HPARAMS = ("_class_path", "_instantiator")  # written by LightningCLI next to the __init__ arguments
+OPT_IN = "--model_from_ckpt true"  # cli.py's flag: build the model from the checkpoint, not from the config
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at the path given."""
 
 
 def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str, Any]:
     """The checkpoint at ``path`` as plain data (``weights_only=True``).
 
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is refused (pickled objects) or is not a readable PyTorch checkpoint.
+        CheckpointNotFoundError: no file at ``path`` (a ``FileNotFoundError``).
+        CheckpointError: the file is refused (pickled objects) or is not a readable PyTorch checkpoint.
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise CheckpointNotFoundError(
+            f"checkpoint {what}: {path}", hint="give the path of a .ckpt file that cli.py fit wrote"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"checkpoint {path} is refused: {_refusal(exc)}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"checkpoint {path} is not a readable PyTorch file ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"checkpoint {path} is refused: {_refusal(exc)}") from exc
+    except (RuntimeError, EOFError, OSError, struct.error, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch file ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ValueError(f"checkpoint {path} has no 'state_dict'; is it a Lightning checkpoint?")
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict'; is it a Lightning checkpoint?")
     return ckpt
 
 
@@ -94,8 +119,9 @@ def load_lecture(
         map_location: where the tensors go (``torch.load``'s ``map_location``).
 
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is refused or unreadable, its lecture is not registered, or its weights do not fit.
+        CheckpointNotFoundError: no file at ``path``.
+        CheckpointError: the file is refused or unreadable, its lecture is not registered, or its weights do not
+            fit.
         lecture_modules.registry.PluginLoadError: the recorded lecture is registered but broken or unavailable.
     """
     ckpt = read_checkpoint(path, map_location=map_location)
@@ -126,7 +152,7 @@ def lecture_from_checkpoint(
 def _registered(query: str | None, source: str) -> LectureEntry:
     """The registered (and loaded) lecture for ``query``; a class path that moved is found by its class name."""
     if query is None:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {source} does not record its lecture class (it was not written by cli.py); "
             "say which lecture it is (lecture=<name>)"
         )
@@ -137,7 +163,9 @@ def _registered(query: str | None, source: str) -> LectureEntry:
         class_name = query.rsplit(".", 1)[-1]
         if class_name != query and any(e.class_name == class_name for e in entries.values()):
             return resolve(class_name, entries)
-        raise ValueError(f"checkpoint {source}: {exc} Only registered lectures are rebuilt from a checkpoint.") from exc
+        raise CheckpointError(
+            f"checkpoint {source}: {exc} Only registered lectures are rebuilt from a checkpoint."
+        ) from exc
 
 
 def _build(entry: LectureEntry, init_args: dict[str, Any], source: str) -> LectureModule:
@@ -147,7 +175,7 @@ def _build(entry: LectureEntry, init_args: dict[str, Any], source: str) -> Lectu
     try:
         return instantiate_module(LectureModule, {"_class_path": entry.class_path, **init_args})
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {source}: cannot build lecture '{entry.name}' ({entry.class_path}) from its "
             f"hyper-parameters: {exc}"
         ) from exc
@@ -158,9 +186,104 @@ def _load_state_dict(model: LectureModule, state_dict: Mapping[str, torch.Tensor
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # size mismatches raise even when not strict
-        raise ValueError(f"checkpoint {source}: weights do not fit {type(model).__name__}: {exc}") from exc
+        raise CheckpointError(f"checkpoint {source}: weights do not fit {type(model).__name__}: {exc}") from exc
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {source}: weights do not fit {type(model).__name__}: missing {result.missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}. Check the lecture and its arguments."
         )
+
+
+# ---------------------------------------------------------------------- --ckpt_path against the config
+def require_config_lecture(
+    ckpt: Mapping[str, Any],
+    *,
+    source: str,
+    class_path: str,
+    init_args: Mapping[str, Any],
+    upgrade: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    given_by: str = "the config sets",
+    hint: str = f"set the checkpoint's values in the config or on the command line, or add {OPT_IN} to take the "
+    "checkpoint's lecture and settings",
+) -> None:
+    """Stop when the checkpoint is of another lecture than the config's model, or was saved with other
+    hyper-parameters: Lightning would otherwise replace the config's model with the checkpoint's, or train the
+    config's architecture from weights that do not belong to it.
+
+    Args:
+        ckpt: the checkpoint, as :func:`read_checkpoint` returns it.
+        source: the checkpoint's path, for messages.
+        class_path: the config's ``model.class_path``.
+        init_args: the config's ``model.init_args`` as LightningCLI dumps them (without the linked arguments such
+            as ``num_classes``, which the data sets and the weights' shapes check). Only the settings both the
+            checkpoint and the config give are compared; nested dicts (network specs) key by key.
+        upgrade: the config's lecture's ``upgrade_hparams`` (older argument names in the checkpoint mapped to
+            today's), applied to the checkpoint's hyper-parameters before comparing.
+        given_by: who gives ``init_args``, for the message.
+        hint: what to do about a differing setting.
+
+    Raises:
+        CheckpointError: naming the file, the lecture or setting that differs and both values.
+    """
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    recorded = hparams.get("_class_path")
+    for key in INTERNAL_HPARAMS:
+        hparams.pop(key, None)
+    name = class_path.rsplit(".", 1)[-1]
+    if recorded is not None and recorded.rsplit(".", 1)[-1] != name:
+        raise CheckpointError(
+            f"checkpoint {source} is of lecture {recorded.rsplit('.', 1)[-1]} ({recorded}), but the config's model "
+            f"is {name} ({class_path})",
+            hint=f"give a checkpoint of {name}, or add {OPT_IN} to run the checkpoint's lecture with its settings",
+        )
+    saved = upgrade(hparams) if upgrade is not None else hparams
+    differences = hparam_differences(saved, init_args, prefix="model.init_args.")
+    if not differences:
+        return
+    key, was, now = differences[0]
+    more = f" (and {len(differences) - 1} more: {', '.join(d[0] for d in differences[1:4])})" if differences[1:] else ""
+    raise CheckpointError(f"checkpoint {source} was saved with {key}={was!r}, but {given_by} {now!r}{more}", hint=hint)
+
+
+def hparam_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> list[tuple]:
+    """``(dotted key, saved value, wanted value)`` of each setting that both mappings give and give differently;
+    nested dicts are compared key by key (tuples count as lists: YAML has no tuples)."""
+    found: list[tuple] = []
+    for key, value in wanted.items():
+        if key not in saved:
+            continue
+        was, now = _plain(saved[key]), _plain(value)
+        if isinstance(was, dict) and isinstance(now, dict):
+            found += hparam_differences(was, now, prefix=f"{prefix}{key}.")
+        elif was != now:
+            found.append((f"{prefix}{key}", was, now))
+    return found
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def checkpoint_model_config(ckpt: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """The checkpoint's model as a config's ``model`` section, ``{"class_path": ..., "init_args": ...}``: its
+    registered lecture, with its hyper-parameters in today's argument names (``upgrade_hparams``).
+
+    Raises:
+        CheckpointError: the checkpoint does not record its lecture, or records one that is not registered.
+    """
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    recorded = hparams.get("_class_path")
+    for key in INTERNAL_HPARAMS:
+        hparams.pop(key, None)
+    if recorded is None:
+        raise CheckpointError(
+            f"checkpoint {source} does not record its lecture (it was not written by cli.py), so the model cannot "
+            f"be built from it ({OPT_IN})",
+            hint=f"leave out {OPT_IN} to load its weights into the config's model",
+        )
+    entry = _registered(recorded, source)
+    return {"class_path": entry.class_path, "init_args": entry.cls.upgrade_hparams(hparams)}

@@ -280,7 +280,130 @@ DATA_CASES: list[Case] = [
 ]
 
 # ------------------------------------------------------------------ checkpoints and output folders
-OUTPUT_CASES: list[Case] = []
+TEACHER_CKPT = CONFIGS.parent / "lecture_modules" / "distillation" / "assets" / "digits_cnn_teacher.ckpt"
+MODEL_CHECKPOINT = "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"
+
+
+class _OpensAFile:
+    """Pickled as a call to ``open(marker, "w")``: loading it with full pickle would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def pickled_checkpoint(inputs: Path) -> Path:
+    """A checkpoint holding a pickled object; the file it would create lies outside ``in/`` (checked as written)."""
+    import torch
+
+    path = inputs / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _OpensAFile(inputs.parent / "pwned")}}, path)
+    return path
+
+
+def other_architecture(inputs: Path) -> Path:
+    """A Classification checkpoint of an MLP (classification.yaml asks for a CNN)."""
+    net = {"kind": "mlp", "widths": [7], "batch_norm": False, "dropout": 0.0}
+    hparams = {"_class_path": "lecture_modules.classification.Classification", "net": net, "label_smoothing": 0.0}
+    import torch
+
+    path = inputs / "mlp.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": hparams}, path)
+    return path
+
+
+def five_classes(inputs: Path) -> Path:
+    """A Classification checkpoint of classification.yaml's network for 5 classes (its data has 10)."""
+    import torch
+
+    net = {"kind": "cnn", "widths": [32, 64, 128], "batch_norm": True, "dropout": 0.1}
+    hparams = {"_class_path": "lecture_modules.classification.Classification", "num_classes": 5, "net": net}
+    path = inputs / "five.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": hparams}, path)
+    return path
+
+
+OUTPUT_CASES = [
+    Case(
+        "missing-checkpoint-file",
+        lambda d: smoke(CLASSIFICATION, "--ckpt_path", str(d / "nope.ckpt")),
+        ("nope.ckpt", "not found"),
+    ),
+    Case(
+        "refused-pickled-checkpoint",
+        lambda d: smoke(CLASSIFICATION, "--ckpt_path", str(pickled_checkpoint(d))),
+        ("evil.ckpt", "refused", "pickled", "weights_only"),
+    ),
+    Case(
+        "unreadable-checkpoint",
+        lambda d: smoke(CLASSIFICATION, "--ckpt_path", str(write(d / "junk.ckpt", b"not a checkpoint"))),
+        ("junk.ckpt", "cannot read"),
+    ),
+    Case(
+        "checkpoint-of-another-lecture",
+        lambda d: [
+            "test",
+            "--config",
+            str(CONFIGS / "distillation.yaml"),
+            "--config",
+            SMOKE,
+            "--trainer.default_root_dir",
+            "run",
+            "--ckpt_path",
+            str(TEACHER_CKPT),
+        ],
+        ("digits_cnn_teacher.ckpt", "Classification", "Distillation"),
+    ),
+    Case(
+        "checkpoint-of-another-architecture",
+        lambda d: smoke(CLASSIFICATION, "--ckpt_path", str(other_architecture(d))),
+        ("mlp.ckpt", "model.init_args.net.kind", "mlp", "cnn"),
+    ),
+    Case(
+        "checkpoint-for-other-data",
+        lambda d: [
+            "test",
+            "--config",
+            CLASSIFICATION,
+            "--config",
+            SMOKE,
+            "--trainer.default_root_dir",
+            "run",
+            "--ckpt_path",
+            str(five_classes(d)),
+        ],
+        ("five.ckpt", "model.init_args.num_classes", "5", "10"),
+    ),
+    Case(
+        "run-folder-under-a-file",
+        lambda d: smoke(CLASSIFICATION, "--trainer.default_root_dir", str(write(d / "taken", "") / "run")),
+        ("trainer.default_root_dir", "taken", "not a folder"),
+    ),
+    Case(
+        "checkpoint-folder-under-a-file",
+        lambda d: smoke(
+            CLASSIFICATION, MODEL_CHECKPOINT, "--trainer.callbacks.dirpath", str(write(d / "taken", "") / "ck")
+        ),
+        ("ModelCheckpoint", "dirpath", "taken", "not a folder"),
+    ),
+    Case(
+        "wandb-folder-under-a-file",
+        lambda d: [
+            "fit",
+            "--config",
+            CLASSIFICATION,
+            "--trainer.max_steps",
+            "1",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.logger.init_args.save_dir",
+            str(write(d / "taken", "") / "wandb"),
+        ],
+        ("trainer.logger.init_args.save_dir", "taken", "not a folder"),
+    ),
+]
 
 
 # ------------------------------------------------------------------ W&B

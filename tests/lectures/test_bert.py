@@ -289,6 +289,16 @@ def test_qa_fit_learns_the_embedded_task_and_writes_predictions(tmp_path):
     assert list((tmp_path / "figures").glob("val_em_f1-*.png"))
 
 
+def test_qa_predictions_without_a_logger_go_under_the_run_folder_not_the_working_directory(tmp_path):
+    for _ in range(2):
+        run_cli(
+            "validate", "--config", CPU, "--config", str(CONFIGS / "bert_qa.yaml"), *QUICK, "--trainer.logger",
+            "false", "--trainer.callbacks=[]", "--trainer.limit_val_batches", "2",
+        )  # fmt: skip
+    assert not (tmp_path / "predictions").exists()
+    assert len(list((tmp_path / "runs" / "predictions").glob("val_predictions-step0*.json"))) == 2
+
+
 def test_fsdp_preset_composes_and_wraps_one_unit_per_transformer_layer(capsys):
     """Lightning refuses FSDP without a GPU, so this checks what a CPU can: the BERT FSDP preset composes with the
     lecture config through the CLI, and its auto-wrap policy selects every encoder layer and nothing else."""

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from datamodules.errors import CheckpointError, UserInputError
 from lecture_modules import LectureModule, load_lecture
-from lecture_modules.checkpoints import lecture_from_checkpoint, read_checkpoint
+from lecture_modules.checkpoints import (
+    CheckpointNotFoundError,
+    checkpoint_model_config,
+    hparam_differences,
+    lecture_from_checkpoint,
+    read_checkpoint,
+    require_config_lecture,
+)
 from lecture_modules.classification import Classification
 from tests.helpers import FIT_CPU, REPO, run_cli, state_dict_equal, with_checkpoints
 
@@ -132,3 +140,68 @@ def test_logits_default_to_forward():
     model = Classification().eval()
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(model.logits(x), model(x))
+
+
+# ---------------------------------------------------------------------- --ckpt_path against the config
+CLASSIFICATION_PATH = "lecture_modules.classification.Classification"
+CNN = {"kind": "cnn", "widths": [32, 64, 128], "batch_norm": True, "dropout": 0.1}
+
+
+def test_every_refusal_is_a_checkpoint_error_and_a_missing_file_is_also_file_not_found(tmp_path):
+    with pytest.raises(CheckpointNotFoundError) as info:
+        read_checkpoint(tmp_path / "missing.ckpt")
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, UserInputError)
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        read_checkpoint(tmp_path)
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError):
+        read_checkpoint(tmp_path / "junk.ckpt")
+
+
+def test_a_checkpoint_of_another_lecture_names_both_lectures_and_the_opt_in():
+    ckpt = torch.load(SHIPPED_TEACHER, map_location="cpu", weights_only=True)
+    distillation = "lecture_modules.distillation.distillation.Distillation"
+    with pytest.raises(CheckpointError) as info:
+        require_config_lecture(ckpt, source="teacher.ckpt", class_path=distillation, init_args={})
+    message = str(info.value)
+    assert message.startswith("checkpoint teacher.ckpt is of lecture Classification")
+    assert CLASSIFICATION_PATH in message and distillation in message
+    assert "--model_from_ckpt true" in info.value.hint
+
+
+def test_older_argument_names_are_upgraded_before_comparing():
+    """The shipped teacher records backbone/hidden/...; Classification's config says net: {...}: the same."""
+    ckpt = torch.load(SHIPPED_TEACHER, map_location="cpu", weights_only=True)
+    config = {"net": CNN, "label_smoothing": 0.0}
+    require_config_lecture(
+        ckpt, source="t.ckpt", class_path=CLASSIFICATION_PATH, init_args=config, upgrade=Classification.upgrade_hparams
+    )
+    with pytest.raises(CheckpointError, match=r"model.init_args.net.dropout=0.1, but the config sets 0.5"):
+        require_config_lecture(
+            ckpt,
+            source="t.ckpt",
+            class_path=CLASSIFICATION_PATH,
+            init_args={"net": {**CNN, "dropout": 0.5}},
+            upgrade=Classification.upgrade_hparams,
+        )
+
+
+def test_differences_name_each_nested_setting_and_ignore_what_only_one_side_gives():
+    saved = {"net": {"kind": "cnn", "widths": (32, 64)}, "lr": 0.1, "input_shape": (1, 8, 8), "old": 1}
+    wanted = {"net": {"kind": "mlp", "widths": [32, 64], "new": 2}, "lr": 0.2}
+    assert hparam_differences(saved, wanted, prefix="model.init_args.") == [
+        ("model.init_args.net.kind", "cnn", "mlp"),
+        ("model.init_args.lr", 0.1, 0.2),
+    ]
+    ckpt = {"state_dict": {}, "hyper_parameters": {"_class_path": CLASSIFICATION_PATH, **saved}}
+    with pytest.raises(CheckpointError, match=r"net.kind='cnn', but the config sets 'mlp' \(and 1 more: .*\.lr\)"):
+        require_config_lecture(ckpt, source="x.ckpt", class_path=CLASSIFICATION_PATH, init_args=wanted)
+
+
+def test_the_checkpoints_model_section_is_its_registered_lecture_with_todays_argument_names():
+    ckpt = torch.load(SHIPPED_TEACHER, map_location="cpu", weights_only=True)
+    model = checkpoint_model_config(ckpt, source="t.ckpt")
+    assert model["class_path"] == CLASSIFICATION_PATH
+    assert model["init_args"]["net"] == {**CNN, "kind": "cnn"} and "backbone" not in model["init_args"]
+    with pytest.raises(CheckpointError, match="Only registered lectures"):
+        checkpoint_model_config({"hyper_parameters": {"_class_path": "os.system"}}, source="x.ckpt")
