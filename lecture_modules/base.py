@@ -30,14 +30,20 @@ from datamodules.errors import UserInputError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["LectureModule", "NonFiniteLossError", "figure_dir", "log_figure"]
+__all__ = ["GENERIC_NON_FINITE_HINT", "LectureModule", "NonFiniteLossError", "figure_dir", "log_figure"]
 
 log = logging.getLogger(__name__)
+
+# The end of every non-finite-loss hint: what helps whatever the lecture.
+GENERIC_NON_FINITE_HINT = (
+    "or clip gradients (trainer.gradient_clip_val), or train in full precision (trainer.precision: 32-true)"
+)
 
 
 class NonFiniteLossError(UserInputError, FloatingPointError):
     """Raised when a loss term becomes NaN or infinite; training stops at that step. Usually a setting's fault
-    (a learning rate too high), so ``cli.main`` reports it in one line with a hint naming the settings to try."""
+    (a learning rate too high), so ``cli.main`` reports it in one line with a hint naming the settings to try: the
+    lecture's :meth:`LectureModule.non_finite_hint`."""
 
 
 class LectureModule(L.LightningModule):
@@ -64,6 +70,10 @@ class LectureModule(L.LightningModule):
         return self(x)
 
     # ------------------------------------------------------------------ losses
+    lr_setting: str = "optimizer.init_args.lr"
+    """The config key of the learning rate, named by the non-finite-loss hint. A lecture that builds its optimisers
+    from a factory argument sets ``model.init_args.optimizer.init_args.lr``; one with its own argument names it."""
+
     def combine_losses(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> torch.Tensor:
         """Sum named loss terms, log them, and stop on the first non-finite one.
 
@@ -77,14 +87,7 @@ class LectureModule(L.LightningModule):
         """
         if not terms:
             raise ValueError("combine_losses() needs at least one loss term")
-        for name, value in terms.items():
-            if not torch.isfinite(value.detach()).all():
-                raise NonFiniteLossError(
-                    f"{type(self).__name__}: loss term '{name}' is {value.detach().float().mean().item()} at "
-                    f"global step {self.global_step} (epoch {self.current_epoch}, stage '{stage}'). Training "
-                    "stopped. Try a lower learning rate (optimizer.init_args.lr), gradient clipping "
-                    "(trainer.gradient_clip_val) or full precision (trainer.precision: 32-true)."
-                )
+        self.check_finite(terms, stage)
         total = torch.stack([v for v in terms.values()]).sum()
         on_step = stage == "train"
         if len(terms) > 1:
@@ -92,6 +95,46 @@ class LectureModule(L.LightningModule):
                 self.log(f"{stage}/loss_{name}", value.detach(), on_step=on_step, on_epoch=not on_step)
         self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True)
         return total
+
+    def check_finite(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> None:
+        """Stop training on the first loss term that is NaN or infinite.
+
+        Raises:
+            NonFiniteLossError: naming the term, its value, the global step and epoch; its hint
+                (:meth:`non_finite_hint`) names the settings to change.
+        """
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"{type(self).__name__}: loss term '{name}' is {value.detach().float().mean().item()} at "
+                    f"global step {self.global_step} (epoch {self.current_epoch}, stage '{stage}'). Training stopped.",
+                    hint=self.non_finite_hint(name),
+                )
+
+    def non_finite_hint(self, term: str) -> str:
+        """What to change when loss term ``term`` is not finite, naming the settings by config key with their values.
+
+        The default names the learning rate (:attr:`lr_setting`). A lecture whose own settings can make a term blow
+        up overrides this (MAML: its inner-loop step ``model.init_args.inner_lr``; distillation: the temperature).
+        """
+        return f"lower the learning rate {self.describe_setting(self.lr_setting)}; {GENERIC_NON_FINITE_HINT}"
+
+    def describe_setting(self, key: str) -> str:
+        """``key`` with its current value when this lecture knows it: ``model.init_args.inner_lr (now 0.4)``.
+
+        ``model.init_args.*`` keys are read from the hyper-parameters (nested keys through plain dicts); a learning
+        rate not stored there (a top-level ``optimizer:`` section) is read from the first optimiser.
+        """
+        value: Any = None
+        if key.startswith("model.init_args."):
+            value = self.hparams
+            for part in key.split(".")[2:]:
+                value = value.get(part) if isinstance(value, Mapping) else None
+        if value is None and key.endswith(".lr") and self._trainer is not None and self.trainer.optimizers:
+            value = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if value is None:
+            return key
+        return f"{key} (now {value:g})" if isinstance(value, float) else f"{key} (now {value})"
 
     # ------------------------------------------------------------------ metrics
     def log_accuracy_and_loss(self, stage: str, logits: torch.Tensor, labels: torch.Tensor) -> None:

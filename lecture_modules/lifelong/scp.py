@@ -33,6 +33,7 @@ from lecture_modules.lifelong.penalty import (
     upgrade_estimated,
 )
 from lecture_modules.nets import NetSpec
+from lecture_modules.settings import bad_setting
 
 __all__ = ["SCP"]
 
@@ -65,9 +66,9 @@ class SCP(Regularised):
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
         if slices < 1:
-            raise ValueError(f"SCP.slices must be >= 1, got {slices}")
-        check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
-        check_accumulate(type(self).__name__, accumulate)
+            raise bad_setting("slices", slices, ">= 1")
+        check_importance_args(importance_samples, importance_batch_size)
+        check_accumulate(accumulate)
 
     @classmethod
     def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import PathIntegral
 from lecture_modules.lifelong.penalty import Regularised
 from lecture_modules.nets import NetSpec
+from lecture_modules.settings import bad_setting
 
 __all__ = ["SI"]
 
@@ -46,7 +47,7 @@ class SI(Regularised):
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
         if xi <= 0:
-            raise ValueError(f"SI.xi must be > 0, got {xi}")
+            raise bad_setting("xi", xi, "> 0")
         self.tracker = PathIntegral()
 
     def consolidate(self, task: int) -> None:

@@ -39,6 +39,7 @@ from lecture_modules.meta_learning.core import (
     task_objective,
 )
 from lecture_modules.meta_learning.shell import Batch, MetaLearningModule
+from lecture_modules.settings import bad_setting
 
 __all__ = ["MAML", "maml_task"]
 
@@ -96,7 +97,7 @@ class MAML(MetaLearningModule):
                 CPU (see benchmarks/meta_learning.py), measure on your GPU.
         """
         if adapt not in ("all", "head"):
-            raise ValueError(f"{type(self).__name__}.adapt must be 'all' or 'head', got {adapt!r}")
+            raise bad_setting("adapt", adapt, "'all' or 'head'")
         super().__init__(
             num_classes=num_classes,
             input_shape=input_shape,
