@@ -123,7 +123,7 @@ class LectureModule(L.LightningModule):
         """``key`` with its current value when this lecture knows it: ``model.init_args.inner_lr (now 0.4)``.
 
         ``model.init_args.*`` keys are read from the hyper-parameters (nested keys through plain dicts); a learning
-        rate not stored there (a top-level ``optimizer:`` section) is read from the first optimiser.
+        rate not stored there (a top-level ``optimizer:`` section) is read from the first optimiser (its initial lr).
         """
         value: Any = None
         if key.startswith("model.init_args."):
@@ -131,7 +131,8 @@ class LectureModule(L.LightningModule):
             for part in key.split(".")[2:]:
                 value = value.get(part) if isinstance(value, Mapping) else None
         if value is None and key.endswith(".lr") and self._trainer is not None and self.trainer.optimizers:
-            value = self.trainer.optimizers[0].param_groups[0]["lr"]
+            group = self.trainer.optimizers[0].param_groups[0]
+            value = group.get("initial_lr", group["lr"])  # the configured lr, before a schedule scaled it
         if value is None:
             return key
         return f"{key} (now {value:g})" if isinstance(value, float) else f"{key} (now {value})"

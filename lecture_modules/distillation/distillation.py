@@ -206,8 +206,8 @@ class Distillation(LectureModule):
         if term == "kd":
             temperature = self.describe_setting("model.init_args.temperature")
             return (
-                f"check the temperature {temperature} (a tiny T overflows the softened logits; 1-10 is usual) and "
-                f"lower the learning rate {lr}; {GENERIC_NON_FINITE_HINT}"
+                f"raise the temperature {temperature} if it is tiny (it divides the logits; 1-10 is usual), or lower "
+                f"the learning rate {lr}; {GENERIC_NON_FINITE_HINT}"
             )
         if term == "hint":
             weight = self.describe_setting("model.init_args.hint_weight")
