@@ -29,9 +29,11 @@ from datamodules.text_sources import embedded_qa_corpus, embedded_sentiment_corp
 
 __all__ = [
     "MINILM",
+    "MODEL_FILES",
     "MODEL_INPUTS",
     "MODEL_SETTING",
     "TINY_BERT",
+    "TOKENIZER_FILES",
     "ModelNotAvailableError",
     "build_tiny_tokenizer",
     "check_model_source",
@@ -49,6 +51,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a tokenizer gives and a BERT reads
 # The setting a user writes (the CLI links it to the DataModule's tokenizer_name_or_path): every message names it.
 MODEL_SETTING = "model.init_args.model_name_or_path"
+MODEL_FILES = ("config.json",)  # a folder a model loads from has at least this
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "config.json")  # a tokenizer, one of these
 
 
 class ModelNotAvailableError(UserInputError, FileNotFoundError):
@@ -106,10 +110,11 @@ def _hub_name_problem(name: str) -> str | None:
     return None
 
 
-def check_model_source(name_or_path: str, resolved: str | None = None) -> None:
+def check_model_source(name_or_path: str, resolved: str | None = None, *, files: tuple[str, ...] = MODEL_FILES) -> None:
     """Refuse, before ``transformers`` is asked, a ``model_name_or_path`` that cannot be loaded: a path that does
-    not exist, a folder without ``config.json``, a name that is no hub name, or (offline) a hub name not in the
-    cache. ``resolved`` is what :func:`resolve_model_path` made of it (``minilm`` -> the package's folder).
+    not exist, a folder with none of ``files``, a name that is no hub name, or (offline) a hub name not in the
+    cache. ``resolved`` is what :func:`resolve_model_path` made of it (``minilm`` -> the package's folder);
+    ``files``: :data:`MODEL_FILES` for the model, :data:`TOKENIZER_FILES` for the tokenizer alone.
 
     Raises:
         ModelNotAvailableError: naming ``model.init_args.model_name_or_path``, the value and the offline choices.
@@ -119,8 +124,8 @@ def check_model_source(name_or_path: str, resolved: str | None = None) -> None:
     path = Path(resolved or name_or_path).expanduser()
     problem = None
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            problem = "is a folder without config.json" + (f" ({path})" if str(path) != name_or_path else "")
+        if not any((path / name).is_file() for name in files):
+            problem = f"is a folder without {' or '.join(files)}" + (f" ({path})" if str(path) != name_or_path else "")
     elif path.exists():
         problem = "is a file; a local model is a folder"
     elif _looks_like_path(name_or_path):
@@ -203,7 +208,7 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
-    check_model_source(name_or_path, path)
+    check_model_source(name_or_path, path, files=TOKENIZER_FILES)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **from_pretrained_kwargs(path))
     except (OSError, ValueError) as exc:
