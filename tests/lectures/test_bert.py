@@ -148,7 +148,7 @@ def test_streamed_evaluation_equals_all_logits_post_processing(tmp_path):
         ("{tmp}/missing", "is a path that does not exist"),
         ("./missing", "is a path that does not exist"),
         ("{tmp}/empty", "is a folder without"),
-        ("no-such-org/no-such-model", "not in the Hugging Face cache (HF_HUB_OFFLINE is set)"),
+        ("no-such-org/no-such-model", "is not a local folder, and as a hub name it is not in the Hugging Face cache"),
         ("bad name!", "is neither an existing folder nor a valid Hugging Face hub name"),
     ],
 )
