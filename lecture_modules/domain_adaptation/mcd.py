@@ -106,7 +106,7 @@ class MCD(DomainAdaptationModule):
         ce, _ = self._source_ce(f_s, y_s)
         discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
         loss = ce - discrepancy
-        self.check_finite({"step_b": loss})
+        self._check("step_b", loss)
         self._update(opt_f, loss)
         return discrepancy.detach()
 
@@ -116,7 +116,7 @@ class MCD(DomainAdaptationModule):
         for _ in range(self.hparams.num_k):
             f_t = self.features(x_t)  # (Bt, D)
             discrepancy = classifier_discrepancy(self.classifier(f_t), self.classifier2(f_t))  # ()
-            self.check_finite({"step_c": discrepancy})
+            self._check("step_c", discrepancy)
             self._update(opt_g, discrepancy)
         return discrepancy.detach()
 
@@ -137,6 +137,10 @@ class MCD(DomainAdaptationModule):
     def _source_ce(self, features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits1, logits2 = self.classifier(features), self.classifier2(features)  # (B, K) each
         return F.cross_entropy(logits1, y) + F.cross_entropy(logits2, y), logits1
+
+    def _check(self, name: str, value: torch.Tensor) -> None:
+        """Stop on a non-finite step-B or step-C loss; the hint names ``model.init_args.optimizer.init_args.lr``."""
+        self.check_finite({name: value})
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
         """Backward through every part, step ``optimizer`` only.
