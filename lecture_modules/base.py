@@ -6,6 +6,8 @@ What lives here is what every lecture needs the same way:
   message naming the global step and the term as soon as one of them is not finite.
 * Exact resume: the global RNG states (torch, CUDA, NumPy, Python) travel in the checkpoint as plain tensors and
   ints, so a checkpoint still loads with ``torch.load(weights_only=True)``.
+* ``bad_setting`` / ``check_shapes``: a setting out of range as a :class:`~datamodules.errors.SettingError` naming its
+  config key (``model.init_args.inner_lr``), the value and what is allowed.
 * ``log_figure``: a matplotlib figure goes to W&B as an image when a ``WandbLogger`` is attached, and is always
   saved as a PNG in the run directory (never overwriting an existing file).
 """
@@ -25,12 +27,22 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
-from datamodules.errors import UserInputError
+from datamodules.errors import SettingError, UserInputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["GENERIC_NON_FINITE_HINT", "LectureModule", "NonFiniteLossError", "figure_dir", "log_figure"]
+__all__ = [
+    "GENERIC_NON_FINITE_HINT",
+    "MODEL_ARGS",
+    "LectureModule",
+    "NonFiniteLossError",
+    "bad_setting",
+    "check_shapes",
+    "figure_dir",
+    "log_figure",
+    "model_setting",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +50,49 @@ log = logging.getLogger(__name__)
 GENERIC_NON_FINITE_HINT = (
     "or clip gradients (trainer.gradient_clip_val), or train in full precision (trainer.precision: 32-true)"
 )
+
+
+# ------------------------------------------------------------------ settings, named as a config writes them
+# A lecture's argument ``inner_lr`` is ``model.init_args.inner_lr`` in a config and on the command line, and a field of
+# its network spec is ``model.init_args.net.dropout``: the name a user can search for and change, so the one every
+# message uses (not ``MAML.inner_lr`` or ``inner_lr``). ``cli.main`` prints the SettingError in one line.
+MODEL_ARGS = "model.init_args"
+_SECTIONS = ("model.", "data.", "trainer.", "optimizer.", "lr_scheduler.")  # keys that already name their section
+
+
+def model_setting(name: str) -> str:
+    """The config key of the lecture argument ``name``: ``inner_lr`` -> ``model.init_args.inner_lr``,
+    ``net.dropout`` -> ``model.init_args.net.dropout``; a key that names its section already is returned as is."""
+    return name if name.startswith(_SECTIONS) else f"{MODEL_ARGS}.{name}"
+
+
+def bad_setting(name: str, value: Any, allowed: str, *, hint: str | None = None) -> SettingError:
+    """The error for a setting out of range: ``model.init_args.<name> must be <allowed>, got <value>``.
+
+    Args:
+        name: the lecture argument (``inner_lr``, ``net.dropout``) or a full config key (``data.init_args.ways``).
+        value: the value given.
+        allowed: what is allowed, phrased to follow "must be" (``> 0``, ``in [0, 1)``, ``'all' or 'head'``).
+        hint: one line on what to try, when the allowed range alone does not say it.
+    """
+    return SettingError(f"{model_setting(name)} must be {allowed}, got {value!r}", hint=hint)
+
+
+def check_shapes(num_classes: int, input_shape: tuple[int, ...], *, classes_from: str = "the data's classes") -> None:
+    """Refuse ``num_classes < 2`` or an ``input_shape`` that is not (C, H, W).
+
+    Both are linked from the DataModule by the CLI, so the message says where the value comes from: a wrong value
+    there is usually the data's (a folder with one class), not a setting the user wrote.
+
+    Args:
+        num_classes: the lecture's ``num_classes``.
+        input_shape: the lecture's ``input_shape``.
+        classes_from: where the CLI takes ``num_classes`` from (meta-learning: ``data.init_args.ways``).
+    """
+    if num_classes < 2:
+        raise bad_setting("num_classes", num_classes, f">= 2 (the CLI links it from {classes_from})")
+    if len(input_shape) != 3:
+        raise bad_setting("input_shape", input_shape, "(C, H, W) (the CLI links it from the data's image shape)")
 
 
 class NonFiniteLossError(UserInputError, FloatingPointError):

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, bad_setting, check_shapes
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
-from lecture_modules.settings import bad_setting, check_shapes
 
 __all__ = ["Classification", "confusion_figure"]
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from datamodules.errors import SettingError
-from lecture_modules.settings import bad_setting, model_setting
+from lecture_modules.base import bad_setting, model_setting
 
 __all__ = ["DEFAULT_WIDTHS", "NetSpec", "Spec", "build_cnn", "build_mlp", "fold_legacy_net_args", "measure_latency"]
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from lecture_modules.base import bad_setting
 from lecture_modules.bert.common import BertFineTuning
-from lecture_modules.settings import bad_setting
 
 __all__ = ["BertClassification"]
 

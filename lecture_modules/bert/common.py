@@ -14,10 +14,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from datamodules.errors import SettingError
 from datamodules.tokenization import MODEL_INPUTS
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, bad_setting
 from lecture_modules.bert.models import Task, freeze_backbone, load_backbone, no_decay_param_groups
 from lecture_modules.schedules import WarmupLinearLR
-from lecture_modules.settings import bad_setting
 
 __all__ = ["BertFineTuning"]
 

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lecture_modules.base import figure_dir
+from lecture_modules.base import bad_setting, figure_dir
 from lecture_modules.bert.common import BertFineTuning
 from lecture_modules.bert.qa_core import CandidatePool, nbest_spans, squad_scores
-from lecture_modules.settings import bad_setting
 
 __all__ = ["BertQA", "gather_pool", "write_predictions"]
 

@@ -35,12 +35,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.errors import SettingError
-from lecture_modules.base import GENERIC_NON_FINITE_HINT, LectureModule
+from lecture_modules.base import GENERIC_NON_FINITE_HINT, LectureModule, bad_setting, check_shapes
 from lecture_modules.distillation.losses import HintAdapter, distillation_terms, soft_targets
 from lecture_modules.distillation.report import compression_lines, distillation_figure
 from lecture_modules.distillation.students import StudentSpec, count_parameters
 from lecture_modules.distillation.teachers import TeacherSpec, load_teacher
-from lecture_modules.settings import bad_setting, check_shapes
 
 __all__ = ["Distillation", "ParameterBudgetError"]
 

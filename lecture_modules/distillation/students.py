@@ -18,8 +18,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lecture_modules.base import bad_setting
 from lecture_modules.nets import NetSpec, Spec
-from lecture_modules.settings import bad_setting
 
 __all__ = [
     "STUDENTS",

@@ -39,7 +39,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from datamodules.errors import SettingError
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, bad_setting, check_shapes
 from lecture_modules.domain_adaptation.core import (
     DomainNetSpec,
     fold_legacy_domain_net_args,
@@ -47,7 +47,6 @@ from lecture_modules.domain_adaptation.core import (
     normalized_entropy,
     proxy_a_distance,
 )
-from lecture_modules.settings import bad_setting, check_shapes
 
 __all__ = ["DOMAINS", "DomainAdaptationModule", "embedding_figure"]
 

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.errors import SettingError
+from lecture_modules.base import bad_setting, model_setting
 from lecture_modules.nets import Spec, build_cnn
-from lecture_modules.settings import bad_setting, model_setting
 
 __all__ = [
     "DomainNetSpec",

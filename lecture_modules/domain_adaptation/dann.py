@@ -26,9 +26,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lecture_modules.base import bad_setting
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
 from lecture_modules.domain_adaptation.core import dann_lambda, grad_reverse
-from lecture_modules.settings import bad_setting
 
 __all__ = ["DANN"]
 

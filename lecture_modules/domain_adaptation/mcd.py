@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 
 from datamodules.errors import SettingError
+from lecture_modules.base import bad_setting
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
 from lecture_modules.domain_adaptation.core import classifier_discrepancy, describe_optimizer, optimizer_factory
-from lecture_modules.settings import bad_setting
 
 __all__ = ["MCD", "PAPER_OPTIMIZER"]
 

@@ -27,11 +27,10 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.streams import TaskStreamDataModule
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, check_shapes
 from lecture_modules.lifelong.importance import AllReduce, Batch
 from lecture_modules.lifelong.metrics import accuracy_curves_figure, accuracy_matrix_figure, summary
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
-from lecture_modules.settings import check_shapes
 
 __all__ = ["HW14_MLP", "ContinualLearning", "TaskNet", "upgrade_net_args"]
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import Params, fisher_diagonal
 from lecture_modules.lifelong.penalty import Regularised, check_importance_args
 from lecture_modules.nets import NetSpec
-from lecture_modules.settings import bad_setting
 
 __all__ = ["EWC"]
 

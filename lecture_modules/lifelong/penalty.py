@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lecture_modules.base import GENERIC_NON_FINITE_HINT
+from lecture_modules.base import GENERIC_NON_FINITE_HINT, bad_setting
 from lecture_modules.lifelong.continual import ContinualLearning
 from lecture_modules.lifelong.importance import (
     Batch,
@@ -33,7 +33,6 @@ from lecture_modules.lifelong.importance import (
     copy_params,
     quadratic_penalty,
 )
-from lecture_modules.settings import bad_setting
 
 __all__ = ["Accumulate", "Regularised", "check_accumulate", "check_importance_args", "upgrade_estimated"]
 

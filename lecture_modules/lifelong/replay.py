@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP, ContinualLearning
 from lecture_modules.lifelong.importance import Batch
 from lecture_modules.nets import NetSpec
-from lecture_modules.settings import bad_setting
 
 __all__ = ["Replay"]
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import Params, RiemannianWalk
 from lecture_modules.lifelong.penalty import Regularised
 from lecture_modules.nets import NetSpec
-from lecture_modules.settings import bad_setting
 
 __all__ = ["RWalk"]
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import Params, scp_importance
 from lecture_modules.lifelong.penalty import (
@@ -33,7 +34,6 @@ from lecture_modules.lifelong.penalty import (
     upgrade_estimated,
 )
 from lecture_modules.nets import NetSpec
-from lecture_modules.settings import bad_setting
 
 __all__ = ["SCP"]
 

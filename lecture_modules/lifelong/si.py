@@ -16,11 +16,11 @@ Run: ``python cli.py fit --config configs/si.yaml``
 
 from __future__ import annotations
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import PathIntegral
 from lecture_modules.lifelong.penalty import Regularised
 from lecture_modules.nets import NetSpec
-from lecture_modules.settings import bad_setting
 
 __all__ = ["SI"]
 

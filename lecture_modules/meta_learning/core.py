@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from lecture_modules.base import bad_setting
 from lecture_modules.nets import Spec
-from lecture_modules.settings import bad_setting
 
 __all__ = [
     "BatchStatNorm2d",

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lecture_modules.base import bad_setting
 from lecture_modules.meta_learning.core import (
     ConvNetSpec,
     Params,
@@ -39,7 +40,6 @@ from lecture_modules.meta_learning.core import (
     task_objective,
 )
 from lecture_modules.meta_learning.shell import Batch, MetaLearningModule
-from lecture_modules.settings import bad_setting
 
 __all__ = ["MAML", "maml_task"]
 

@@ -27,9 +27,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import CatMetric
 
-from lecture_modules.base import GENERIC_NON_FINITE_HINT, LectureModule
+from lecture_modules.base import GENERIC_NON_FINITE_HINT, LectureModule, bad_setting, check_shapes
 from lecture_modules.meta_learning.core import ConvNetSpec, adaptation_curve, mean_ci95, over_tasks
-from lecture_modules.settings import bad_setting, check_shapes
 
 __all__ = ["Batch", "MetaLearningModule", "adaptation_figure"]
 

@@ -36,7 +36,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.errors import SettingError
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, bad_setting, check_shapes
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
 from lecture_modules.pruning.core import (
     TaylorAccumulator,
@@ -52,7 +52,6 @@ from lecture_modules.pruning.core import (
 )
 from lecture_modules.pruning.report import round_stats
 from lecture_modules.schedules import steps_every_optimizer_step
-from lecture_modules.settings import bad_setting, check_shapes
 
 __all__ = ["Pruning", "export_pruned"]
 
