@@ -121,6 +121,10 @@ def lecture_cli_class() -> type:
             _default_run_folder(config)
             _apply_wandb_defaults(config, self.subcommand or "run", self.entries)
 
+        def instantiate_classes(self) -> None:
+            super().instantiate_classes()
+            _refuse_overridden_links(self.config[self.subcommand] if self.subcommand else self.config, self.datamodule)
+
         def _before(self) -> None:
             _check_output_folders(self.trainer, fitting=self.subcommand == "fit")
             if self.ckpt_hparams is not None:
@@ -361,6 +365,48 @@ def _require_writable(folder: str, setting: str) -> None:
         f"output folder {folder} ({setting}) cannot be written: {problem}",
         hint=f"set {setting} to a folder you can write to",
     )
+
+
+def _refuse_overridden_links(config: Any, datamodule: Any) -> None:
+    """A shape the CLI links from the data (``num_classes``, ``input_shape``; see ``add_arguments_to_parser``) that
+    the user also gave the lecture, with another value: the data's value is the one the lecture was built with (the
+    data is authoritative), so stop and name both rather than drop the user's value silently.
+
+    The config keeps what the user wrote (or the class default when nothing was written), while the link fills the
+    lecture's argument from the instantiated DataModule. A value equal to the class default counts as not given.
+    """
+    import importlib
+    import inspect
+
+    from datamodules.errors import SettingError
+
+    model = config.get("model") if hasattr(config, "get") else None
+    init_args, class_path = getattr(model, "init_args", None), str(getattr(model, "class_path", ""))
+    module, _, name = class_path.rpartition(".")
+    if init_args is None or not module or datamodule is None:
+        return
+    klass = getattr(importlib.import_module(module), name)
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, list | tuple) else value  # YAML lists vs tuples
+
+    def default(key: str) -> Any:  # the first __init__ along the class hierarchy that names ``key``
+        for k in klass.__mro__:
+            params = inspect.signature(vars(k)["__init__"]).parameters if "__init__" in vars(k) else {}
+            if key in params:
+                return params[key].default
+        return inspect.Parameter.empty
+
+    for key in ("num_classes", "input_shape"):
+        given, data_value = init_args.get(key), getattr(datamodule, key, None)
+        if given is None or data_value is None or plain(given) == plain(default(key)):
+            continue
+        if plain(given) != plain(data_value):
+            raise SettingError(
+                f"model.init_args.{key} is {plain(given)} but the data gives {plain(data_value)} (data.{key}, "
+                f"linked into the lecture by the CLI: the data's value is the one used); remove model.init_args.{key} "
+                "from the config and command line, or change the data"
+            )
 
 
 def _lecture_name(config: Any, entries: dict[str, LectureEntry]) -> str:

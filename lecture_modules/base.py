@@ -6,6 +6,8 @@ What lives here is what every lecture needs the same way:
   message naming the global step and the term as soon as one of them is not finite.
 * Exact resume: the global RNG states (torch, CUDA, NumPy, Python) travel in the checkpoint as plain tensors and
   ints, so a checkpoint still loads with ``torch.load(weights_only=True)``.
+* ``bad_setting`` / ``check_shapes``: a setting out of range as a :class:`~datamodules.errors.SettingError` naming its
+  config key (``model.init_args.inner_lr``), the value and what is allowed.
 * ``log_figure``: a matplotlib figure goes to W&B as an image when a ``WandbLogger`` is attached, and is always
   saved as a PNG in the run directory (never overwriting an existing file).
 """
@@ -25,19 +27,78 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
-from datamodules.errors import UserInputError
+from datamodules.errors import SettingError, UserInputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["LectureModule", "NonFiniteLossError", "figure_dir", "log_figure"]
+__all__ = [
+    "GENERIC_NON_FINITE_HINT",
+    "MODEL_ARGS",
+    "LectureModule",
+    "NonFiniteLossError",
+    "bad_setting",
+    "check_shapes",
+    "figure_dir",
+    "log_figure",
+    "model_setting",
+]
 
 log = logging.getLogger(__name__)
+
+# The end of every non-finite-loss hint: what helps whatever the lecture.
+GENERIC_NON_FINITE_HINT = (
+    "or clip gradients (trainer.gradient_clip_val), or train in full precision (trainer.precision: 32-true)"
+)
+
+
+# ------------------------------------------------------------------ settings, named as a config writes them
+# A lecture's argument ``inner_lr`` is ``model.init_args.inner_lr`` in a config and on the command line, and a field of
+# its network spec is ``model.init_args.net.dropout``: the name a user can search for and change, so the one every
+# message uses (not ``MAML.inner_lr`` or ``inner_lr``). ``cli.main`` prints the SettingError in one line.
+MODEL_ARGS = "model.init_args"
+_SECTIONS = ("model.", "data.", "trainer.", "optimizer.", "lr_scheduler.")  # keys that already name their section
+
+
+def model_setting(name: str) -> str:
+    """The config key of the lecture argument ``name``: ``inner_lr`` -> ``model.init_args.inner_lr``,
+    ``net.dropout`` -> ``model.init_args.net.dropout``; a key that names its section already is returned as is."""
+    return name if name.startswith(_SECTIONS) else f"{MODEL_ARGS}.{name}"
+
+
+def bad_setting(name: str, value: Any, allowed: str, *, hint: str | None = None) -> SettingError:
+    """The error for a setting out of range: ``model.init_args.<name> must be <allowed>, got <value>``.
+
+    Args:
+        name: the lecture argument (``inner_lr``, ``net.dropout``) or a full config key (``data.init_args.ways``).
+        value: the value given.
+        allowed: what is allowed, phrased to follow "must be" (``> 0``, ``in [0, 1)``, ``'all' or 'head'``).
+        hint: one line on what to try, when the allowed range alone does not say it.
+    """
+    return SettingError(f"{model_setting(name)} must be {allowed}, got {value!r}", hint=hint)
+
+
+def check_shapes(num_classes: int, input_shape: tuple[int, ...], *, classes_from: str = "the data's classes") -> None:
+    """Refuse ``num_classes < 2`` or an ``input_shape`` that is not (C, H, W).
+
+    Both are linked from the DataModule by the CLI, so the message says where the value comes from: a wrong value
+    there is usually the data's (a folder with one class), not a setting the user wrote.
+
+    Args:
+        num_classes: the lecture's ``num_classes``.
+        input_shape: the lecture's ``input_shape``.
+        classes_from: where the CLI takes ``num_classes`` from (meta-learning: ``data.init_args.ways``).
+    """
+    if num_classes < 2:
+        raise bad_setting("num_classes", num_classes, f">= 2 (the CLI links it from {classes_from})")
+    if len(input_shape) != 3:
+        raise bad_setting("input_shape", input_shape, "(C, H, W) (the CLI links it from the data's image shape)")
 
 
 class NonFiniteLossError(UserInputError, FloatingPointError):
     """Raised when a loss term becomes NaN or infinite; training stops at that step. Usually a setting's fault
-    (a learning rate too high), so ``cli.main`` reports it in one line with a hint naming the settings to try."""
+    (a learning rate too high), so ``cli.main`` reports it in one line with a hint naming the settings to try: the
+    lecture's :meth:`LectureModule.non_finite_hint`."""
 
 
 class LectureModule(L.LightningModule):
@@ -64,6 +125,10 @@ class LectureModule(L.LightningModule):
         return self(x)
 
     # ------------------------------------------------------------------ losses
+    lr_setting: str = "optimizer.init_args.lr"
+    """The config key of the learning rate, named by the non-finite-loss hint. A lecture that builds its optimisers
+    from a factory argument sets ``model.init_args.optimizer.init_args.lr``; one with its own argument names it."""
+
     def combine_losses(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> torch.Tensor:
         """Sum named loss terms, log them, and stop on the first non-finite one.
 
@@ -77,14 +142,7 @@ class LectureModule(L.LightningModule):
         """
         if not terms:
             raise ValueError("combine_losses() needs at least one loss term")
-        for name, value in terms.items():
-            if not torch.isfinite(value.detach()).all():
-                raise NonFiniteLossError(
-                    f"{type(self).__name__}: loss term '{name}' is {value.detach().float().mean().item()} at "
-                    f"global step {self.global_step} (epoch {self.current_epoch}, stage '{stage}'). Training "
-                    "stopped. Try a lower learning rate (optimizer.init_args.lr), gradient clipping "
-                    "(trainer.gradient_clip_val) or full precision (trainer.precision: 32-true)."
-                )
+        self.check_finite(terms, stage)
         total = torch.stack([v for v in terms.values()]).sum()
         on_step = stage == "train"
         if len(terms) > 1:
@@ -92,6 +150,47 @@ class LectureModule(L.LightningModule):
                 self.log(f"{stage}/loss_{name}", value.detach(), on_step=on_step, on_epoch=not on_step)
         self.log(f"{stage}/loss", total.detach(), on_step=on_step, on_epoch=not on_step, prog_bar=True)
         return total
+
+    def check_finite(self, terms: Mapping[str, torch.Tensor], stage: str = "train") -> None:
+        """Stop training on the first loss term that is NaN or infinite.
+
+        Raises:
+            NonFiniteLossError: naming the term, its value, the global step and epoch; its hint
+                (:meth:`non_finite_hint`) names the settings to change.
+        """
+        for name, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(
+                    f"{type(self).__name__}: loss term '{name}' is {value.detach().float().mean().item()} at "
+                    f"global step {self.global_step} (epoch {self.current_epoch}, stage '{stage}'). Training stopped.",
+                    hint=self.non_finite_hint(name),
+                )
+
+    def non_finite_hint(self, term: str) -> str:
+        """What to change when loss term ``term`` is not finite, naming the settings by config key with their values.
+
+        The default names the learning rate (:attr:`lr_setting`). A lecture whose own settings can make a term blow
+        up overrides this (MAML: its inner-loop step ``model.init_args.inner_lr``; distillation: the temperature).
+        """
+        return f"lower the learning rate {self.describe_setting(self.lr_setting)}; {GENERIC_NON_FINITE_HINT}"
+
+    def describe_setting(self, key: str) -> str:
+        """``key`` with its current value when this lecture knows it: ``model.init_args.inner_lr (now 0.4)``.
+
+        ``model.init_args.*`` keys are read from the hyper-parameters (nested keys through plain dicts); a learning
+        rate not stored there (a top-level ``optimizer:`` section) is read from the first optimiser (its initial lr).
+        """
+        value: Any = None
+        if key.startswith("model.init_args."):
+            value = self.hparams
+            for part in key.split(".")[2:]:
+                value = value.get(part) if isinstance(value, Mapping) else None
+        if value is None and key.endswith(".lr") and self._trainer is not None and self.trainer.optimizers:
+            group = self.trainer.optimizers[0].param_groups[0]
+            value = group.get("initial_lr", group["lr"])  # the configured lr, before a schedule scaled it
+        if value is None:
+            return key
+        return f"{key} (now {value:g})" if isinstance(value, float) else f"{key} (now {value})"
 
     # ------------------------------------------------------------------ metrics
     def log_accuracy_and_loss(self, stage: str, logits: torch.Tensor, labels: torch.Tensor) -> None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, bad_setting, check_shapes
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
 
 __all__ = ["Classification", "confusion_figure"]
@@ -42,13 +42,10 @@ class Classification(LectureModule):
             label_smoothing: cross-entropy label smoothing in [0, 1).
         """
         super().__init__()
-        net = NetSpec.of(net, owner="Classification.net")
-        if num_classes < 2:
-            raise ValueError(f"Classification.num_classes must be >= 2, got {num_classes}")
+        net = NetSpec.of(net, owner="net")
+        check_shapes(num_classes, input_shape)
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"Classification.label_smoothing must be in [0, 1), got {label_smoothing}")
-        if len(input_shape) != 3:
-            raise ValueError(f"Classification.input_shape must be (C, H, W), got {input_shape}")
+            raise bad_setting("label_smoothing", label_smoothing, "in [0, 1)")
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
         self.net = net.build(input_shape, num_classes)

@@ -20,6 +20,9 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import nn
 
+from datamodules.errors import SettingError
+from lecture_modules.base import bad_setting, model_setting
+
 __all__ = ["DEFAULT_WIDTHS", "NetSpec", "Spec", "build_cnn", "build_mlp", "fold_legacy_net_args", "measure_latency"]
 
 DEFAULT_WIDTHS = {"mlp": [256, 128], "cnn": [32, 64, 128]}
@@ -75,22 +78,23 @@ class Spec:
     @classmethod
     def of(cls: type[SpecT], value: Spec | Mapping[str, Any], owner: str = "net") -> SpecT:
         """A validated spec from a spec or the plain dict a checkpoint holds; ``owner`` names the setting in errors
-        (for example ``Classification.net``)."""
+        (``net`` or ``student``: ``model.init_args.net`` in the message)."""
         allowed = [f.name for f in fields(cls)]
         if isinstance(value, Mapping):
             unknown = sorted(set(value) - set(allowed))
             if unknown:
-                raise ValueError(f"{owner}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+                raise SettingError(f"{model_setting(owner)}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
             spec = cls(**value)
         elif isinstance(value, cls):
             spec = cls(**value.as_dict())
         else:
-            raise TypeError(f"{owner} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
+            raise TypeError(f"{model_setting(owner)} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
         spec.validate(owner)
         return spec
 
     def validate(self, owner: str = "net") -> None:
-        """Raise ``ValueError`` naming the setting (``<owner>.<field>``) when a field is out of range."""
+        """Raise :class:`~datamodules.errors.SettingError` naming the setting (``model.init_args.<owner>.<field>``)
+        when a field is out of range."""
         raise NotImplementedError
 
     def as_dict(self) -> dict[str, Any]:
@@ -116,13 +120,14 @@ class NetSpec(Spec):
     dropout: float = 0.0
 
     def validate(self, owner: str = "net") -> None:
-        """Raise ``ValueError`` naming the setting (``<owner>.kind`` ...) when a field is out of range."""
+        """Raise :class:`~datamodules.errors.SettingError` naming the setting (``model.init_args.net.kind`` ...)
+        when a field is out of range."""
         if self.kind not in ("mlp", "cnn"):
-            raise ValueError(f"{owner}.kind must be 'mlp' or 'cnn', got {self.kind!r}")
+            raise bad_setting(f"{owner}.kind", self.kind, "'mlp' or 'cnn'")
         if self.widths is not None and (not self.widths or min(self.widths) < 1):
-            raise ValueError(f"{owner}.widths must list positive widths, got {self.widths}")
+            raise bad_setting(f"{owner}.widths", self.widths, "a list of positive widths (or null: the default)")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
+            raise bad_setting(f"{owner}.dropout", self.dropout, "in [0, 1)")
 
     @property
     def layer_widths(self) -> list[int]:

@@ -6,9 +6,12 @@ A scheduler with ``interval = "step"`` is stepped every optimiser step by ``Lect
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR
+
+from datamodules.errors import SettingError
 
 __all__ = [
     "InverseDecayLR",
@@ -28,6 +31,16 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _bad_schedule(scheduler: LRScheduler, name: str, value: Any, allowed: str) -> SettingError:
+    """A schedule's setting out of range. A schedule does not know where its config put it (the top-level
+    ``lr_scheduler:`` section or a lecture's ``model.init_args.lr_scheduler``), so the message names both."""
+    return SettingError(
+        f"{type(scheduler).__name__}.{name} must be {allowed}, got {value!r} (set under init_args of the "
+        "lr_scheduler: section, or of model.init_args.lr_scheduler for a lecture that takes its schedule as an "
+        "argument)"
+    )
 
 
 class WarmupCosineLR(LRScheduler):
@@ -52,11 +65,11 @@ class WarmupCosineLR(LRScheduler):
             last_epoch: index of the last step (-1 starts fresh).
         """
         if isinstance(warmup_steps, float) and not 0.0 <= warmup_steps < 1.0:
-            raise ValueError(f"WarmupCosineLR.warmup_steps as a fraction must be in [0, 1), got {warmup_steps}")
+            raise _bad_schedule(self, "warmup_steps", warmup_steps, "in [0, 1) as a fraction (or an int of steps)")
         if not isinstance(warmup_steps, float) and warmup_steps < 0:
-            raise ValueError(f"WarmupCosineLR.warmup_steps must be >= 0, got {warmup_steps}")
+            raise _bad_schedule(self, "warmup_steps", warmup_steps, ">= 0")
         if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"WarmupCosineLR.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+            raise _bad_schedule(self, "min_lr_ratio", min_lr_ratio, "in [0, 1]")
         self.warmup_steps, self.total_steps, self.min_lr_ratio = warmup_steps, total_steps, min_lr_ratio
         super().__init__(optimizer, last_epoch)
 
@@ -122,10 +135,11 @@ class InverseDecayLR(LRScheduler):
             total_steps: steps for p to reach 1; None takes ``trainer.estimated_stepping_batches`` at fit start.
             last_epoch: index of the last step (-1 starts fresh).
         """
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"InverseDecayLR.alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if value < 0:
+                raise _bad_schedule(self, name, value, ">= 0")
         if total_steps is not None and total_steps < 1:
-            raise ValueError(f"InverseDecayLR.total_steps must be >= 1 or null, got {total_steps}")
+            raise _bad_schedule(self, "total_steps", total_steps, ">= 1 or null")
         self.alpha, self.beta, self.total_steps = alpha, beta, total_steps
         super().__init__(optimizer, last_epoch)
 

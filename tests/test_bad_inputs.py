@@ -441,7 +441,91 @@ WANDB_CASES = [
 ]
 
 # ------------------------------------------------------------------ lecture settings
-SETTING_CASES: list[Case] = []
+SETTING_CASES: list[Case] = [
+    Case(
+        "classification-label-smoothing-out-of-range",
+        lambda d: smoke(CLASSIFICATION, "--model.init_args.label_smoothing", "1.5"),
+        ("model.init_args.label_smoothing", "1.5", "[0, 1)"),
+    ),
+    Case(
+        "linked-num-classes-given-with-another-value",
+        lambda d: smoke(CLASSIFICATION, "--model.init_args.num_classes", "7"),
+        ("model.init_args.num_classes", "7", "10", "data.num_classes"),
+    ),
+    Case(
+        "schedule-min-lr-ratio-out-of-range",
+        lambda d: smoke(CLASSIFICATION, "--lr_scheduler.init_args.min_lr_ratio", "2"),
+        ("WarmupCosineLR.min_lr_ratio", "[0, 1]", "lr_scheduler"),
+    ),
+    Case(
+        "pruning-channel-criterion-with-unstructured-method",
+        lambda d: smoke(CONFIGS / "pruning.yaml", "--model.init_args.criterion", "taylor"),
+        ("model.init_args.criterion", "'taylor'", "model.init_args.method"),
+    ),
+    Case(
+        "distillation-temperature-not-positive",
+        lambda d: smoke(CONFIGS / "distillation.yaml", "--model.init_args.temperature", "0"),
+        ("model.init_args.temperature", "> 0", "got 0"),
+    ),
+    Case(
+        "distillation-student-rank-below-one",
+        lambda d: smoke(CONFIGS / "distillation.yaml", "--model.init_args.student.rank", "0"),
+        ("model.init_args.student.rank", ">= 1"),
+    ),
+    Case(
+        "maml-net-deeper-than-the-images",
+        lambda d: smoke(CONFIGS / "maml.yaml", "--model.init_args.net.blocks", "9"),
+        ("model.init_args.net.blocks", "9", "data.init_args.image_size"),
+    ),
+    Case(
+        "dann-negative-reversal-coefficient",
+        lambda d: smoke(CONFIGS / "dann.yaml", "--model.init_args.grl_lambda", "-1"),
+        ("model.init_args.grl_lambda", "-1", ">= 0"),
+    ),
+    Case(
+        "mcd-no-generator-steps",
+        lambda d: smoke(CONFIGS / "mcd.yaml", "--model.init_args.num_k", "0"),
+        ("model.init_args.num_k", ">= 1"),
+    ),
+    Case(
+        "rwalk-eps-not-positive",
+        lambda d: smoke(CONFIGS / "rwalk.yaml", "--model.init_args.eps", "0"),
+        ("model.init_args.eps", "> 0"),
+    ),
+    Case(
+        "ewc-gamma-out-of-range",
+        lambda d: smoke(CONFIGS / "ewc.yaml", "--model.init_args.gamma", "2"),
+        ("model.init_args.gamma", "[0, 1]", "2.0"),
+    ),
+    Case(
+        "bert-freeze-more-layers-than-the-model-has",
+        lambda d: smoke(CONFIGS / "bert_classification.yaml", "--model.init_args.freeze_layers", "10"),
+        ("model.init_args.freeze_layers", "10", "<= 2"),
+    ),
+    Case(
+        "bert-missing-local-model-folder",
+        lambda d: smoke(
+            CONFIGS / "bert_classification.yaml", "--model.init_args.model_name_or_path", str(d / "no-model")
+        ),
+        ("model.init_args.model_name_or_path", "no-model", "does not exist", "tiny-bert", "minilm"),
+    ),
+    Case(
+        "bert-model-folder-without-config",
+        lambda d: smoke(
+            CONFIGS / "bert_qa.yaml",
+            "--model.init_args.model_name_or_path",
+            str(write(d / "model" / "README.md", "no model here").parent),
+        ),
+        ("model.init_args.model_name_or_path", "config.json", "tiny-bert"),
+    ),
+    Case(
+        "bert-unknown-hub-name-offline",
+        lambda d: smoke(
+            CONFIGS / "bert_classification.yaml", "--model.init_args.model_name_or_path", "no-such-org/no-model"
+        ),
+        ("model.init_args.model_name_or_path", "no-such-org/no-model", "cache", "tiny-bert"),
+    ),
+]
 
 CASES = CLI_CASES + DATA_CASES + OUTPUT_CASES + WANDB_CASES + SETTING_CASES
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from lecture_modules.base import bad_setting
 from lecture_modules.bert.common import BertFineTuning
 
 __all__ = ["BertClassification"]
@@ -33,7 +34,7 @@ class BertClassification(BertFineTuning):
                 AdamW, warm-up, freezing).
         """
         if num_classes < 2:
-            raise ValueError(f"BertClassification.num_classes must be >= 2, got {num_classes}")
+            raise bad_setting("num_classes", num_classes, ">= 2 (the CLI links it from the data's labels)")
         super().__init__(**kwargs)
         self.build_backbone(num_labels=num_classes)
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes) for _ in range(3))

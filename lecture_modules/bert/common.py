@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from datamodules.errors import SettingError
 from datamodules.tokenization import MODEL_INPUTS
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, bad_setting
 from lecture_modules.bert.models import Task, freeze_backbone, load_backbone, no_decay_param_groups
 from lecture_modules.schedules import WarmupLinearLR
 
@@ -24,6 +25,7 @@ class BertFineTuning(LectureModule):
     """Base of the BERT lectures: a ``transformers`` model for ``task`` (``self.model``), fine-tuned end to end."""
 
     task: Task
+    lr_setting = "model.init_args.learning_rate"  # the lecture builds its own AdamW
 
     def __init__(
         self,
@@ -47,13 +49,18 @@ class BertFineTuning(LectureModule):
             freeze_layers: keep the first N encoder layers fixed.
         """
         super().__init__()
-        name = type(self).__name__
         if learning_rate <= 0:
-            raise ValueError(f"{name}.learning_rate must be > 0, got {learning_rate}")
+            raise bad_setting("learning_rate", learning_rate, "> 0")
         if weight_decay < 0:
-            raise ValueError(f"{name}.weight_decay must be >= 0, got {weight_decay}")
+            raise bad_setting("weight_decay", weight_decay, ">= 0")
+        if isinstance(warmup_steps, float) and not 0.0 <= warmup_steps < 1.0:
+            raise bad_setting("warmup_steps", warmup_steps, "in [0, 1) as a fraction of all steps, or an int of steps")
+        if not isinstance(warmup_steps, float) and warmup_steps < 0:
+            raise bad_setting("warmup_steps", warmup_steps, ">= 0")
+        if adam_epsilon <= 0:
+            raise bad_setting("adam_epsilon", adam_epsilon, "> 0")
         if freeze_layers < 0:
-            raise ValueError(f"{name}.freeze_layers must be >= 0, got {freeze_layers}")
+            raise bad_setting("freeze_layers", freeze_layers, ">= 0")
         self.save_hyperparameters()  # with the lecture's own arguments (Lightning collects every __init__ frame)
 
     def build_backbone(self, num_labels: int = 2) -> None:
@@ -63,9 +70,8 @@ class BertFineTuning(LectureModule):
         self.model.train()  # from_pretrained returns eval mode, and Lightning keeps a module's mode: dropout on
         layers = self.model.config.num_hidden_layers
         if hp.freeze_layers > layers:
-            raise ValueError(
-                f"{type(self).__name__}.freeze_layers must be <= {layers} (the encoder layers of "
-                f"{hp.model_name_or_path!r}), got {hp.freeze_layers}"
+            raise bad_setting(
+                "freeze_layers", hp.freeze_layers, f"<= {layers} (the encoder layers of {hp.model_name_or_path!r})"
             )
         self.frozen_tensors = freeze_backbone(self.model, hp.freeze_embeddings, hp.freeze_layers)
 
@@ -80,7 +86,7 @@ class BertFineTuning(LectureModule):
         data_name = getattr(datamodule, "tokenizer_name_or_path", name)
         embedded = self.model.get_input_embeddings().num_embeddings
         if len(tokenizer) > embedded:
-            raise ValueError(
+            raise SettingError(
                 f"{type(datamodule).__name__}.tokenizer_name_or_path {data_name!r} has {len(tokenizer)} tokens but "
                 f"the model {name!r} embeds only {embedded}: tokenise with the model's own tokenizer, "
                 f"tokenizer_name_or_path={name!r}"

@@ -13,7 +13,14 @@ from typing import Literal
 
 from torch import nn
 
-from datamodules.tokenization import TINY_BERT, from_pretrained_kwargs, model_load_error, resolve_model_path, tiny_vocab
+from datamodules.tokenization import (
+    TINY_BERT,
+    check_model_source,
+    from_pretrained_kwargs,
+    model_load_error,
+    resolve_model_path,
+    tiny_vocab,
+)
 
 __all__ = ["TINY_CONFIG", "Task", "freeze_backbone", "load_backbone", "no_decay_param_groups"]
 
@@ -32,10 +39,11 @@ def load_backbone(task: Task, name_or_path: str, num_labels: int = 2, vocab_size
         config = BertConfig(vocab_size=vocab_size or len(tiny_vocab()), **TINY_CONFIG, **extra)
         return auto.from_config(config, trust_remote_code=False)
     path = resolve_model_path(name_or_path)
+    check_model_source(name_or_path, path)
     try:
         return auto.from_pretrained(path, **from_pretrained_kwargs(path), **extra)
     except (OSError, ValueError) as exc:
-        raise model_load_error(name_or_path, exc) from exc
+        raise model_load_error(name_or_path, exc)  # noqa: B904 (the cause stays as context: see model_load_error)
 
 
 # ------------------------------------------------------------------ fine-tuning knobs

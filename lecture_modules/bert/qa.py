@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lecture_modules.base import figure_dir
+from lecture_modules.base import bad_setting, figure_dir
 from lecture_modules.bert.common import BertFineTuning
 from lecture_modules.bert.qa_core import CandidatePool, nbest_spans, squad_scores
 
@@ -64,9 +64,9 @@ class BertQA(BertFineTuning):
                 the model, AdamW, warm-up, freezing).
         """
         if n_best < 1:
-            raise ValueError(f"BertQA.n_best must be >= 1, got {n_best}")
+            raise bad_setting("n_best", n_best, ">= 1")
         if max_answer_length < 1:
-            raise ValueError(f"BertQA.max_answer_length must be >= 1, got {max_answer_length}")
+            raise bad_setting("max_answer_length", max_answer_length, ">= 1")
         super().__init__(**kwargs)
         self.build_backbone()  # two outputs per token: start and end scores
         self.pool = CandidatePool(n_best)

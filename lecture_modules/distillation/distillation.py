@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lecture_modules.base import LectureModule
+from datamodules.errors import SettingError
+from lecture_modules.base import GENERIC_NON_FINITE_HINT, LectureModule, bad_setting, check_shapes
 from lecture_modules.distillation.losses import HintAdapter, distillation_terms, soft_targets
 from lecture_modules.distillation.report import compression_lines, distillation_figure
 from lecture_modules.distillation.students import StudentSpec, count_parameters
@@ -47,7 +48,7 @@ __all__ = ["Distillation", "ParameterBudgetError"]
 _LEGACY_STUDENT_KEYS = ("widths", "rank", "batch_norm", "dropout")
 
 
-class ParameterBudgetError(ValueError):
+class ParameterBudgetError(SettingError):
     """The student has more parameters than ``max_params`` allows."""
 
 
@@ -62,7 +63,7 @@ def _module_named(root: nn.Module, name: str, role: str) -> nn.Module:
     modules = dict(root.named_modules())
     if name not in modules:
         names = [n for n in modules if n]
-        raise ValueError(f"hint_layers: the {role} has no layer '{name}'; its layers are {names}")
+        raise SettingError(f"model.init_args.hint_layers: the {role} has no layer '{name}'; its layers are {names}")
     return modules[name]
 
 
@@ -102,14 +103,14 @@ class Distillation(LectureModule):
                 used only in training, are not counted); ``fit`` stops at start-up when it is exceeded.
         """
         super().__init__()
-        spec = StudentSpec.of(student, owner="Distillation.student")
+        spec = StudentSpec.of(student, owner="student")
         specs = [s if isinstance(s, TeacherSpec) else TeacherSpec(**s) for s in (teachers or [])]
         hint_layers = dict(hint_layers or {})
         self._validate(num_classes, input_shape, alpha, temperature, specs, hint_layers)
         if cache_teacher_logits and hint_layers:
-            raise ValueError(
-                "Distillation.cache_teacher_logits caches logits only; FitNets hint_layers need the "
-                "teacher's features at every step. Use one or the other."
+            raise SettingError(
+                "model.init_args.cache_teacher_logits caches logits only; FitNets model.init_args.hint_layers need "
+                "the teacher's features at every step. Use one or the other."
             )
         self.save_hyperparameters(ignore=["student", "teachers"])
         self.hparams["student"] = spec.as_dict()  # plain data: the checkpoint stays weights_only
@@ -186,19 +187,31 @@ class Distillation(LectureModule):
 
     @staticmethod
     def _validate(num_classes, input_shape, alpha, temperature, specs, hint_layers) -> None:
-        if num_classes < 2 or len(input_shape) != 3:
-            raise ValueError(
-                f"Distillation needs num_classes >= 2 and input_shape (C, H, W); got {num_classes}, {input_shape}"
-            )
+        check_shapes(num_classes, input_shape)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"Distillation.alpha must be in [0, 1], got {alpha}")
+            raise bad_setting("alpha", alpha, "in [0, 1]")
         if temperature <= 0:
-            raise ValueError(f"Distillation.temperature must be > 0, got {temperature}")
+            raise bad_setting("temperature", temperature, "> 0")
         if (alpha > 0 or hint_layers) and not specs:
-            raise ValueError(
-                "Distillation: alpha > 0 or hint_layers need at least one entry in model.init_args.teachers; "
-                "set alpha: 0 to train the student from labels alone (the no-distillation baseline)"
+            raise SettingError(
+                f"model.init_args.teachers is empty, but model.init_args.alpha {alpha} > 0 or "
+                "model.init_args.hint_layers need at least one teacher; set alpha: 0 to train the student from labels "
+                "alone (the no-distillation baseline)"
             )
+
+    def non_finite_hint(self, term: str) -> str:
+        """The distillation term overflows with an extreme temperature; the hint term with a large hint weight."""
+        lr = self.describe_setting(self.lr_setting)
+        if term == "kd":
+            temperature = self.describe_setting("model.init_args.temperature")
+            return (
+                f"raise the temperature {temperature} if it is tiny (it divides the logits; 1-10 is usual), or lower "
+                f"the learning rate {lr}; {GENERIC_NON_FINITE_HINT}"
+            )
+        if term == "hint":
+            weight = self.describe_setting("model.init_args.hint_weight")
+            return f"lower the hint weight {weight} or the learning rate {lr}; {GENERIC_NON_FINITE_HINT}"
+        return super().non_finite_hint(term)
 
     # ------------------------------------------------------------------ teachers
     @property
@@ -290,8 +303,8 @@ class Distillation(LectureModule):
     @torch.no_grad()
     def _teacher_logits_for(self, dataset) -> torch.Tensor:
         if len(dataset[0]) < 3:
-            raise ValueError(
-                "Distillation.cache_teacher_logits needs the sample index in each training batch: set "
+            raise SettingError(
+                "model.init_args.cache_teacher_logits needs the sample index in each training batch: set "
                 "data.init_args.indexed: true"
             )
         # own generator: building an iterator must not draw from the global RNG (exact resume)

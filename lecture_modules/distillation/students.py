@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lecture_modules.base import bad_setting
 from lecture_modules.nets import NetSpec, Spec
 
 __all__ = [
@@ -186,15 +187,16 @@ class StudentSpec(Spec):
     dropout: float = 0.0
 
     def validate(self, owner: str = "student") -> None:
-        """Raise ``ValueError`` naming the setting (``<owner>.kind`` ...) when a field is out of range."""
+        """Raise :class:`~datamodules.errors.SettingError` naming the setting (``model.init_args.student.kind`` ...)
+        when a field is out of range."""
         if self.kind not in STUDENTS:
-            raise ValueError(f"{owner}.kind must be one of {STUDENTS}, got {self.kind!r}")
+            raise bad_setting(f"{owner}.kind", self.kind, f"one of {STUDENTS}")
         if self.widths is not None and (not self.widths or min(self.widths) < 1):
-            raise ValueError(f"{owner}.widths must list positive widths, got {self.widths}")
+            raise bad_setting(f"{owner}.widths", self.widths, "a list of positive widths (or null: the default)")
         if self.rank < 1:
-            raise ValueError(f"{owner}.rank must be >= 1, got {self.rank}")
+            raise bad_setting(f"{owner}.rank", self.rank, ">= 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
+            raise bad_setting(f"{owner}.dropout", self.dropout, "in [0, 1)")
 
     @property
     def layer_widths(self) -> list[int]:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.errors import CheckpointError, DataPathError, SettingError
 from lecture_modules.checkpoints import lecture_from_checkpoint, read_checkpoint
 
 __all__ = [
@@ -70,8 +71,9 @@ def resolve_teacher_path(path: str) -> Path:
     if path.startswith(BUILTIN_PREFIX):
         name = path[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_TEACHERS:
-            raise ValueError(
-                f"unknown built-in teacher '{path}'; available: {[BUILTIN_PREFIX + n for n in BUILTIN_TEACHERS]}"
+            raise SettingError(
+                f"model.init_args.teachers: unknown built-in teacher path '{path}'; available: "
+                f"{[BUILTIN_PREFIX + n for n in BUILTIN_TEACHERS]}"
             )
         return BUILTIN_TEACHERS[name]
     return Path(path).expanduser()
@@ -86,19 +88,19 @@ def _kind(spec: TeacherSpec, path: Path) -> str:
         return "state_dict"
     if path.is_dir() or not path.suffix:
         return "huggingface"
-    raise ValueError(
-        f"teacher '{spec.path}': cannot tell its kind from the file name; set kind to lightning, state_dict or "
-        "huggingface"
+    raise SettingError(
+        f"model.init_args.teachers: cannot tell the kind of teacher '{spec.path}' from its file name; set its kind to "
+        "lightning, state_dict or huggingface"
     )
 
 
 def _safe_load(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"teacher {what} not found: {path}")
+        raise DataPathError(f"teacher {what} not found: {path} (model.init_args.teachers: path)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(
+        raise CheckpointError(
             f"teacher {what} {path} holds objects other than tensors and plain containers, so it is not loaded "
             "(weights_only=True refuses pickled code). Re-save it as a state dict of tensors."
         ) from exc
@@ -113,7 +115,10 @@ def _load_lightning(spec: TeacherSpec, path: Path) -> nn.Module:
 
 def _load_state_dict(spec: TeacherSpec, path: Path) -> nn.Module:
     if spec.lecture is None:
-        raise ValueError(f"teacher state dict {path}: set the teacher's 'lecture' (and 'lecture_args') to build it")
+        raise SettingError(
+            f"model.init_args.teachers: the state dict {path} needs the teacher's 'lecture' (and 'lecture_args') to "
+            "build its network"
+        )
     state = _safe_load(path, "state dict")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -146,8 +151,9 @@ def _load_huggingface(spec: TeacherSpec) -> nn.Module:
     try:
         model = AutoModelForImageClassification.from_pretrained(spec.path, trust_remote_code=False)
     except OSError as exc:
-        raise FileNotFoundError(
-            f"teacher '{spec.path}': not a local Hugging Face model folder and not in the local cache ({exc})"
+        raise DataPathError(
+            f"model.init_args.teachers: '{spec.path}' is neither a local Hugging Face model folder nor in the local "
+            f"cache ({type(exc).__name__}: {exc})"
         ) from exc
     return HFImageTeacher(model)
 

@@ -38,7 +38,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
-from lecture_modules.base import LectureModule
+from datamodules.errors import SettingError
+from lecture_modules.base import LectureModule, bad_setting, check_shapes
 from lecture_modules.domain_adaptation.core import (
     DomainNetSpec,
     fold_legacy_domain_net_args,
@@ -74,17 +75,13 @@ class DomainAdaptationModule(LectureModule):
             embedding_samples: validation samples (half per domain) for the figure and the proxy A-distance.
         """
         super().__init__()
-        name = type(self).__name__
-        net = DomainNetSpec.of(net, owner=f"{name}.net")
-        if num_classes < 2:
-            raise ValueError(f"{name}.num_classes must be >= 2, got {num_classes}")
-        if len(input_shape) != 3:
-            raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
-        net.feature_size(input_shape, owner=f"{name}.net")  # a flatten G too deep for the images fails here
+        net = DomainNetSpec.of(net, owner="net")
+        check_shapes(num_classes, input_shape)
+        net.feature_size(input_shape, owner="net")  # a flatten G too deep for the images fails here
         if embedding not in ("tsne", "pca", "none"):
-            raise ValueError(f"{name}.embedding must be tsne, pca or none, got {embedding!r}")
+            raise bad_setting("embedding", embedding, "'tsne', 'pca' or 'none'")
         if embedding_samples < 20:
-            raise ValueError(f"{name}.embedding_samples must be >= 20, got {embedding_samples}")
+            raise bad_setting("embedding_samples", embedding_samples, ">= 20")
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
         self.net_spec = net
@@ -126,7 +123,7 @@ class DomainAdaptationModule(LectureModule):
                 f"datamodules.domains.TwoDomainDataModule), got {type(datamodule).__name__}"
             )
         if stage == "fit" and datamodule.train_on != self.train_on:
-            raise ValueError(
+            raise SettingError(
                 f"{type(self).__name__} trains on {self.train_on} labels but data.init_args.train_on is "
                 f"'{datamodule.train_on}'" + ("" if self.train_on == "target" else ": that would leak target labels")
             )

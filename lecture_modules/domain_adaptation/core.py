@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.errors import SettingError
+from lecture_modules.base import bad_setting, model_setting
 from lecture_modules.nets import Spec, build_cnn
 
 __all__ = [
@@ -216,25 +218,27 @@ class DomainNetSpec(Spec):
     dropout: float = 0.1
 
     def validate(self, owner: str = "net") -> None:
-        """Raise ``ValueError`` naming the setting (``<owner>.feature_dim`` ...) when a field is out of range."""
+        """Raise :class:`~datamodules.errors.SettingError` naming the setting (``model.init_args.net.feature_dim``
+        ...) when a field is out of range."""
         if not self.conv_channels or min(self.conv_channels) < 1:
-            raise ValueError(f"{owner}.conv_channels must list positive widths, got {self.conv_channels}")
+            raise bad_setting(f"{owner}.conv_channels", self.conv_channels, "a list of positive widths")
         if self.extractor not in ("gap", "flatten"):
-            raise ValueError(f"{owner}.extractor must be gap or flatten, got {self.extractor!r}")
+            raise bad_setting(f"{owner}.extractor", self.extractor, "'gap' or 'flatten'")
         for name in ("kernel_size", "feature_dim", "hidden", "head_layers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{owner}.{name} must be >= 1, got {getattr(self, name)}")
+                raise bad_setting(f"{owner}.{name}", getattr(self, name), ">= 1")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout}")
+            raise bad_setting(f"{owner}.dropout", self.dropout, "in [0, 1)")
 
     def feature_size(self, input_shape: tuple[int, ...], owner: str = "net") -> int:
         """Size of G's output for (C, H, W) images; a ``flatten`` G that shrinks the map below 1 px is a
-        ``ValueError`` naming ``<owner>.conv_channels`` and ``kernel_size``."""
+        :class:`~datamodules.errors.SettingError` naming ``model.init_args.net.conv_channels`` and ``kernel_size``."""
         if self.extractor == "gap":
             return self.feature_dim
         side = flatten_map_size(min(input_shape[1:]), len(self.conv_channels), self.kernel_size)
         if side < 1:
-            raise ValueError(
+            owner = model_setting(owner)
+            raise SettingError(
                 f"{owner}.conv_channels {self.conv_channels} with {owner}.kernel_size {self.kernel_size} shrink "
                 f"{tuple(input_shape[1:])} images below 1 px (each block: (s - k + 1) // 2); use fewer blocks, a "
                 "smaller kernel or extractor: gap"
@@ -292,14 +296,14 @@ def optimizer_factory(value: OptimizerFactory | Mapping[str, Any], owner: str = 
         return value
     unknown = sorted(set(value) - {"class_path", "init_args"})
     if unknown or not isinstance(value.get("class_path"), str):
-        raise ValueError(f"{owner} must be {{class_path: <optimiser class>, init_args: {{...}}}}, got {dict(value)}")
+        raise bad_setting(owner, dict(value), "{class_path: <optimiser class>, init_args: {...}}")
     module, _, name = value["class_path"].rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name) if module else None
     except (ImportError, AttributeError):
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ValueError(f"{owner}.class_path must name a torch.optim.Optimizer subclass, got {value['class_path']!r}")
+        raise bad_setting(f"{owner}.class_path", value["class_path"], "a torch.optim.Optimizer subclass")
     return functools.partial(cls, **dict(value.get("init_args") or {}))
 
 

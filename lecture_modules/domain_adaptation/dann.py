@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lecture_modules.base import bad_setting
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
 from lecture_modules.domain_adaptation.core import dann_lambda, grad_reverse
 
@@ -59,9 +60,9 @@ class DANN(DomainAdaptationModule):
         super().__init__(**kwargs)
         for name, value in (("domain_weight", domain_weight), ("grl_gamma", grl_gamma), ("grl_max", grl_max)):
             if value < 0:
-                raise ValueError(f"DANN.{name} must be >= 0, got {value}")
+                raise bad_setting(name, value, ">= 0")
         if grl_lambda is not None and grl_lambda < 0:
-            raise ValueError(f"DANN.grl_lambda must be >= 0 or null, got {grl_lambda}")
+            raise bad_setting("grl_lambda", grl_lambda, ">= 0 or null (the schedule)")
         self.domain_classifier = self.net_spec.build_domain_classifier(self.hparams.input_shape)  # D: (B, D) -> (B, 1)
 
     def training_step(self, batch: dict[str, list[torch.Tensor]], batch_idx: int) -> torch.Tensor:

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch.nn.parallel import DistributedDataParallel
 
-from lecture_modules.base import NonFiniteLossError
+from datamodules.errors import SettingError
+from lecture_modules.base import bad_setting
 from lecture_modules.domain_adaptation.common import DomainAdaptationModule
 from lecture_modules.domain_adaptation.core import classifier_discrepancy, describe_optimizer, optimizer_factory
 
@@ -44,6 +45,7 @@ class MCD(DomainAdaptationModule):
     """Maximum classifier discrepancy: two classifiers, maximise/minimise their disagreement (arXiv 1712.02560)."""
 
     train_on = "source"
+    lr_setting = "model.init_args.optimizer.init_args.lr"  # both optimisers come from this factory
 
     def __init__(self, num_k: int = 4, optimizer: OptimizerCallable = PAPER_OPTIMIZER, **kwargs: Any) -> None:
         """
@@ -55,11 +57,11 @@ class MCD(DomainAdaptationModule):
         """
         super().__init__(**kwargs)
         if num_k < 1:
-            raise ValueError(f"MCD.num_k must be >= 1, got {num_k}")
-        self.make_optimizer = optimizer_factory(optimizer, owner="MCD.optimizer")
+            raise bad_setting("num_k", num_k, ">= 1")
+        self.make_optimizer = optimizer_factory(optimizer, owner="model.init_args.optimizer")
         given = self.hparams.get("optimizer")  # the CLI's plain config, or (a direct call) the argument itself
         given = given if isinstance(given, Mapping) else optimizer
-        self.hparams["optimizer"] = describe_optimizer(given, owner="MCD.optimizer")  # plain: weights_only
+        self.hparams["optimizer"] = describe_optimizer(given, owner="model.init_args.optimizer")  # plain: weights_only
         self.classifier2 = self.net_spec.build_classifier(
             self.hparams.num_classes, self.hparams.input_shape
         )  # F2; F1 = self.classifier
@@ -131,7 +133,7 @@ class MCD(DomainAdaptationModule):
 
     def on_fit_start(self) -> None:
         if len(self.trainer.optimizers) != 2:
-            raise ValueError(
+            raise SettingError(
                 "MCD builds its two optimisers (G; F1 + F2) from model.init_args.optimizer; remove the top-level "
                 "`optimizer:` / `lr_scheduler:` sections from the config and set model.init_args.optimizer instead "
                 "(the top-level section replaces both with one optimiser over every parameter)"
@@ -142,11 +144,8 @@ class MCD(DomainAdaptationModule):
         return F.cross_entropy(logits1, y) + F.cross_entropy(logits2, y), logits1
 
     def _check(self, name: str, value: torch.Tensor) -> None:
-        if not torch.isfinite(value.detach()).all():
-            raise NonFiniteLossError(
-                f"MCD: loss term '{name}' is {value.item()} at global step {self.global_step} (epoch "
-                f"{self.current_epoch}). Training stopped. Try a lower model.init_args.optimizer.init_args.lr."
-            )
+        """Stop on a non-finite step-B or step-C loss; the hint names ``model.init_args.optimizer.init_args.lr``."""
+        self.check_finite({name: value})
 
     def _update(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad()

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.streams import TaskStreamDataModule
-from lecture_modules.base import LectureModule
+from lecture_modules.base import LectureModule, check_shapes
 from lecture_modules.lifelong.importance import AllReduce, Batch
 from lecture_modules.lifelong.metrics import accuracy_curves_figure, accuracy_matrix_figure, summary
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
@@ -77,12 +77,8 @@ class ContinualLearning(LectureModule):
             net: the network (default HW14's 1024-512-256 ReLU MLP, no batch norm, no dropout).
         """
         super().__init__()
-        owner = type(self).__name__
-        net = NetSpec.of(net, owner=f"{owner}.net")
-        if num_classes < 2:
-            raise ValueError(f"{owner}.num_classes must be >= 2, got {num_classes}")
-        if len(input_shape) != 3:
-            raise ValueError(f"{owner}.input_shape must be (C, H, W), got {input_shape}")
+        net = NetSpec.of(net, owner="net")
+        check_shapes(num_classes, input_shape)
         # One save for the whole class chain: Lightning collects the arguments of every __init__ on the stack.
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import Params, fisher_diagonal
 from lecture_modules.lifelong.penalty import Regularised, check_importance_args
@@ -59,10 +60,10 @@ class EWC(Regularised):
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
         if fisher not in ("empirical", "true"):
-            raise ValueError(f"EWC.fisher must be 'empirical' or 'true', got {fisher!r}")
+            raise bad_setting("fisher", fisher, "'empirical' or 'true'")
         if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"EWC.gamma must be in [0, 1], got {gamma}")
-        check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
+            raise bad_setting("gamma", gamma, "in [0, 1]")
+        check_importance_args(importance_samples, importance_batch_size)
 
     def estimate_fisher(self, task: int) -> Params:
         """Step 2: ``F_k`` at the current weights on ``task``'s training images (all processes together)."""

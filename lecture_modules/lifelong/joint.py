@@ -13,6 +13,7 @@ Run: ``python cli.py fit --config configs/joint.yaml``
 
 from __future__ import annotations
 
+from datamodules.errors import SettingError
 from lecture_modules.lifelong.continual import ContinualLearning
 
 __all__ = ["Joint"]
@@ -24,7 +25,7 @@ class Joint(ContinualLearning):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit" and self.stream.train_on == "current":
-            raise ValueError(
+            raise SettingError(
                 "Joint trains on several tasks at once: set data.init_args.train_on to 'seen' or 'all' "
                 "(with 'current' it is plain fine-tuning)"
             )

@@ -70,8 +70,8 @@ class MAS(Regularised):
                 (HW14's sample code; cancellations inside a batch make it smaller and sparser).
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
-        check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
-        check_accumulate(type(self).__name__, accumulate)
+        check_importance_args(importance_samples, importance_batch_size)
+        check_accumulate(accumulate)
 
     @classmethod
     def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:

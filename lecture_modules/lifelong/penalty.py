@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lecture_modules.base import GENERIC_NON_FINITE_HINT, bad_setting
 from lecture_modules.lifelong.continual import ContinualLearning
 from lecture_modules.lifelong.importance import (
     Batch,
@@ -50,7 +51,7 @@ class Regularised(ContinualLearning):
         """
         super().__init__(**kwargs)
         if penalty_weight < 0:
-            raise ValueError(f"{type(self).__name__}.penalty_weight must be >= 0, got {penalty_weight}")
+            raise bad_setting("penalty_weight", penalty_weight, ">= 0")
         self.penalty_weight = penalty_weight
         self.penalties: list[tuple[Params, Params]] = []  # (anchors theta*, importance b) pairs
         self.importance_sum: Params | None = None  # the running sum behind a mean penalty (accumulate="mean")
@@ -63,6 +64,13 @@ class Regularised(ContinualLearning):
         params = dict(self.named_params())
         total = torch.stack([quadratic_penalty(params, a, b) for a, b in self.penalties]).sum()
         return {"penalty": self.penalty_weight * total}
+
+    def non_finite_hint(self, term: str) -> str:
+        """A penalty that blows up is first the fault of its weight lambda."""
+        if term != "penalty":
+            return super().non_finite_hint(term)
+        weight, lr = self.describe_setting("model.init_args.penalty_weight"), self.describe_setting(self.lr_setting)
+        return f"lower the penalty weight {weight} or the learning rate {lr}; {GENERIC_NON_FINITE_HINT}"
 
     # ------------------------------------------------------------------ anchoring at a task's end
     def anchors_now(self) -> Params:
@@ -123,18 +131,18 @@ class Regularised(ContinualLearning):
             self.tracker.load_state_dict(state["tracker"])
 
 
-def check_importance_args(owner: str, samples: int | None, batch_size: int) -> None:
-    """Validate the ``importance_samples`` / ``importance_batch_size`` settings of ``owner``."""
+def check_importance_args(samples: int | None, batch_size: int) -> None:
+    """Validate the ``importance_samples`` / ``importance_batch_size`` settings."""
     if samples is not None and samples < 1:
-        raise ValueError(f"{owner}.importance_samples must be >= 1 or null (all), got {samples}")
+        raise bad_setting("importance_samples", samples, ">= 1 or null (all)")
     if batch_size < 1:
-        raise ValueError(f"{owner}.importance_batch_size must be >= 1, got {batch_size}")
+        raise bad_setting("importance_batch_size", batch_size, ">= 1")
 
 
-def check_accumulate(owner: str, accumulate: str) -> None:
-    """Validate ``owner``'s ``accumulate`` setting (see :meth:`Regularised.anchor_accumulated`)."""
+def check_accumulate(accumulate: str) -> None:
+    """Validate the ``accumulate`` setting (see :meth:`Regularised.anchor_accumulated`)."""
     if accumulate not in ("sum", "mean"):
-        raise ValueError(f"{owner}.accumulate must be 'sum' or 'mean', got {accumulate!r}")
+        raise bad_setting("accumulate", accumulate, "'sum' or 'mean'")
 
 
 def upgrade_estimated(owner: str, hparams: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP, ContinualLearning
 from lecture_modules.lifelong.importance import Batch
 from lecture_modules.nets import NetSpec
@@ -51,9 +52,9 @@ class Replay(ContinualLearning):
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net)
         for name, value, low in (("memory_per_task", memory_per_task, 1), ("replay_batch_size", replay_batch_size, 1)):
             if value < low:
-                raise ValueError(f"Replay.{name} must be >= {low}, got {value}")
+                raise bad_setting(name, value, f">= {low}")
         if replay_weight < 0:
-            raise ValueError(f"Replay.replay_weight must be >= 0, got {replay_weight}")
+            raise bad_setting("replay_weight", replay_weight, ">= 0")
         self.memory: list[Tensor] = []  # [x, y, task], concatenated over finished tasks
 
     def consolidate(self, task: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import Params, RiemannianWalk
 from lecture_modules.lifelong.penalty import Regularised
@@ -54,8 +55,10 @@ class RWalk(Regularised):
                 must be far smaller than HW14's 100: the paper's experiments used 0.1).
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
-        if not 0.0 <= alpha < 1.0 or eps <= 0:
-            raise ValueError(f"RWalk needs alpha in [0, 1) and eps > 0, got {alpha}, {eps}")
+        if not 0.0 <= alpha < 1.0:
+            raise bad_setting("alpha", alpha, "in [0, 1)")
+        if eps <= 0:
+            raise bad_setting("eps", eps, "> 0")
         self.tracker = RiemannianWalk(alpha, eps)
         self.score: Params = {}  # averaged over the tasks so far
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import Params, scp_importance
 from lecture_modules.lifelong.penalty import (
@@ -65,9 +66,9 @@ class SCP(Regularised):
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
         if slices < 1:
-            raise ValueError(f"SCP.slices must be >= 1, got {slices}")
-        check_importance_args(type(self).__name__, importance_samples, importance_batch_size)
-        check_accumulate(type(self).__name__, accumulate)
+            raise bad_setting("slices", slices, ">= 1")
+        check_importance_args(importance_samples, importance_batch_size)
+        check_accumulate(accumulate)
 
     @classmethod
     def upgrade_hparams(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ Run: ``python cli.py fit --config configs/si.yaml``
 
 from __future__ import annotations
 
+from lecture_modules.base import bad_setting
 from lecture_modules.lifelong.continual import HW14_MLP
 from lecture_modules.lifelong.importance import PathIntegral
 from lecture_modules.lifelong.penalty import Regularised
@@ -46,7 +47,7 @@ class SI(Regularised):
         """
         super().__init__(num_classes=num_classes, input_shape=input_shape, net=net, penalty_weight=penalty_weight)
         if xi <= 0:
-            raise ValueError(f"SI.xi must be > 0, got {xi}")
+            raise bad_setting("xi", xi, "> 0")
         self.tracker = PathIntegral()
 
     def consolidate(self, task: int) -> None:

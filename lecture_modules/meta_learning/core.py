@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from lecture_modules.base import bad_setting
 from lecture_modules.nets import Spec
 
 __all__ = [
@@ -106,11 +107,12 @@ class ConvNetSpec(Spec):
     blocks: int = 4
 
     def validate(self, owner: str = "net") -> None:
-        """Raise ``ValueError`` naming the setting (``<owner>.hidden`` ...) when a field is out of range."""
+        """Raise :class:`~datamodules.errors.SettingError` naming the setting (``model.init_args.net.hidden`` ...)
+        when a field is out of range."""
         for name in ("hidden", "blocks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
+                raise bad_setting(f"{owner}.{name}", value, "an integer >= 1")
 
     def build(self, input_shape: tuple[int, int, int], num_classes: int) -> ConvNet:
         """The network: (B, C, H, W) -> (B, num_classes)."""

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lecture_modules.base import bad_setting
 from lecture_modules.meta_learning.core import (
     ConvNetSpec,
     Params,
@@ -96,7 +97,7 @@ class MAML(MetaLearningModule):
                 CPU (see benchmarks/meta_learning.py), measure on your GPU.
         """
         if adapt not in ("all", "head"):
-            raise ValueError(f"{type(self).__name__}.adapt must be 'all' or 'head', got {adapt!r}")
+            raise bad_setting("adapt", adapt, "'all' or 'head'")
         super().__init__(
             num_classes=num_classes,
             input_shape=input_shape,

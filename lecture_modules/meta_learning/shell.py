@@ -18,6 +18,7 @@ A batch is a meta-batch of tasks from :class:`datamodules.episodes.EpisodicDataM
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import CatMetric
 
-from lecture_modules.base import LectureModule
+from lecture_modules.base import GENERIC_NON_FINITE_HINT, LectureModule, bad_setting, check_shapes
 from lecture_modules.meta_learning.core import ConvNetSpec, adaptation_curve, mean_ci95, over_tasks
 
 __all__ = ["Batch", "MetaLearningModule", "adaptation_figure"]
@@ -53,22 +54,20 @@ class MetaLearningModule(LectureModule):
         """Arguments as documented by the subclass (:class:`~lecture_modules.meta_learning.maml.MAML`,
         :class:`~lecture_modules.meta_learning.reptile.Reptile`), which passes them on by keyword."""
         super().__init__()
-        name = type(self).__name__
-        net = ConvNetSpec.of(net, owner=f"{name}.net")
-        if num_classes < 2:
-            raise ValueError(f"{name}.num_classes (the ways N, linked from data.ways) must be >= 2, got {num_classes}")
-        if len(input_shape) != 3:
-            raise ValueError(f"{name}.input_shape must be (C, H, W), got {input_shape}")
+        net = ConvNetSpec.of(net, owner="net")
+        check_shapes(num_classes, input_shape, classes_from="data.init_args.ways, the ways N")
         if min(input_shape[1:]) < 2**net.blocks:
-            raise ValueError(
-                f"{name}.net.blocks: {net.blocks} pooling blocks need images of at least {2**net.blocks} px, got "
-                f"input_shape {tuple(input_shape)}; lower net.blocks or raise data.image_size"
+            raise bad_setting(
+                "net.blocks",
+                net.blocks,
+                f"at most {int(math.log2(min(input_shape[1:])))} for {tuple(input_shape[1:])} px images (each block "
+                "halves them; or raise data.init_args.image_size)",
             )
         if inner_lr <= 0:
-            raise ValueError(f"{name}.inner_lr must be > 0, got {inner_lr}")
+            raise bad_setting("inner_lr", inner_lr, "> 0")
         for arg, value in (("inner_steps", inner_steps), ("eval_inner_steps", eval_inner_steps)):
             if value < 1:
-                raise ValueError(f"{name}.{arg} must be >= 1, got {value}")
+                raise bad_setting(arg, value, ">= 1")
         self.save_hyperparameters(ignore=["net"])  # the subclass's own arguments too (MAML: first_order, adapt)
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
         self.net = net.build(input_shape, num_classes)
@@ -83,6 +82,11 @@ class MetaLearningModule(LectureModule):
         if "net" not in out and ({"hidden", "blocks"} & set(out)):
             out["net"] = {key: out.pop(key) for key in ("hidden", "blocks") if key in out}
         return out
+
+    def non_finite_hint(self, term: str) -> str:
+        """A meta-loss blows up first through the inner loop's step size, then through the meta step size."""
+        inner, outer = self.describe_setting("model.init_args.inner_lr"), self.describe_setting(self.lr_setting)
+        return f"lower the inner-loop step {inner} or the meta step size {outer}; {GENERIC_NON_FINITE_HINT}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, C, H, W) -> (B, N) with the meta-parameters, unadapted

@@ -35,7 +35,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lecture_modules.base import LectureModule
+from datamodules.errors import SettingError
+from lecture_modules.base import LectureModule, bad_setting, check_shapes
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
 from lecture_modules.pruning.core import (
     TaylorAccumulator,
@@ -71,6 +72,8 @@ _SCHEDULE_KEYS = (
 class Pruning(LectureModule):
     """Iterative magnitude / channel pruning with fine-tuning and lottery-ticket rewinding (lecture 13)."""
 
+    lr_setting = "model.init_args.optimizer.init_args.lr"  # its optimiser factory (a top-level one is refused)
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -97,7 +100,7 @@ class Pruning(LectureModule):
             lr_scheduler: learning-rate schedule factory over that optimiser; one schedule runs across all rounds.
         """
         super().__init__()
-        net = NetSpec.of(net, owner="Pruning.net")
+        net = NetSpec.of(net, owner="net")
         self._validate(num_classes, input_shape, net, method, scope, criterion)
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
@@ -116,24 +119,23 @@ class Pruning(LectureModule):
 
     @staticmethod
     def _validate(num_classes, input_shape, net, method, scope, criterion) -> None:
-        if num_classes < 2 or len(input_shape) != 3:
-            raise ValueError(
-                f"Pruning needs num_classes >= 2 and input_shape (C, H, W); got {num_classes}, {input_shape}"
-            )
+        check_shapes(num_classes, input_shape)
         if method not in ("unstructured", "structured"):
-            raise ValueError(f"Pruning.method must be 'unstructured' or 'structured', got {method!r}")
+            raise bad_setting("method", method, "'unstructured' or 'structured'")
         if method == "structured" and net.kind != "cnn":
-            raise ValueError(
-                f"Pruning.method 'structured' removes convolution channels: needs net.kind 'cnn', got {net.kind!r}"
+            raise bad_setting(
+                "net.kind", net.kind, "'cnn' with model.init_args.method 'structured' (it removes convolution channels)"
             )
-        if scope not in ("global", "layer") or criterion not in ("l1", "l2", "taylor"):
-            raise ValueError(
-                f"Pruning: scope must be global|layer and criterion l1|l2|taylor; got {scope}, {criterion}"
-            )
+        if scope not in ("global", "layer"):
+            raise bad_setting("scope", scope, "'global' or 'layer'")
+        if criterion not in ("l1", "l2", "taylor"):
+            raise bad_setting("criterion", criterion, "'l1', 'l2' or 'taylor'")
         if method == "unstructured" and criterion != "l1":
-            raise ValueError(
-                f"Pruning.criterion '{criterion}' scores channels; unstructured pruning ranks weights by magnitude "
-                "(criterion: l1). Use method: structured for l2 / taylor."
+            raise bad_setting(
+                "criterion",
+                criterion,
+                "'l1' with model.init_args.method 'unstructured' (it ranks single weights by magnitude; l2 and "
+                "taylor score channels: use method 'structured')",
             )
 
     @classmethod
@@ -214,7 +216,7 @@ class Pruning(LectureModule):
 
     def setup(self, stage: str) -> None:
         if "configure_optimizers" in vars(self):  # LightningCLI replaced it: a top-level optimizer/lr_scheduler
-            raise ValueError(
+            raise SettingError(
                 "Pruning takes its optimiser as model.init_args.optimizer (and model.init_args.lr_scheduler): a "
                 "factory it calls again when pruning replaces the parameters. Move the top-level optimizer: / "
                 "lr_scheduler: sections (or --optimizer / --lr_scheduler) under model.init_args."
@@ -248,7 +250,7 @@ class Pruning(LectureModule):
             return
         hp = self.hparams
         if state["widths"] != widths_of(self.net):
-            pruned = NetSpec.of({**self.dense_spec.as_dict(), "widths": state["widths"]}, owner="Pruning.net")
+            pruned = NetSpec.of({**self.dense_spec.as_dict(), "widths": state["widths"]}, owner="net")
             self.net = pruned.build(hp.input_shape, hp.num_classes).to(self.device)
             if hp.criterion == "taylor" and hp.method == "structured":
                 self.taylor.attach(self.net)

@@ -17,9 +17,10 @@ import torch
 import yaml
 from torch import nn
 
+from datamodules.errors import SettingError
 from datamodules.text import QADataModule
 from datamodules.text_sources import QAExample
-from datamodules.tokenization import build_tiny_tokenizer, load_tokenizer
+from datamodules.tokenization import ModelNotAvailableError, build_tiny_tokenizer, load_tokenizer
 from lecture_modules.bert import BertClassification, BertQA
 from lecture_modules.bert.common import BertFineTuning
 from lecture_modules.bert.models import load_backbone, no_decay_param_groups
@@ -141,6 +142,37 @@ def test_streamed_evaluation_equals_all_logits_post_processing(tmp_path):
 
 
 # ------------------------------------------------------------------ models and optimisation
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("{tmp}/missing", "is a path that does not exist"),
+        ("./missing", "is a path that does not exist"),
+        ("{tmp}/empty", "is a folder without"),
+        ("no-such-org/no-such-model", "is not a local folder, and as a hub name it is not in the Hugging Face cache"),
+        ("bad name!", "is neither an existing folder nor a valid Hugging Face hub name"),
+    ],
+)
+def test_a_model_that_cannot_load_is_named_by_its_setting_before_hugging_face_is_asked(tmp_path, name, problem):
+    (tmp_path / "empty").mkdir()
+    name = name.format(tmp=tmp_path)
+    for load in (load_tokenizer, lambda n: load_backbone("classification", n)):
+        with pytest.raises(ModelNotAvailableError) as info:
+            load(name)
+        message = str(info.value)
+        assert message.startswith(f"model.init_args.model_name_or_path {name!r} {problem}")
+        assert "tiny-bert" in message and "minilm" in message and "local folder" in message
+        assert info.value.__cause__ is None  # cli.main reports this message, not a Hugging Face error under it
+
+
+def test_a_model_folder_hugging_face_cannot_read_keeps_our_message_first(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    with pytest.raises(ModelNotAvailableError, match=r"^cannot load model\.init_args\.model_name_or_path") as info:
+        load_backbone("classification", str(tmp_path / "m"))
+    assert info.value.__cause__ is None and info.value.__context__ is not None  # the cause stays for --debug
+    assert "\n" not in str(info.value)
+
+
 def test_local_model_directory_loads_with_auto_classes(tmp_path):
     torch.manual_seed(0)
     saved = load_backbone("classification", "tiny-bert", num_labels=3)
@@ -175,7 +207,7 @@ def test_no_weight_decay_on_bias_and_layernorm_and_freezing():
     assert any("layer.1." in names[id(p)] for p in decay["params"])
     norms = [p for m in model.model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters() if p.requires_grad]
     assert {id(p) for p in norms} <= {id(p) for p in no_decay["params"]}
-    with pytest.raises(ValueError, match=r"BertClassification\.freeze_layers must be <= 2 .*got 5"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.freeze_layers must be <= 2 .*got 5$"):
         BertClassification(freeze_layers=5)
 
 
@@ -209,8 +241,12 @@ def test_shared_options_are_declared_once_and_each_lecture_states_only_its_own()
     model = BertQA(n_best=3, learning_rate=1e-3)
     assert set(model.hparams) == shared | own[BertQA]  # defaults and given values, as before the split
     assert (model.hparams.n_best, model.hparams.learning_rate, model.hparams.weight_decay) == (3, 1e-3, 0.01)
-    with pytest.raises(ValueError, match=r"BertQA\.learning_rate must be > 0, got 0"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.learning_rate must be > 0, got 0$"):
         BertQA(learning_rate=0)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.warmup_steps must be in \[0, 1\) as a fraction"):
+        BertQA(warmup_steps=1.5)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.n_best must be >= 1, got 0$"):
+        BertQA(n_best=0)
 
 
 def test_cli_hands_the_models_name_to_the_datamodules_tokenizer(tmp_path):

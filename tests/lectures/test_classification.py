@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from datamodules.errors import SettingError
 from lecture_modules.classification import Classification
 from lecture_modules.nets import NetSpec, build_cnn, build_mlp
 from lecture_modules.schedules import WarmupCosineLR, warmup_cosine_factor
-from tests.helpers import FIT_CPU, SMOKE_FIT, run_cli
+from tests.helpers import CLASSIFICATION, FIT_CPU, SMOKE_FIT, run_cli, run_cli_parse_only
 
 NO_LOG = ["--trainer.logger", "false", "--trainer.callbacks=[]"]
 
@@ -27,12 +28,38 @@ def test_backbones_map_images_to_logits(build):
 
 
 def test_invalid_settings_name_the_argument():
-    with pytest.raises(ValueError, match=r"Classification.net.kind"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net\.kind must be 'mlp' or 'cnn', got 'resnet'$"):
         Classification(net={"kind": "resnet"})
-    with pytest.raises(ValueError, match=r"Classification.net.dropout"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net\.dropout must be in \[0, 1\), got 1\.0$"):
         Classification(net=NetSpec(dropout=1.0))
-    with pytest.raises(ValueError, match=r"Classification.net: unknown field\(s\) \['hidden'\]"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net: unknown field\(s\) \['hidden'\]"):
         Classification(net={"kind": "mlp", "hidden": [4]})
+    with pytest.raises(SettingError, match=r"^model\.init_args\.label_smoothing must be in \[0, 1\), got 1\.5$"):
+        Classification(label_smoothing=1.5)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.num_classes must be >= 2 \(the CLI links it from"):
+        Classification(num_classes=1)
+
+
+def test_a_non_finite_loss_hint_names_the_optimisers_lr():
+    hint = Classification().non_finite_hint("ce")
+    assert hint.startswith("lower the learning rate optimizer.init_args.lr; or clip gradients")
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--model.init_args.num_classes", "7"], r"^model\.init_args\.num_classes is 7 but the data gives 10 "),
+        (["--model.init_args.input_shape", "[3, 8, 8]"], r"input_shape is \[3, 8, 8\] but the data gives \[1, 16"),
+    ],
+)
+def test_a_linked_shape_given_with_another_value_than_the_datas_is_refused(given, message):
+    with pytest.raises(SettingError, match=message):
+        run_cli_parse_only("--config", CLASSIFICATION, *given)
+
+
+def test_a_linked_shape_given_with_the_datas_value_is_accepted():
+    cli = run_cli_parse_only("--config", CLASSIFICATION, "--model.init_args.num_classes", "10")
+    assert cli.model.hparams.num_classes == 10 and tuple(cli.model.hparams.input_shape) == (1, 16, 16)
 
 
 def test_checkpoints_from_before_the_net_argument_keep_their_network():

@@ -14,6 +14,7 @@ from torch import nn
 
 from benchmarks.investigations.distillation_scratch import DistillationWithScratch
 from cli import main
+from datamodules.errors import SettingError
 from lecture_modules.classification import Classification
 from lecture_modules.distillation import Distillation, ParameterBudgetError, StudentSpec, TeacherSpec
 from lecture_modules.distillation.losses import HintAdapter, distillation_terms, kd_loss, soft_targets
@@ -151,18 +152,27 @@ def test_budget_gate_stops_fit_from_the_cli(capsys):
     assert "max_params = 1,000" in last
 
 
+def test_a_non_finite_loss_hint_names_the_distillation_settings_of_its_term():
+    model = Distillation(alpha=0.5, temperature=0.001, teachers=[TeacherSpec("builtin:digits_cnn")])
+    assert "model.init_args.temperature (now 0.001)" in model.non_finite_hint("kd")
+    assert "model.init_args.hint_weight (now 1)" in model.non_finite_hint("hint")
+    assert model.non_finite_hint("ce").startswith("lower the learning rate optimizer.init_args.lr;")
+
+
 def test_settings_are_validated_by_name():
-    with pytest.raises(ValueError, match="teachers"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.teachers is empty, but model\.init_args\.alpha 0\.5"):
         Distillation(alpha=0.5)  # distillation without a teacher
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.temperature must be > 0, got 0$"):
         Distillation(alpha=0.0, temperature=0)
-    with pytest.raises(ValueError, match="hint_layers: the student has no layer 'nope'"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.alpha must be in \[0, 1\], got 1\.5$"):
+        Distillation(alpha=1.5)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.hint_layers: the student has no layer 'nope'"):
         Distillation(alpha=0.0, teachers=[TeacherSpec("builtin:digits_cnn")], hint_layers={"nope": "net.0"})
-    with pytest.raises(ValueError, match=r"Distillation\.student\.kind must be one of .* got 'resnet'"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.student\.kind must be one of .* got 'resnet'"):
         Distillation(alpha=0.0, student={"kind": "resnet"})
-    with pytest.raises(ValueError, match=r"Distillation\.student\.dropout must be in \[0, 1\), got 1\.5"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.student\.dropout must be in \[0, 1\), got 1\.5"):
         Distillation(alpha=0.0, student=StudentSpec(dropout=1.5))
-    with pytest.raises(ValueError, match=r"Distillation\.student: unknown field\(s\) \['hidden'\]"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.student: unknown field\(s\) \['hidden'\]"):
         Distillation(alpha=0.0, student={"hidden": [8]})
 
 

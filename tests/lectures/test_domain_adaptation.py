@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from datamodules.errors import SettingError
+from lecture_modules.base import NonFiniteLossError
 from lecture_modules.domain_adaptation.core import (
     DomainNetSpec,
     build_feature_extractor,
@@ -96,7 +98,7 @@ def test_dann_lr_schedule_endpoints_and_scheduler():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 11**-0.75)
-    with pytest.raises(ValueError, match=r"InverseDecayLR\.total_steps"):
+    with pytest.raises(SettingError, match=r"InverseDecayLR\.total_steps must be >= 1 or null, got 0 .*lr_scheduler"):
         InverseDecayLR(opt, total_steps=0)
 
 
@@ -182,22 +184,23 @@ def test_flatten_spec_builds_the_papers_mnist_network():
 @pytest.mark.parametrize(
     ("net", "message"),
     [
-        ({"conv_channels": []}, r"DANN\.net\.conv_channels must list positive widths"),
-        ({"feature_dim": 0}, r"DANN\.net\.feature_dim must be >= 1, got 0"),
-        ({"hidden": -1}, r"DANN\.net\.hidden must be >= 1"),
-        (DomainNetSpec(dropout=1.0), r"DANN\.net\.dropout must be in \[0, 1\), got 1\.0"),
-        ({"widths": [4]}, r"DANN\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, extractor"),
-        ({"extractor": "pool"}, r"DANN\.net\.extractor must be gap or flatten, got 'pool'"),
-        ({"kernel_size": 0}, r"DANN\.net\.kernel_size must be >= 1, got 0"),
-        ({"head_layers": 0}, r"DANN\.net\.head_layers must be >= 1, got 0"),
+        ({"conv_channels": []}, r"^model\.init_args\.net\.conv_channels must be a list of positive widths"),
+        ({"feature_dim": 0}, r"^model\.init_args\.net\.feature_dim must be >= 1, got 0$"),
+        ({"hidden": -1}, r"^model\.init_args\.net\.hidden must be >= 1"),
+        (DomainNetSpec(dropout=1.0), r"^model\.init_args\.net\.dropout must be in \[0, 1\), got 1\.0$"),
+        ({"widths": [4]}, r"^model\.init_args\.net: unknown field\(s\) \['widths'\]; allowed: conv_channels, extr"),
+        ({"extractor": "pool"}, r"^model\.init_args\.net\.extractor must be 'gap' or 'flatten', got 'pool'$"),
+        ({"kernel_size": 0}, r"^model\.init_args\.net\.kernel_size must be >= 1, got 0$"),
+        ({"head_layers": 0}, r"^model\.init_args\.net\.head_layers must be >= 1, got 0$"),
         (
             {"extractor": "flatten", "conv_channels": [8, 8, 8], "kernel_size": 5},
-            r"DANN\.net\.conv_channels \[8, 8, 8\] with DANN\.net\.kernel_size 5 shrink \(16, 16\) images below 1 px",
+            r"^model\.init_args\.net\.conv_channels \[8, 8, 8\] with model\.init_args\.net\.kernel_size 5 shrink "
+            r"\(16, 16\) images below 1 px",
         ),
     ],
 )
 def test_invalid_network_settings_name_the_setting(net, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingError, match=message):
         DANN(net=net)
 
 
@@ -316,12 +319,23 @@ def test_optimizer_factory_reads_configs_and_describes_factories_as_plain_data()
     assert optimizer_factory(sgd) is sgd
     assert describe_optimizer(sgd) == {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.2, "momentum": 0.5}}
     assert describe_optimizer(torch.optim.AdamW) == {"class_path": "torch.optim.AdamW", "init_args": {}}
-    with pytest.raises(ValueError, match=r"MCD\.optimizer\.class_path must name a torch\.optim\.Optimizer"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.optimizer\.class_path must be a torch\.optim\.Opt"):
         MCD(optimizer={"class_path": "torch.nn.Linear", "init_args": {}})
-    with pytest.raises(ValueError, match=r"MCD\.optimizer must be \{class_path"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.optimizer must be \{class_path"):
         MCD(optimizer={"class": "torch.optim.Adam"})
-    with pytest.raises(TypeError, match=r"MCD\.optimizer: cannot record"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.num_k must be >= 1, got 0$"):
+        MCD(num_k=0)
+    with pytest.raises(TypeError, match=r"model\.init_args\.optimizer: cannot record"):
         MCD(optimizer=lambda p: torch.optim.Adam(p))
+
+
+def test_a_non_finite_loss_names_mcds_own_optimiser_lr_and_dann_the_top_level_one():
+    mcd = MCD(embedding="none")
+    mcd.check_finite({"step_a": torch.tensor(1.0)})  # finite: nothing happens
+    with pytest.raises(NonFiniteLossError, match=r"MCD: loss term 'step_c' is nan") as info:
+        mcd.check_finite({"step_c": torch.tensor(float("nan"))})
+    assert info.value.hint.startswith("lower the learning rate model.init_args.optimizer.init_args.lr (now 0.0002);")
+    assert DANN(embedding="none").non_finite_hint("domain").startswith("lower the learning rate optimizer.init_args.lr")
 
 
 def test_mcd_default_optimisers_are_the_papers_two_adams_over_g_and_over_both_classifiers():

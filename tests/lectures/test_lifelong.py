@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.errors import SettingError
 from datamodules.streams import TaskStreamDataModule, permute_pixels, rotate_images, split_classes
 from lecture_modules.lifelong.continual import TaskNet
 from lecture_modules.lifelong.ewc import EWC
@@ -23,6 +24,8 @@ from lecture_modules.lifelong.importance import (
 )
 from lecture_modules.lifelong.mas import MAS
 from lecture_modules.lifelong.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
+from lecture_modules.lifelong.replay import Replay
+from lecture_modules.lifelong.rwalk import RWalk
 from lecture_modules.nets import NetSpec, build_mlp
 from tests.helpers import CONFIGS, QUICK, crash_after_checkpoint, run_cli, state_dict_equal
 
@@ -184,10 +187,25 @@ def test_accumulated_importance_is_the_sum_or_the_mean_and_survives_a_checkpoint
         if accumulate == "mean":  # the sum 10 carries on, the penalty holds 10 / 4
             assert {float(v.unique()) for v in restored.importance_sum.values()} == {10.0}
     assert totals == {"sum": {10.0}, "mean": {2.5}}
-    with pytest.raises(ValueError, match=r"MAS\.accumulate"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.accumulate must be 'sum' or 'mean', got 'product'$"):
         MAS(accumulate="product")
-    with pytest.raises(ValueError, match=r"MAS\.accumulate"):  # HW14's compounding left the product
+    with pytest.raises(SettingError, match=r"^model\.init_args\.accumulate"):  # HW14's compounding left the product
         MAS(accumulate="hw14")
+
+
+def test_settings_name_their_config_key_and_a_blown_up_penalty_names_its_weight():
+    with pytest.raises(SettingError, match=r"^model\.init_args\.penalty_weight must be >= 0, got -1$"):
+        EWC(penalty_weight=-1)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.importance_batch_size must be >= 1, got 0$"):
+        MAS(importance_batch_size=0)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.eps must be > 0, got 0$"):
+        RWalk(eps=0)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.replay_weight must be >= 0, got -1$"):
+        Replay(replay_weight=-1)
+    ewc = EWC(penalty_weight=5000.0)
+    hint = ewc.non_finite_hint("penalty")
+    assert hint.startswith("lower the penalty weight model.init_args.penalty_weight (now 5000)")
+    assert ewc.non_finite_hint("ce").startswith("lower the learning rate optimizer.init_args.lr;")
 
 
 def test_old_hyper_parameters_fold_into_net_and_build_the_same_network():

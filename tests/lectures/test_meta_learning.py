@@ -16,7 +16,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from cli import main
 from datamodules.episodes import EpisodeSampler, EpisodicDataModule
+from datamodules.errors import SettingError
 from datamodules.few_shot_sources import GlyphSource, OmniglotSource
 from datamodules.sources import HFDatasetSource, ImageFolderSource, ImageSource, ImageSplits
 from lecture_modules.meta_learning.anil import ANIL
@@ -27,6 +29,7 @@ from lecture_modules.meta_learning.reptile import Reptile, reptile_task
 from tests.helpers import (
     CONFIGS,
     QUICK,
+    SMOKE,
     crash_after_checkpoint,
     run_cli,
     run_cli_parse_only,
@@ -219,18 +222,44 @@ def test_mean_ci95():
 
 
 def test_invalid_settings_name_the_argument():
-    with pytest.raises(ValueError, match=r"MAML.inner_lr"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.inner_lr must be > 0, got 0\.0$"):
         MAML(inner_lr=0.0)
-    with pytest.raises(ValueError, match=r"MAML.net.blocks: 4 pooling blocks"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net\.blocks must be at most 3 for \(8, 8\).* got 4$"):
         MAML(input_shape=(1, 8, 8))
-    with pytest.raises(ValueError, match=r"ANIL.net.hidden must be an integer >= 1, got 0"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net\.hidden must be an integer >= 1, got 0$"):
         ANIL(net=ConvNetSpec(hidden=0))
-    with pytest.raises(ValueError, match=r"Reptile.net: unknown field\(s\) \['widths'\]; allowed: hidden, blocks"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net: unknown field\(s\) \['widths'\]; allowed: hidden"):
         Reptile(net={"widths": [8]})
-    with pytest.raises(ValueError, match=r"FOMAML.adapt must be 'all' or 'head', got 'body'"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.adapt must be 'all' or 'head', got 'body'$"):
         FOMAML(adapt="body")
+    with pytest.raises(SettingError, match=r"^model\.init_args\.num_classes must be >= 2 \(.* data\.init_args\.ways"):
+        MAML(num_classes=1)
+    with pytest.raises(SettingError, match=r"^model\.init_args\.eval_inner_steps must be >= 1, got 0$"):
+        Reptile(eval_inner_steps=0)
     with pytest.raises(ValueError, match=r"episodes_per_epoch"):
         EpisodicDataModule(meta_batch_size=4, episodes_per_epoch=6)
+
+
+def test_a_meta_loss_that_blows_up_names_inner_lr_and_the_meta_step_size(capfd):
+    """Through cli.main: one error line naming the term, and a hint naming the inner-loop step first."""
+    blow_up = ["--model.init_args.inner_lr", "1e30"]
+    code = main(["fit", "--config", MAML_YAML, "--config", SMOKE, *SMALL, *NO_LOG, *blow_up])
+    err = capfd.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: MAML: loss term 'meta' is nan at global step 0 (epoch 0, stage 'train'). Training stopped."
+    ]
+    [hint] = [line for line in err.splitlines() if line.startswith("hint:")]
+    assert hint.startswith(
+        "hint: lower the inner-loop step model.init_args.inner_lr (now 1e+30) or the meta step size "
+        "optimizer.init_args.lr (now 0.001); or clip gradients (trainer.gradient_clip_val)"
+    )
+
+
+@pytest.mark.parametrize("cls", [MAML, FOMAML, ANIL, Reptile])
+def test_every_meta_learner_names_its_own_step_sizes_for_a_non_finite_loss(cls):
+    hint = cls(inner_lr=0.25, net=ConvNetSpec(hidden=4, blocks=1)).non_finite_hint("meta")
+    assert "model.init_args.inner_lr (now 0.25)" in hint and "optimizer.init_args.lr" in hint
 
 
 def test_the_network_is_one_spec_stored_as_plain_data():

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from callbacks.iterative_pruning import IterativePruning, schedule
+from datamodules.errors import SettingError
 from lecture_modules.nets import NetSpec, build_cnn
 from lecture_modules.pruning import Pruning, export_pruned
 from lecture_modules.pruning.core import (
@@ -199,11 +200,11 @@ def test_macs_follow_the_layer_shapes():
 
 
 def test_settings_are_validated_by_name():
-    with pytest.raises(ValueError, match="criterion 'taylor'"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.criterion must be 'l1' with .*unstructured.*'taylor'"):
         Pruning(method="unstructured", criterion="taylor")
-    with pytest.raises(ValueError, match=r"Pruning.net.dropout must be in \[0, 1\), got 1.0"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net\.dropout must be in \[0, 1\), got 1.0"):
         Pruning(net=NetSpec(dropout=1.0))
-    with pytest.raises(ValueError, match=r"Pruning.method 'structured' .* needs net.kind 'cnn', got 'mlp'"):
+    with pytest.raises(SettingError, match=r"^model\.init_args\.net\.kind must be 'cnn' with .*'structured'.*'mlp'"):
         Pruning(net=NetSpec(kind="mlp"), method="structured")
 
 
