@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from datamodules.errors import SettingError
 from lecture_modules.base import log_figure
 
 __all__ = ["COLUMNS", "IterativePruning", "pruning_figure", "schedule"]
@@ -55,16 +56,20 @@ COLUMNS = [
 ]
 
 
+def _bad_setting(name: str, allowed: str, value: object) -> SettingError:
+    """The error for a bad argument, named as a config writes it (the callback sits in ``trainer.callbacks``)."""
+    return SettingError(f"trainer.callbacks: IterativePruning's init_args.{name} must be {allowed}, got {value!r}")
+
+
 def schedule(target: float, amount_per_round: float) -> list[float]:
     """Cumulative sparsity after each round when every round removes ``amount_per_round`` of what remains.
 
     The last round is cut so the list ends exactly at ``target``: ``schedule(0.5, 0.2) == [0.2, 0.36, 0.488, 0.5]``.
     """
-    if not 0.0 <= target < 1.0 or not 0.0 < amount_per_round < 1.0:
-        raise ValueError(
-            f"IterativePruning needs 0 <= target_sparsity < 1 and 0 < amount_per_round < 1; got {target}, "
-            f"{amount_per_round}"
-        )
+    if not 0.0 <= target < 1.0:
+        raise _bad_setting("target_sparsity", "in [0, 1)", target)
+    if not 0.0 < amount_per_round < 1.0:
+        raise _bad_setting("amount_per_round", "in (0, 1)", amount_per_round)
     if target == 0.0:
         return []
     rounds = math.ceil(math.log(1.0 - target) / math.log(1.0 - amount_per_round) - 1e-9)
@@ -103,24 +108,20 @@ class IterativePruning(Callback):
             latency_repeats: timed forward passes per batch size (the median is reported); 0 skips timing.
         """
         self.levels = schedule(target_sparsity, amount_per_round)  # raises on a bad target / amount
-        if pretrain_epochs < 0 or epochs_per_round < 1:
-            raise ValueError(
-                f"IterativePruning needs pretrain_epochs >= 0 and epochs_per_round >= 1, got {pretrain_epochs}, "
-                f"{epochs_per_round}"
-            )
+        if pretrain_epochs < 0:
+            raise _bad_setting("pretrain_epochs", ">= 0", pretrain_epochs)
+        if epochs_per_round < 1:
+            raise _bad_setting("epochs_per_round", ">= 1", epochs_per_round)
         if rewind not in ("none", "init", "early"):
-            raise ValueError(f"IterativePruning.rewind must be 'none', 'init' or 'early', got {rewind!r}")
+            raise _bad_setting("rewind", "'none', 'init' or 'early'", rewind)
         if rewind == "early" and not 0 < rewind_epoch < max(1, pretrain_epochs):
-            raise ValueError(
-                f"IterativePruning.rewind_epoch must be in [1, pretrain_epochs) = [1, {pretrain_epochs}) for rewind: "
-                f"early, got {rewind_epoch}"
-            )
+            raise _bad_setting("rewind_epoch", f"in [1, pretrain_epochs) = [1, {pretrain_epochs}) for rewind: early",
+                               rewind_epoch)  # fmt: skip
         batch_sizes = list(latency_batch_sizes) if latency_batch_sizes is not None else [1, 64]
-        if not batch_sizes or min(batch_sizes) < 1 or latency_repeats < 0:
-            raise ValueError(
-                "IterativePruning needs latency_batch_sizes >= 1 and latency_repeats >= 0; got "
-                f"{latency_batch_sizes}, {latency_repeats}"
-            )
+        if not batch_sizes or min(batch_sizes) < 1:
+            raise _bad_setting("latency_batch_sizes", "a non-empty list of sizes >= 1", latency_batch_sizes)
+        if latency_repeats < 0:
+            raise _bad_setting("latency_repeats", ">= 0", latency_repeats)
         self.target_sparsity, self.pretrain_epochs, self.epochs_per_round = (
             target_sparsity,
             pretrain_epochs,

@@ -463,6 +463,11 @@ SETTING_CASES: list[Case] = [
         ("model.init_args.criterion", "'taylor'", "model.init_args.method"),
     ),
     Case(
+        "pruning-target-sparsity-out-of-range",
+        lambda d: smoke(CONFIGS / "pruning.yaml", "--trainer.callbacks.target_sparsity", "1.5"),
+        ("IterativePruning", "init_args.target_sparsity", "[0, 1)", "1.5"),
+    ),
+    Case(
         "distillation-temperature-not-positive",
         lambda d: smoke(CONFIGS / "distillation.yaml", "--model.init_args.temperature", "0"),
         ("model.init_args.temperature", "> 0", "got 0"),

@@ -43,11 +43,11 @@ def test_arguments_are_validated_by_name_and_keyword_only():
         IterativePruning(amount_per_round=0.0)
     with pytest.raises(ValueError, match="target_sparsity"):
         IterativePruning(target_sparsity=1.0)
-    with pytest.raises(ValueError, match=r"IterativePruning.rewind_epoch must be in \[1, pretrain_epochs\)"):
+    with pytest.raises(ValueError, match=r"init_args.rewind_epoch must be in \[1, pretrain_epochs\)"):
         IterativePruning(rewind="early", rewind_epoch=5, pretrain_epochs=3)
-    with pytest.raises(ValueError, match=r"IterativePruning\.rewind must be"):
+    with pytest.raises(ValueError, match=r"IterativePruning's init_args.rewind must be"):
         IterativePruning(rewind="late")
-    with pytest.raises(ValueError, match="epochs_per_round >= 1"):
+    with pytest.raises(ValueError, match="epochs_per_round must be >= 1"):
         IterativePruning(epochs_per_round=0)
     with pytest.raises(ValueError, match="latency_batch_sizes"):
         IterativePruning(latency_batch_sizes=[0])
