@@ -16,7 +16,9 @@ traceback of their cause.
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
+import itertools
 import os
 import sys
 import traceback
@@ -118,7 +120,7 @@ def lecture_cli_class() -> type:
             config = self.config[self.subcommand] if self.subcommand else self.config
             _refuse_optimizer_sections(config)
             _drop_lr_monitor_without_logger(config)
-            _default_run_folder(config)
+            _default_run_folder(config, _lecture_name(config, self.entries))
             _apply_wandb_defaults(config, self.subcommand or "run", self.entries)
 
         def instantiate_classes(self) -> None:
@@ -216,7 +218,8 @@ def _drop_lr_monitor_without_logger(config: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ checkpoints and run folders
-RUN_FOLDER = "runs"  # trainer.default_root_dir when unset: as W&B's save_dir in configs/base.yaml (git-ignored)
+RUN_FOLDER = "runs"  # where run folders go when trainer.default_root_dir is unset: as W&B's save_dir (git-ignored)
+RUN_FOLDER_ENV = "ML_LECTURES_RUN_FOLDER"  # rank 0's run folder, inherited by the DDP processes it launches
 LIGHTNING_CKPT_NAMES = ("best", "last", "hpc")  # --ckpt_path values Lightning resolves itself
 
 
@@ -308,12 +311,29 @@ def _resolved_by_lightning(ckpt_path: str) -> bool:
     return ckpt_path in LIGHTNING_CKPT_NAMES or ckpt_path.startswith("registry") or "://" in ckpt_path
 
 
-def _default_run_folder(config: Any) -> None:
-    """``trainer.default_root_dir`` left unset is ``runs/``, not the working directory: without a logger (or under
-    ``fast_dev_run``) the config copy, checkpoints, figures and predictions go there."""
+def _default_run_folder(config: Any, lecture: str) -> None:
+    """``trainer.default_root_dir`` left unset is a folder of this run's own, ``runs/<lecture>-<date>-<time>``, not
+    the working directory: without a logger (or under ``fast_dev_run``) the config copy, checkpoints, figures and
+    predictions go there, so two runs never share files."""
     trainer = config.get("trainer")
     if trainer is not None and trainer.get("default_root_dir") is None:
-        trainer["default_root_dir"] = RUN_FOLDER
+        trainer["default_root_dir"] = _new_run_folder(lecture)
+
+
+def _new_run_folder(lecture: str) -> str:
+    """A fresh ``runs/<lecture>-<date>-<time>[-n]``. Under DDP the other ranks take rank 0's: Lightning's launcher
+    starts them with rank 0's environment, where the name is left in ``ML_LECTURES_RUN_FOLDER``."""
+    inherited = os.environ.get(RUN_FOLDER_ENV)
+    if inherited and _process_rank() > 0:
+        return inherited
+    base = f"{RUN_FOLDER}/{lecture}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    folder = base
+    for n in itertools.count(1):
+        if not Path(folder).exists():
+            break
+        folder = f"{base}-{n}"
+    os.environ[RUN_FOLDER_ENV] = folder
+    return folder
 
 
 def _no_checkpoints_in_fast_dev_run(trainer: Any) -> None:

@@ -28,17 +28,20 @@ def test_a_smoke_run_twice_writes_no_checkpoint_and_nothing_outside_runs(tmp_pat
     written = files_under(tmp_path)
     assert all(p.parts[0] == "runs" for p in written), written
     assert not [p for p in written if p.suffix == ".ckpt"], written  # fast_dev_run saves no checkpoint
-    assert len(list((tmp_path / "runs" / "figures").glob("val_confusion_matrix-*.png"))) == 2
+    figures = sorted(Path("runs").glob("classification-*/figures/val_confusion_matrix-*.png"))
+    assert len({p.parts[1] for p in figures}) == 2, figures  # one run folder each
 
 
-def test_a_run_without_logger_twice_writes_only_under_runs_and_keeps_both_configs(tmp_path):
+def test_a_run_without_logger_twice_writes_each_into_its_own_run_folder(tmp_path):
     for _ in range(2):
         run_cli(*LOGGER_OFF)
     written = files_under(tmp_path)
     assert all(p.parts[0] == "runs" for p in written), written
-    runs = Path("runs")
-    assert {runs / "config.yaml", runs / "config-1.yaml"} <= set(written)
-    assert {runs / "checkpoints" / "last.ckpt", runs / "checkpoints" / "last-v1.ckpt"} <= set(written)
+    folders = sorted({p.parts[1] for p in written})
+    assert len(folders) == 2 and all(f.startswith("classification-") for f in folders), folders
+    for folder in folders:
+        run = Path("runs", folder)
+        assert {run / "config.yaml", run / "checkpoints" / "last.ckpt"} <= set(written), written
 
 
 def test_a_given_default_root_dir_is_the_run_folder(tmp_path):
@@ -79,3 +82,17 @@ def test_model_from_ckpt_takes_the_checkpoints_lecture_and_settings(tmp_path):
         "--ckpt_path", str(SHIPPED_TEACHER_CKPT), "--model_from_ckpt", "true",
     )  # fmt: skip
     assert tested.model.hparams["net"]["widths"] == [32, 64, 128]
+
+
+def test_ddp_processes_started_by_rank_0_take_its_run_folder(tmp_path, monkeypatch):
+    """Lightning's DDP launcher starts the other ranks with rank 0's environment: they reuse its folder name, while
+    every fresh rank-0 process makes its own (the second in the same second gets a suffix)."""
+    monkeypatch.delenv(cli.RUN_FOLDER_ENV, raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    first = cli._new_run_folder("maml")
+    assert first.startswith("runs/maml-") and os.environ[cli.RUN_FOLDER_ENV] == first
+    Path(first).mkdir(parents=True)
+    second = cli._new_run_folder("maml")
+    assert second != first and second.startswith("runs/maml-")
+    monkeypatch.setenv("RANK", "1")
+    assert cli._new_run_folder("maml") == second
