@@ -251,8 +251,8 @@ def iterative_attack(
     _check(eps, steps, norm)
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
-    x = x.detach()
     with victim_mode(model):
+        x, y = x.detach().clone(), y.clone()  # normal tensors, also when made under inference mode
 
         def loss_of(inputs: torch.Tensor) -> torch.Tensor:
             return attack_loss(model, inputs, y, targeted=targeted, normalize=normalize)  # (B,)
@@ -369,12 +369,12 @@ def carlini_wagner_l2(
     iterations; the default lr 0.05 suits the few hundred iterations a lecture can afford."""
     if steps < 1 or search_steps < 1:
         raise ValueError(f"steps and search_steps must be >= 1, got {steps} and {search_steps}")
-    x = x.detach()
     n = len(x)
-    const = torch.full((n,), float(c), device=x.device)
-    lower, upper = torch.zeros_like(const), torch.full_like(const, math.inf)
-    best, best_norm = x.clone(), torch.full((n,), math.inf, device=x.device)
     with victim_mode(model):
+        x, y = x.detach().clone(), y.clone()  # normal tensors, also when made under inference mode
+        const = torch.full((n,), float(c), device=x.device)
+        lower, upper = torch.zeros_like(const), torch.full_like(const, math.inf)
+        best, best_norm = x.clone(), torch.full((n,), math.inf, device=x.device)
         for _ in range(search_steps):
             w = torch.atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)  # (B, C, H, W)
             optimizer = torch.optim.Adam([w], lr=lr)
