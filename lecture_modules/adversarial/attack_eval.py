@@ -297,12 +297,15 @@ class AttackEvaluation(LectureModule):
         self._log_cells("val", self.val_cells)
 
     # ------------------------------------------------------------------ test: the full report
-    def test_step(self, batch, batch_idx: int) -> None:
+    def on_test_start(self) -> None:
+        """After a ``--ckpt_path`` is restored: networks trained by ``fit`` must have been trained."""
         if len(self.trained) and not bool(self.fitted):
             raise SettingError(
                 f"networks {list(self.trained)} are trained by fit and these are untrained: run fit first, or test "
                 "with --ckpt_path <that run's checkpoint>"
             )
+
+    def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
         x01, hp, cell = self.normalize.inverse(x), self.hparams, self.cells["test"].index
         with torch.no_grad():

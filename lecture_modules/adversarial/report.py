@@ -53,7 +53,8 @@ def examples_figure(
 
     def show(ax, image: torch.Tensor, title: str) -> None:
         image = image.detach().cpu().clamp(0, 1)
-        ax.imshow(image[0] if image.shape[0] == 1 else image.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        pixels = (image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy()
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=7)
         ax.axis("off")
 

@@ -15,6 +15,16 @@ from lecture_modules.adversarial.defences import (
     MedianSmoothing,
     make_defence,
 )
+from tests.helpers import (
+    CONFIGS,
+    CPU,
+    QUICK,
+    SMOKE,
+    crash_after_checkpoint,
+    run_cli,
+    run_cli_subprocess,
+    state_dict_equal,
+)
 
 LINF_SIGN_ATTACKS = ["fgsm", "ifgsm", "pgd", "mifgsm", "difgsm"]
 
@@ -250,3 +260,132 @@ def test_defences_change_images_as_their_strength_says():
     assert err[95] < err[10]
     with pytest.raises(ValueError, match="unknown defence 'blur'"):
         make_defence("blur", 3)
+
+
+# ------------------------------------------------------------------------------------------------- lectures
+PGD_AT, FAST_AT, ATTACK_EVAL = (str(CONFIGS / f"{name}.yaml") for name in ("pgd_at", "fast_at", "attack_eval"))
+OFFLINE = ["--trainer.logger", "false", *QUICK]
+
+
+def test_image_data_module_says_how_it_standardises():
+    from datamodules.image import ImageDataModule
+
+    data = ImageDataModule(image_size=16)
+    data.setup("fit")
+    mean, std = data.pixel_stats
+    x = data.train_dataloader().dataset.tensors[0]
+    pixels = x * std + mean
+    assert mean.shape == (1, 1, 1, 1) and pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert ImageDataModule(normalize=False).pixel_stats is None
+
+
+@pytest.mark.parametrize("config", [PGD_AT, FAST_AT])
+def test_adversarial_training_configs_run_and_log_clean_and_robust_accuracy(config):
+    cli = run_cli("fit", "--config", config, "--config", SMOKE)
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "train/adv_acc", "val/acc", "val/robust_acc"} <= set(metrics)
+    mean, std = cli.datamodule.pixel_stats  # the budget is in pixels: the lecture took the data's standardisation
+    assert torch.equal(cli.model.normalize.mean, mean) and torch.equal(cli.model.normalize.std, std)
+    assert cli.model.hparams.steps == (1 if config == FAST_AT else 7)
+
+
+def test_bad_settings_name_their_config_keys():
+    from datamodules.errors import SettingError
+    from lecture_modules.adversarial.attack_eval import AttackEvaluation
+    from lecture_modules.adversarial.pgd_at import PGDAdversarialTraining
+
+    with pytest.raises(SettingError, match=r"model\.init_args\.epsilon must be a finite number >= 0.*-0\.1"):
+        PGDAdversarialTraining(epsilon=-0.1)
+    with pytest.raises(SettingError, match=r"model\.init_args\.eval_steps must be >= 1.*got 0"):
+        PGDAdversarialTraining(eval_steps=0)
+    with pytest.raises(
+        SettingError, match=r"model\.init_args\.attacks: unknown attack\(s\) \['deepfool'\]; known: fgsm"
+    ):
+        AttackEvaluation(attacks=["pgd", "deepfool"])
+    with pytest.raises(SettingError, match=r"model\.init_args\.epsilons must list budgets >= 0"):
+        AttackEvaluation(epsilons=[0.1, -1.0])
+    with pytest.raises(SettingError, match=r"model\.init_args\.steps must be >= 1"):
+        AttackEvaluation(steps=0)
+    with pytest.raises(SettingError, match=r"model\.init_args\.defences\[0\] is 'jpeg'; write <name>:<strength>"):
+        AttackEvaluation(defences=["jpeg"])
+    with pytest.raises(SettingError, match=r"model\.init_args\.transfer_attack must be one of"):
+        AttackEvaluation(transfer_attack="cw")
+
+
+def test_a_bad_epsilon_on_the_command_line_ends_in_one_line(capsys):
+    from cli import main
+
+    assert main(["fit", "--config", PGD_AT, "--config", SMOKE, "--model.init_args.epsilon", "-1"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model.init_args.epsilon" in errors[0] and "Traceback" not in err
+
+
+def test_attack_evaluation_fits_its_zoo_and_tests_every_attack_transfer_and_defence(tmp_path):
+    args = [
+        "fit", "--config", ATTACK_EVAL, *OFFLINE, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path),
+        "--data.init_args.eval_batch_size", "16",
+        "--model.init_args.attacks", "[fgsm, pgd, cw]", "--model.init_args.epsilons", "[0, 0.1]",
+        "--model.init_args.l2_epsilons", "[1.0]", "--model.init_args.steps", "2", "--model.init_args.cw_steps", "3",
+        "--model.init_args.defences", "[bit_depth:3]",
+    ]  # fmt: skip
+    cli = run_cli(*args)
+    val = cli.trainer.callback_metrics
+    assert {"val/acc", "val/robust_acc", "val/transfer_acc", "val/acc_mlp_victim", "val/acc_cnn_proxy"} <= set(val)
+    assert float(val["val/acc_digits_cnn"]) > 0.9  # the shipped CNN, loaded through load_lecture
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    assert m["test/robust_acc_fgsm_eps0"] == m["test/acc"] == m["test/acc_digits_cnn"]  # eps = 0 is clean
+    assert m["test/robust_acc_pgd_eps0.1"] <= m["test/robust_acc_fgsm_eps0.1"] + 0.25
+    assert m["test/robust_acc"] <= min(m["test/robust_acc_fgsm_eps0.1"], m["test/robust_acc_pgd_eps0.1"])
+    assert {"test/robust_acc_pgd_eps0.1_uint8", "test/robust_acc_cw_eps1_uint8"} <= set(m)  # after PNG rounding
+    rows, victims = ("cnn_proxy", "mlp_proxy", "ensemble"), ("digits_cnn", "mlp_victim")
+    assert {f"test/transfer_acc_{r}_to_{v}" for r in rows for v in victims} <= set(m)
+    assert {f"test/defence_bit_depth3_digits_cnn_{k}" for k in ("acc", "robust_acc_masked", "robust_acc_bpda")} <= set(
+        m
+    )
+    figures = {p.name.split("-step")[0] for p in (tmp_path / "figures").glob("*.png")}
+    assert {"test_robust_acc_vs_eps", "test_transfer_matrix", "test_perturbation_examples"} <= figures
+
+
+def test_attack_evaluation_refuses_to_test_networks_it_has_not_trained(tmp_path):
+    from datamodules.errors import SettingError
+
+    with pytest.raises(SettingError, match="run fit first, or test with --ckpt_path"):
+        run_cli(
+            "test", "--config", ATTACK_EVAL, *OFFLINE, "--trainer.callbacks=[]", "--trainer.limit_test_batches", "1",
+            "--trainer.default_root_dir", str(tmp_path),
+        )  # fmt: skip
+
+
+def test_fast_adversarial_training_resumes_exactly(tmp_path):
+    """The random starts come from the global RNG, which the checkpoint carries: a run interrupted after step 3 and
+    resumed ends with the weights of one that never stopped."""
+    base = [
+        "fit", "--config", FAST_AT, "--config", CPU, *OFFLINE, "--trainer.callbacks=[]", "--trainer.max_steps", "6",
+        "--trainer.limit_val_batches", "0", "--data.init_args.limit_train_samples", "256",
+        "--model.init_args.net.dropout", "0.2",
+    ]  # fmt: skip
+    full = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "full"))
+    reference = {k: v.clone() for k, v in full.model.state_dict().items()}
+    ckpt = crash_after_checkpoint(base, 3, tmp_path / "ckpt")
+    resumed = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
+    assert resumed.trainer.global_step == 6
+    assert state_dict_equal(resumed.model.state_dict(), reference), "resumed weights differ from the full run"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["net"]["kind"] == "cnn"
+
+
+@pytest.mark.slow
+def test_ddp_adversarial_training_agrees_across_ranks(tmp_path):
+    import json
+
+    result = run_cli_subprocess(
+        "fit", "--config", FAST_AT, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+        "--trainer.devices", "2", *OFFLINE, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+        "--trainer.callbacks+=tests.helpers.MetricsDump", "--trainer.callbacks.out_dir", str(tmp_path / "dump"),
+        "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / "dump" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
+    assert {"val/acc", "val/robust_acc"} <= set(rank0) and rank0 == rank1
