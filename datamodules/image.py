@@ -22,6 +22,7 @@ from datamodules.sources import DigitsSource, ImageSource, ImageSplits
 
 __all__ = [
     "ImageDataModule",
+    "channel_stats",
     "check_split_labels",
     "conform_images",
     "make_loader",
@@ -92,10 +93,16 @@ def check_split_labels(labels: torch.Tensor, num_classes: int, where: str, unlab
         raise DataFileError(f"{where} has label {value}, outside the {num_classes} classes 0..{num_classes - 1}")
 
 
-def standardize(parts: dict[str, tuple[torch.Tensor, torch.Tensor]], reference: torch.Tensor) -> dict:
-    """Standardise every part's images with the per-channel mean and std of ``reference`` (N, C, H, W)."""
+def channel_stats(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (each (1, C, 1, 1)) of ``reference`` (N, C, H, W), as :func:`standardize` uses."""
     mean = reference.mean(dim=(0, 2, 3), keepdim=True)
     std = reference.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return mean, std
+
+
+def standardize(parts: dict[str, tuple[torch.Tensor, torch.Tensor]], reference: torch.Tensor) -> dict:
+    """Standardise every part's images with the per-channel mean and std of ``reference`` (N, C, H, W)."""
+    mean, std = channel_stats(reference)
     return {k: ((x - mean) / std, y) for k, (x, y) in parts.items()}
 
 
@@ -194,6 +201,7 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self._data: dict[str, TensorDataset] | None = None
         self.classes: list[str] = []
+        self._pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def name_settings(self, config_key: str) -> None:
         """Record where this DataModule sits in the config (``data``; a wrapping DataModule calls this with its own
@@ -211,6 +219,13 @@ class ImageDataModule(L.LightningDataModule):
         self._ensure_loaded()
         return tuple(self._data["train"].tensors[0].shape[1:])  # (C, H, W)
 
+    @property
+    def pixel_stats(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, std), each (1, C, 1, 1), that map the [0, 1] images to the batches (``(x01 - mean) / std``); None
+        without ``normalize``. Attacks use them to state budgets in pixel space."""
+        self._ensure_loaded()
+        return self._pixel_stats
+
     # ------------------------------------------------------------------ loading
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
@@ -227,6 +242,7 @@ class ImageDataModule(L.LightningDataModule):
             check_split_labels(labels, len(self.classes), f"{self.source.describe()}: split '{name}'")
         conformed = {k: (conform_images(xi, self.channels, self.image_size), yi) for k, (xi, yi) in parts.items()}
         if self.normalize:
+            self._pixel_stats = channel_stats(conformed["train"][0])
             conformed = standardize(conformed, conformed["train"][0])
         data = {k: TensorDataset(xi, yi) for k, (xi, yi) in conformed.items() if len(yi)}
         if self.indexed:

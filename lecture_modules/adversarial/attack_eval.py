@@ -1,0 +1,466 @@
+"""Attack evaluation — lecture 10 / HW10: white-box, transfer and ensemble attacks on trained classifiers.
+
+The lecture's experiment, RobustBench-style (clean and robust accuracy, the attack and its budget, always together):
+
+1. The zoo: ``victims`` and ``proxies`` are checkpoints of any registered classifier lecture (rebuilt with
+   :func:`lecture_modules.checkpoints.load_lecture`, frozen; default victim: the shipped digits CNN,
+   ``builtin:digits_cnn``), or small networks trained here by ``fit`` on the clean data (seconds on the digits).
+2. White box (``test``): every attack of ``attacks`` (FGSM, I-FGSM, PGD, MI-FGSM, DI2-FGSM at each L-inf budget of
+   ``epsilons``; PGD-L2 and C&W at each of ``l2_epsilons``) against the first victim: robust accuracy, and after
+   rounding the adversarial images to uint8 PNG pixels; a robust-accuracy-versus-eps figure and perturbation
+   examples.
+3. Black box (``test``): ``transfer_attack`` crafted on each proxy, and on their ensemble (``ensemble``: logit or
+   loss averaging), at ``epsilon``, scored on every victim: the transfer matrix (rows: proxies, columns: victims).
+4. Defences (``test``): each of ``defences`` (``jpeg:<quality>``, ``bit_depth:<bits>``, ``median:<kernel>``) in
+   front of the first victim: clean accuracy, PGD through the masked gradient, and PGD with BPDA (Athalye et al.
+   2018): the adaptive attack that the defence must be judged by.
+
+``fit`` trains the zoo's own networks and validates clean accuracy (``val/acc``, first victim), PGD white-box
+robust accuracy (``val/robust_acc``) and transfer accuracy from the proxy ensemble (``val/transfer_acc``) at
+``epsilon``. Budgets are [0, 1] pixel units, applied through the DataModule's standardisation.
+
+Run: ``python cli.py fit --config configs/attack_eval.yaml`` then ``python cli.py test --config
+configs/attack_eval.yaml --ckpt_path <the run's last.ckpt>`` (or ``test`` alone when every model is a checkpoint).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import Metric
+
+import lecture_modules
+from datamodules.errors import CheckpointError, SettingError
+from lecture_modules.adversarial.core import ATTACKS, Ensemble, Normalize, pgd, quantize_uint8, within_budget
+from lecture_modules.adversarial.defences import DEFENCES, InputTransformDefence, make_defence
+from lecture_modules.adversarial.pgd_at import check_budget
+from lecture_modules.adversarial.report import examples_figure, robustness_curve_figure, transfer_figure
+from lecture_modules.base import LectureModule
+from lecture_modules.checkpoints import load_lecture
+from lecture_modules.nets import NetSpec, Spec
+
+__all__ = ["AttackEvaluation", "ZooSpec"]
+
+# The digits CNN shipped with the distillation lecture (configs/classification.yaml's network, trained on the same
+# seeded split). Named by file, not imported: topics never import each other.
+BUILTIN_MODELS = {
+    "digits_cnn": Path(lecture_modules.__file__).resolve().parent
+    / "distillation"
+    / "assets"
+    / "digits_cnn_teacher.ckpt"
+}
+DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm", "difgsm", "pgd_l2", "cw")
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ZooSpec(Spec):
+    """One model of the zoo: a checkpoint (``path``), or a network trained by ``fit`` (``path`` null).
+
+    Attributes:
+        name: a short name for metric keys and figures (letters, digits, underscores).
+        path: a Lightning checkpoint of any registered classifier lecture, or ``builtin:digits_cnn``.
+        kind: ``mlp`` or ``cnn``, for a network trained here.
+        widths: its hidden units or channels (null: the kind's default).
+    """
+
+    name: str = "victim"
+    path: str | None = None
+    kind: Literal["mlp", "cnn"] = "cnn"
+    widths: list[int] | None = None
+
+    def validate(self, owner: str = "zoo") -> None:
+        if not NAME.match(self.name):
+            raise SettingError(f"{owner}.name must be letters, digits and underscores, got {self.name!r}")
+        NetSpec(kind=self.kind, widths=self.widths).validate(owner)
+
+    def net(self) -> NetSpec:
+        return NetSpec(kind=self.kind, widths=self.widths)
+
+
+class CellAccuracy(Metric):
+    """Correct predictions per named cell (attack, budget, victim, ...), summed across processes."""
+
+    full_state_update = False
+
+    def __init__(self, cells: int) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.zeros(cells, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.zeros(cells, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, cell: int, correct: torch.Tensor) -> None:
+        """``correct``: (B,) booleans, one per sample."""
+        self.correct[cell] += correct.sum()
+        self.total[cell] += len(correct)
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp_min(1).float()
+
+
+class AttackEvaluation(LectureModule):
+    """Adversarial attack evaluation: white-box, transfer and ensemble attacks on classifiers, and defences (HW10)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (1, 8, 8),
+        victims: list[ZooSpec] | None = None,
+        proxies: list[ZooSpec] | None = None,
+        attacks: list[str] | None = None,
+        epsilons: list[float] | None = None,
+        l2_epsilons: list[float] | None = None,
+        epsilon: float = 0.1,
+        steps: int = 10,
+        restarts: int = 1,
+        transfer_attack: str = "mifgsm",
+        ensemble: Literal["logits", "loss"] = "logits",
+        cw_steps: int = 100,
+        defences: list[str] | None = None,
+        examples: int = 4,
+    ) -> None:
+        """
+        Args:
+            num_classes: number of classes (linked from the DataModule by the CLI).
+            input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
+            victims: the attacked models (columns of the transfer matrix); null: the shipped digits CNN.
+            proxies: the models transfer attacks are crafted on (rows of the transfer matrix); null: none.
+            attacks: white-box attacks run by ``test`` (null: all of fgsm, ifgsm, pgd, mifgsm, difgsm, pgd_l2, cw).
+            epsilons: L-inf budgets of the robust-accuracy curves, [0, 1] pixels (null: 0, 0.02, 0.05, 0.1, 0.2).
+            l2_epsilons: L2 budgets of the curves of pgd_l2 and cw (null: 0, 0.5, 1, 2).
+            epsilon: the headline L-inf budget: ``val/robust_acc``, ``test/robust_acc`` and the transfer matrix.
+            steps: steps of the iterative attacks (step size eps / steps; PGD: 2.5 eps / steps).
+            restarts: random restarts of PGD.
+            transfer_attack: the attack crafted on the proxies (an L-inf attack of ``attacks``' names).
+            ensemble: how the proxy ensemble is attacked: averaged ``logits`` or averaged ``loss``.
+            cw_steps: Adam iterations of C&W per binary-search round (5 rounds).
+            defences: input transforms put in front of the first victim by ``test``: ``jpeg:<quality>``,
+                ``bit_depth:<bits>``, ``median:<kernel>``.
+            examples: test images shown in the perturbation-examples figure.
+        """
+        super().__init__()
+        victims = [ZooSpec.of(v, owner=f"model.init_args.victims[{i}]") for i, v in enumerate(victims or [])] or [
+            ZooSpec(name="digits_cnn", path="builtin:digits_cnn")
+        ]
+        proxies = [ZooSpec.of(p, owner=f"model.init_args.proxies[{i}]") for i, p in enumerate(proxies or [])]
+        attacks = list(DEFAULT_ATTACKS if attacks is None else attacks)
+        epsilons = [0.0, 0.02, 0.05, 0.1, 0.2] if epsilons is None else list(epsilons)
+        epsilons = sorted({*epsilons, epsilon})  # the headline budget is always on the curve
+        l2_epsilons = [0.0, 0.5, 1.0, 2.0] if l2_epsilons is None else list(l2_epsilons)
+        self._validate(victims, proxies, attacks, epsilons, l2_epsilons, transfer_attack, defences or [])
+        check_budget(epsilon=epsilon, steps=steps, restarts=restarts, cw_steps=cw_steps)
+        self.save_hyperparameters(ignore=["victims", "proxies"])
+        self.hparams.update(
+            victims=[v.as_dict() for v in victims], proxies=[p.as_dict() for p in proxies], attacks=attacks,
+            epsilons=epsilons, l2_epsilons=l2_epsilons, defences=list(defences or []),
+        )  # fmt: skip
+        self.victim_specs, self.proxy_specs = victims, proxies
+        # Networks trained here are submodules (optimised, saved); checkpoints are loaded, frozen, kept outside.
+        self.trained = nn.ModuleDict(
+            {s.name: s.net().build(input_shape, num_classes) for s in victims + proxies if s.path is None}
+        )
+        self._loaded: dict[str, nn.Module] = {}
+        self.normalize = Normalize(torch.zeros(input_shape[0]), torch.ones(input_shape[0]))
+        self.register_buffer("fitted", torch.tensor(False))  # the trained networks have seen at least one step
+        self.example_input_array = torch.zeros(2, *input_shape)
+        self.cells = self._cells()
+        self.val_cells, self.test_cells = CellAccuracy(len(self.cells["val"])), CellAccuracy(len(self.cells["test"]))
+        self._examples: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def _validate(victims, proxies, attacks, epsilons, l2_epsilons, transfer_attack, defences) -> None:
+        names = [s.name for s in victims + proxies]
+        if len(set(names)) != len(names):
+            raise SettingError(f"model.init_args.victims and proxies need distinct names, got {names}")
+        unknown = [a for a in attacks if a not in ATTACKS]
+        if unknown or not attacks:
+            raise SettingError(f"model.init_args.attacks: unknown attack(s) {unknown}; known: {', '.join(ATTACKS)}")
+        if transfer_attack not in ATTACKS or ATTACKS[transfer_attack][1] != "linf" or transfer_attack == "cw":
+            linf = [a for a, (_, n) in ATTACKS.items() if n == "linf"]
+            raise SettingError(f"model.init_args.transfer_attack must be one of {linf}, got {transfer_attack!r}")
+        for key, values in (("epsilons", epsilons), ("l2_epsilons", l2_epsilons)):
+            bad = [e for e in values if not 0 <= e < float("inf")]
+            if bad or not values:
+                raise SettingError(f"model.init_args.{key} must list budgets >= 0 ([0, 1] pixel units), got {values}")
+        for i, text in enumerate(defences):
+            name, _, strength = text.partition(":")
+            if name not in DEFENCES or not strength.isdigit():
+                raise SettingError(
+                    f"model.init_args.defences[{i}] is {text!r}; write <name>:<strength> with a name of "
+                    f"{', '.join(DEFENCES)} (jpeg:75, bit_depth:4, median:3)"
+                )
+            try:
+                make_defence(name, int(strength))
+            except ValueError as exc:
+                raise SettingError(f"model.init_args.defences[{i}]: {exc}") from exc
+
+    def _cells(self) -> dict[str, list[str]]:
+        """The metric names (without the stage prefix) each stage accumulates, in a fixed order."""
+        hp, first = self.hparams, self.victim_specs[0].name
+        val = ["acc", "robust_acc"] + (["transfer_acc"] if self.proxy_specs else [])
+        val += [f"acc_{s.name}" for s in self.victim_specs + self.proxy_specs]
+        test = ["acc", "robust_acc"] + [f"acc_{s.name}" for s in self.victim_specs + self.proxy_specs]
+        for attack in hp.attacks:  # white box on the first victim
+            for eps in hp.epsilons if ATTACKS[attack][1] == "linf" else hp.l2_epsilons:
+                test += [f"robust_acc_{attack}_eps{eps:g}" + s for s in ("", "_uint8")]
+        for row in self._transfer_rows():
+            test += [f"transfer_acc_{row}_to_{v.name}" for v in self.victim_specs]
+        for defence in hp.defences:
+            tag = defence.replace(":", "")
+            test += [f"defence_{tag}_{first}_{m}" for m in ("acc", "robust_acc_masked", "robust_acc_bpda")]
+        return {"val": val, "test": test}
+
+    def _transfer_rows(self) -> list[str]:
+        rows = [p.name for p in self.proxy_specs]
+        return rows + (["ensemble"] if len(rows) > 1 else [])
+
+    # ------------------------------------------------------------------ the zoo
+    def model(self, name: str) -> nn.Module:
+        """A zoo model by name (its forward takes the DataModule's standardised inputs)."""
+        return self.trained[name] if name in self.trained else self._loaded[name]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.victim_specs[0].name)(x)  # (B, C, H, W) -> (B, K): the first victim
+
+    def setup(self, stage: str) -> None:
+        """Load the checkpoint models (frozen) and take the DataModule's standardisation."""
+        for spec in self.victim_specs + self.proxy_specs:
+            if spec.path is not None and spec.name not in self._loaded:
+                self._loaded[spec.name] = self._load(spec).to(self.device)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        stats = getattr(datamodule, "pixel_stats", None) if datamodule is not None else None
+        if stats is not None:
+            self.normalize.mean.copy_(stats[0].reshape(self.normalize.mean.shape))
+            self.normalize.std.copy_(stats[1].reshape(self.normalize.std.shape))
+        if stage == "fit" and not len(self.trained):
+            raise SettingError(
+                "model.init_args.victims and proxies are all checkpoints: there is nothing to train. Run "
+                "`python cli.py test` with this config instead of `fit`."
+            )
+
+    def _load(self, spec: ZooSpec) -> nn.Module:
+        path = spec.path
+        if path.startswith("builtin:"):
+            if path[len("builtin:") :] not in BUILTIN_MODELS:
+                raise SettingError(f"unknown built-in model {path!r}; available: builtin:digits_cnn")
+            path = str(BUILTIN_MODELS[path[len("builtin:") :]])
+        try:
+            model = load_lecture(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CheckpointError(f"model {spec.name!r} ({spec.path}): {exc}") from exc
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            out = model.logits(self.example_input_array)
+        if out.shape[-1] != self.hparams.num_classes:
+            raise CheckpointError(
+                f"model {spec.name!r} ({spec.path}) has {out.shape[-1]} classes; the data has "
+                f"{self.hparams.num_classes}"
+            )
+        return _Logits(model)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for model in self._loaded.values():  # device moves reach the frozen models although they are not submodules
+            model._apply(fn, recurse)
+        return self
+
+    # ------------------------------------------------------------------ fit: the zoo's own networks
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        self.fitted.fill_(True)
+        return self.combine_losses({name: F.cross_entropy(net(x), y) for name, net in self.trained.items()})
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        x01, first, cell = self.normalize.inverse(x), self.victim_specs[0].name, self.cells["val"].index
+        with torch.no_grad():
+            for spec in self.victim_specs + self.proxy_specs:
+                self.val_cells.update(cell(f"acc_{spec.name}"), self.model(spec.name)(x).argmax(-1) == y)
+            self.val_cells.update(cell("acc"), self(x).argmax(-1) == y)
+        generator = torch.Generator().manual_seed(batch_idx)
+        x_adv = pgd(self.model(first), x01, y, eps=self.hparams.epsilon, steps=self.hparams.steps,
+                    normalize=self.normalize, generator=generator)  # fmt: skip
+        self._score(self.val_cells, cell("robust_acc"), first, x_adv, y)
+        if self.proxy_specs:
+            x_adv = self._transfer_examples([p.name for p in self.proxy_specs], x01, y, batch_idx)
+            self._score(self.val_cells, cell("transfer_acc"), first, x_adv, y)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_cells("val", self.val_cells)
+
+    # ------------------------------------------------------------------ test: the full report
+    def on_test_start(self) -> None:
+        """After a ``--ckpt_path`` is restored: networks trained by ``fit`` must have been trained."""
+        if len(self.trained) and not bool(self.fitted):
+            raise SettingError(
+                f"networks {list(self.trained)} are trained by fit and these are untrained: run fit first, or test "
+                "with --ckpt_path <that run's checkpoint>"
+            )
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        x01, hp, cell = self.normalize.inverse(x), self.hparams, self.cells["test"].index
+        with torch.no_grad():
+            for spec in self.victim_specs + self.proxy_specs:
+                self.test_cells.update(cell(f"acc_{spec.name}"), self.model(spec.name)(x).argmax(-1) == y)
+            self.test_cells.update(cell("acc"), self(x).argmax(-1) == y)
+        shown = self._white_box(x01, y, batch_idx)
+        for row in self._transfer_rows():
+            sources = [p.name for p in self.proxy_specs] if row == "ensemble" else [row]
+            x_adv = self._transfer_examples(sources, x01, y, batch_idx)
+            for victim in self.victim_specs:
+                self._score(self.test_cells, cell(f"transfer_acc_{row}_to_{victim.name}"), victim.name, x_adv, y)
+        self._defences(x01, y, batch_idx)
+        if batch_idx == 0 and self._examples is None:
+            self._examples = {"clean": x01[: hp.examples], "labels": y[: hp.examples]}
+            self._examples.update({k: v[: hp.examples] for k, v in shown.items()})
+
+    def _white_box(self, x01: torch.Tensor, y: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Every attack at every budget on the first victim, scored before and after uint8 rounding; also the
+        per-sample worst case over the L-inf attacks at ``epsilon`` (``test/robust_acc``). Returns the adversarial
+        images at ``epsilon`` by attack."""
+        hp, victim, cell = self.hparams, self.victim_specs[0].name, self.cells["test"].index
+        worst = torch.ones_like(y, dtype=torch.bool)  # the victim survives every L-inf attack at epsilon
+        shown: dict[str, torch.Tensor] = {}
+        for attack in hp.attacks:
+            fn, norm = ATTACKS[attack]
+            cw = None  # a minimum-norm attack: run once, then scored at each budget
+            if attack == "cw":
+                cw = fn(self.model(victim), x01, y, steps=hp.cw_steps, normalize=self.normalize)
+            for eps in hp.epsilons if norm == "linf" else hp.l2_epsilons:
+                if eps == 0:  # every attack returns x itself at eps = 0 (tested): the clean images
+                    x_adv = x01
+                elif cw is not None:
+                    x_adv = within_budget(x01, cw, eps, norm)
+                else:
+                    x_adv = self._attack(attack, victim, x01, y, eps, batch_idx)
+                key = f"robust_acc_{attack}_eps{eps:g}"
+                correct = self._score(self.test_cells, cell(key), victim, x_adv, y)
+                self._score(self.test_cells, cell(key + "_uint8"), victim, quantize_uint8(x_adv), y)
+                if norm == "linf" and eps == hp.epsilon:
+                    worst &= correct
+                    shown[attack] = x_adv
+        self.test_cells.update(cell("robust_acc"), worst)
+        return shown
+
+    def _attack(self, attack: str, victim: str, x01, y, eps: float, batch_idx: int) -> torch.Tensor:
+        fn, norm = ATTACKS[attack]
+        kw: dict[str, Any] = {"eps": eps, "normalize": self.normalize}
+        if attack != "fgsm":
+            kw["steps"] = self.hparams.steps
+        if attack in ("pgd", "pgd_l2"):
+            kw.update(norm=norm, restarts=self.hparams.restarts, generator=torch.Generator().manual_seed(batch_idx))
+        if attack == "difgsm":
+            kw["generator"] = torch.Generator().manual_seed(batch_idx)
+        return fn(self.model(victim), x01, y, **kw)
+
+    def _transfer_examples(self, sources: list[str], x01, y, batch_idx: int) -> torch.Tensor:
+        """``transfer_attack`` crafted on one proxy, or on the ensemble of several."""
+        hp = self.hparams
+        models = [self.model(s) for s in sources]
+        proxy = models[0] if len(models) == 1 else Ensemble(models, mode=hp.ensemble)
+        fn, _ = ATTACKS[hp.transfer_attack]
+        kw: dict[str, Any] = {"eps": hp.epsilon, "normalize": self.normalize}
+        if hp.transfer_attack != "fgsm":
+            kw["steps"] = hp.steps
+        if hp.transfer_attack in ("pgd", "difgsm"):
+            kw["generator"] = torch.Generator().manual_seed(batch_idx)
+        return fn(proxy, x01, y, **kw)
+
+    def _defences(self, x01, y, batch_idx: int) -> None:
+        first, cell, hp = self.victim_specs[0].name, self.cells["test"].index, self.hparams
+        for text in hp.defences:
+            name, _, strength = text.partition(":")
+            tag = text.replace(":", "")
+            transform = make_defence(name, int(strength))
+            masked = InputTransformDefence(self.model(first), transform, normalize=self.normalize)
+            bpda = InputTransformDefence(self.model(first), transform, normalize=self.normalize, bpda=True)
+            with torch.no_grad():
+                self.test_cells.update(cell(f"defence_{tag}_{first}_acc"), masked(x01).argmax(-1) == y)
+            for mode, model in (("masked", masked), ("bpda", bpda)):
+                generator = torch.Generator().manual_seed(batch_idx)
+                x_adv = pgd(model, x01, y, eps=hp.epsilon, steps=hp.steps, generator=generator)
+                with torch.no_grad():
+                    correct = masked(x_adv).argmax(-1) == y
+                self.test_cells.update(cell(f"defence_{tag}_{first}_robust_acc_{mode}"), correct)
+
+    def _score(self, metric: CellAccuracy, index: int, victim: str, x_adv: torch.Tensor, y) -> torch.Tensor:
+        """Update one cell with the victim's predictions on ``x_adv`` (pixels); returns which were correct."""
+        with torch.no_grad():
+            correct = self.model(victim)(self.normalize(x_adv)).argmax(-1) == y
+        metric.update(index, correct)
+        return correct
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_cells("test", self.test_cells)
+        self._test_figures(values)
+
+    # ------------------------------------------------------------------ reporting
+    def _log_cells(self, stage: str, metric: CellAccuracy) -> dict[str, float]:
+        values = dict(zip(self.cells[stage], metric.compute().tolist()))  # synced across processes
+        metric.reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("acc", "robust_acc"))
+        return values
+
+    def _test_figures(self, values: dict[str, float]) -> None:
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        hp, first = self.hparams, self.victim_specs[0].name
+        curves = {}
+        for attack in hp.attacks:
+            norm = ATTACKS[attack][1]
+            budgets = hp.epsilons if norm == "linf" else hp.l2_epsilons
+            curves[attack] = (norm, budgets, [values[f"robust_acc_{attack}_eps{e:g}"] for e in budgets])
+        self.log_figure("test/robust_acc_vs_eps", robustness_curve_figure(curves, f"white-box attacks on {first}"))
+        rows = self._transfer_rows()
+        if rows:
+            columns = [v.name for v in self.victim_specs]
+            matrix = torch.tensor([[values[f"transfer_acc_{r}_to_{c}"] for c in columns] for r in rows])
+            title = f"victim accuracy under {hp.transfer_attack}, eps {hp.epsilon:g}"
+            self.log_figure("test/transfer_matrix", transfer_figure(matrix, rows, columns, title))
+            self._log_table(rows, columns, matrix)
+        if self._examples is not None and len(self._examples) > 2:
+            self._example_figure(first)
+
+    def _example_figure(self, first: str) -> None:
+        ex = self._examples
+        model = self.model(first)
+        adversarial = {k: v for k, v in ex.items() if k not in ("clean", "labels")}
+        with torch.no_grad():
+            preds = {k: model(self.normalize(v)).argmax(-1) for k, v in {"clean": ex["clean"], **adversarial}.items()}
+        gain = 0.5 / max(self.hparams.epsilon, 1e-3)  # a perturbation of eps shows as full contrast
+        figure = examples_figure(ex["clean"], adversarial, ex["labels"], preds, gain)
+        self.log_figure("test/perturbation_examples", figure)
+
+    def _log_table(self, rows: list[str], columns: list[str], matrix: torch.Tensor) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                data = [[r, *[round(100 * float(v), 2) for v in matrix[i]]] for i, r in enumerate(rows)]
+                logger.log_table("test/transfer_table", columns=["proxy", *columns], data=data)
+        lines = [
+            f"{r}: " + ", ".join(f"{c} {100 * float(v):.1f}" for c, v in zip(columns, matrix[i]))
+            for i, r in enumerate(rows)
+        ]
+        rank_zero_info("transfer matrix (victim accuracy %, rows: proxies): " + "; ".join(lines))
+
+
+class _Logits(nn.Module):
+    """A loaded lecture as a plain classifier: ``forward`` is its ``logits`` (the contract for other lectures)."""
+
+    def __init__(self, lecture: LectureModule) -> None:
+        super().__init__()
+        self.lecture = lecture
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lecture.logits(x)

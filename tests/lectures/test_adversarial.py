@@ -1,0 +1,391 @@
+"""Adversarial attacks and defences (lecture 10): invariants of the pure attacks and defences, then the lectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lecture_modules.adversarial import core
+from lecture_modules.adversarial.defences import (
+    BitDepth,
+    InputTransformDefence,
+    JpegCompression,
+    MedianSmoothing,
+    make_defence,
+)
+from tests.helpers import (
+    CONFIGS,
+    CPU,
+    QUICK,
+    SMOKE,
+    crash_after_checkpoint,
+    run_cli,
+    run_cli_subprocess,
+    state_dict_equal,
+)
+
+LINF_SIGN_ATTACKS = ["fgsm", "ifgsm", "pgd", "mifgsm", "difgsm"]
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    return x, torch.tensor(digits.target)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained on the 8x8 digits (pixels standardised by the model's Normalize), in under a second."""
+    torch.manual_seed(0)
+    x, y = _digits()
+    normalize = core.Normalize(x.mean().reshape(1), x.std().reshape(1))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        F.cross_entropy(model(normalize(x)), y).backward()
+        optimizer.step()
+    optimizer.zero_grad()  # no .grad left: the attacks must not create any
+    model.eval()
+    return model, normalize, x[:128], y[:128]
+
+
+def _run(name: str, model, x, y, normalize, eps: float = 0.1, **kw) -> torch.Tensor:
+    fn, norm = core.ATTACKS[name]
+    if name == "cw":
+        x_adv = fn(model, x, y, normalize=normalize, steps=30, search_steps=2, lr=0.1, **kw)
+        return core.within_budget(x, x_adv, eps, norm)
+    if name == "pgd_l2":
+        kw["norm"] = "l2"
+    return fn(model, x, y, eps=eps, normalize=normalize, **kw)
+
+
+def _loss(model, x, y, normalize) -> torch.Tensor:
+    with torch.no_grad():
+        return F.cross_entropy(model(normalize(x)), y, reduction="none")
+
+
+# ------------------------------------------------------------------------------------------------ the budget
+@pytest.mark.parametrize("name", sorted(core.ATTACKS))
+def test_every_attack_respects_its_budget_and_the_box_in_pixel_space(trained, name):
+    model, normalize, x, y = trained
+    eps = 0.1 if core.ATTACKS[name][1] == "linf" else 0.8
+    x_adv = _run(name, model, x, y, normalize, eps=eps)
+    norm = core.ATTACKS[name][1]
+    sizes = core.perturbation_norm(x_adv - x, norm)
+    assert sizes.max() <= eps + 1e-6, f"{name} exceeds its {norm} budget: {sizes.max():.6f} > {eps}"
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    # the budget is in pixels, not in the model's standardised units (std here is about 0.4, so a budget applied
+    # after normalisation would move pixels by only 0.4 eps)
+    if name in LINF_SIGN_ATTACKS:
+        assert sizes.max() >= 0.99 * eps
+    # round trip: standardise and map back, still the same images inside the box
+    back = normalize.inverse(normalize(x_adv))
+    assert torch.allclose(back, x_adv, atol=1e-6) and back.min() >= 0 and back.max() <= 1
+
+
+def test_l2_projection_rescales_only_the_samples_outside_the_ball():
+    delta = torch.stack([torch.full((1, 2, 2), 0.1), torch.full((1, 2, 2), 1.0)])  # L2 norms 0.2 and 2.0
+    projected = core.project(delta, 0.5, "l2")
+    assert torch.equal(projected[0], delta[0])
+    assert core.perturbation_norm(projected, "l2")[1].item() == pytest.approx(0.5)
+    assert torch.allclose(projected[1] / projected[1].norm(), delta[1] / delta[1].norm())
+
+
+# ------------------------------------------------------------------------------------------ attack geometry
+@pytest.mark.parametrize("label, sign", [(0, 1.0), (1, -1.0)])
+def test_fgsm_on_a_linear_model_moves_exactly_along_sign_w(label, sign):
+    torch.manual_seed(0)
+    w = torch.randn(16)
+    w[w.abs() < 0.05] = 0.1  # no zero weights: sign(w) is +-1 everywhere
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.zeros(16), w]))  # logit 1 - logit 0 = w . x
+        model[1].bias.zero_()
+    x = 0.2 + 0.6 * torch.rand(3, 1, 4, 4)  # inside the box by more than eps: no clipping
+    y = torch.full((3,), label)
+    normalize = core.Normalize([0.5], [0.25])
+    x_adv = core.fgsm(model, x, y, eps=0.05, normalize=normalize)
+    expected = sign * 0.05 * w.sign().reshape(1, 1, 4, 4).expand_as(x)  # y = 0 raises w.x, y = 1 lowers it
+    assert torch.allclose(x_adv - x, expected, atol=1e-6)
+
+
+def test_more_restarts_never_lower_the_loss_of_any_sample(trained):
+    model, normalize, x, y = trained
+    runs = {}
+    for restarts in (1, 3):
+        generator = torch.Generator().manual_seed(0)  # the first restart is the same run in both
+        x_adv = core.pgd(model, x, y, eps=0.05, steps=3, restarts=restarts, normalize=normalize, generator=generator)
+        runs[restarts] = _loss(model, x_adv, y, normalize)
+    assert (runs[3] >= runs[1] - 1e-6).all()
+    assert (runs[3] > runs[1] + 1e-4).any()  # the extra restarts found something: the check has teeth
+
+
+def test_more_pgd_steps_raise_the_mean_loss(trained):
+    model, normalize, x, y = trained
+    losses = []
+    for steps in (1, 5, 20):
+        generator = torch.Generator().manual_seed(0)
+        x_adv = core.pgd(model, x, y, eps=0.05, steps=steps, alpha=0.01, normalize=normalize, generator=generator)
+        losses.append(_loss(model, x_adv, y, normalize).mean().item())
+    clean = _loss(model, x, y, normalize).mean().item()
+    assert clean < losses[0] < losses[1] < losses[2]
+
+
+def test_eps_zero_gives_clean_accuracy_in_eval_mode_and_restores_train_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Dropout(0.5), nn.Linear(32, 10))
+    model.train()
+    x, y = _digits()
+    x, y = x[:64], y[:64]
+    running = model[2].running_mean.clone()
+    for name in LINF_SIGN_ATTACKS:
+        x_adv = core.ATTACKS[name][0](model, x, y, eps=0.0)
+        assert torch.equal(x_adv, x), name
+        assert model.training and all(m.training for m in model.modules()), f"{name} left the model in eval mode"
+    assert torch.equal(model[2].running_mean, running)  # the attack ran in eval mode: no batch-norm update
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(1), model(core.pgd(model, x, y, eps=0.0)).argmax(1))
+
+
+@pytest.mark.parametrize("name", ["pgd", "mifgsm", "pgd_l2", "cw"])
+def test_a_targeted_attack_raises_the_target_logit(trained, name):
+    model, normalize, x, y = trained
+    target = (y + 1) % 10
+    eps = 0.1 if core.ATTACKS[name][1] == "linf" else 2.0
+    x_adv = _run(name, model, x, target, normalize, eps=eps, targeted=True)
+    with torch.no_grad():
+        before = model(normalize(x)).gather(1, target[:, None])
+        after = model(normalize(x_adv)).gather(1, target[:, None])
+    assert after.mean() > before.mean() + 1.0 and (after > before).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("name", sorted(core.ATTACKS))
+def test_the_victims_weights_gradients_and_mode_are_unchanged(trained, name):
+    model, normalize, x, y = trained
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _run(name, model, x[:16], y[:16], normalize)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+    model.eval()
+
+
+def test_momentum_zero_is_i_fgsm_and_diversity_zero_is_mi_fgsm(trained):
+    model, normalize, x, y = trained
+    plain = core.ifgsm(model, x, y, eps=0.05, steps=4, normalize=normalize)
+    assert torch.equal(core.mifgsm(model, x, y, eps=0.05, steps=4, decay=0.0, normalize=normalize), plain)
+    mi = core.mifgsm(model, x, y, eps=0.05, steps=4, normalize=normalize)
+    assert not torch.equal(mi, plain)
+    assert torch.equal(core.difgsm(model, x, y, eps=0.05, steps=4, diversity_prob=0.0, normalize=normalize), mi)
+
+
+def test_input_diversity_keeps_the_size_and_follows_its_generator():
+    x = torch.rand(2, 1, 16, 16)
+    outs = [core.input_diversity(x, 1.0, 0.8, torch.Generator().manual_seed(s)) for s in (0, 0, 1, 2, 3)]
+    assert all(o.shape == x.shape for o in outs) and torch.equal(outs[0], outs[1])
+    assert any(not torch.equal(o, outs[0]) for o in outs[2:]) and not torch.equal(outs[0], x)
+    assert torch.equal(core.input_diversity(x, 0.0), x)
+
+
+def test_ensembles_average_logits_or_losses(trained):
+    model, normalize, x, y = trained
+    single = core.pgd(model, x, y, eps=0.05, normalize=normalize, generator=torch.Generator().manual_seed(0))
+    for mode in ("logits", "loss"):
+        twice = core.Ensemble([model, model], mode=mode)
+        same = core.pgd(twice, x, y, eps=0.05, normalize=normalize, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(same, single, atol=1e-6), mode
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    z = normalize(x)
+    by_loss = core.attack_loss(core.Ensemble([model, other], mode="loss"), z, y)
+    manual = (F.cross_entropy(model(z), y, reduction="none") + F.cross_entropy(other(z), y, reduction="none")) / 2
+    assert torch.allclose(by_loss, manual)
+    by_logits = core.attack_loss(core.Ensemble([model, other]), z, y)
+    assert torch.allclose(by_logits, F.cross_entropy((model(z) + other(z)) / 2, y, reduction="none"))
+
+
+def test_carlini_wagner_finds_small_successful_perturbations(trained):
+    model, normalize, x, y = trained
+    x_adv = core.carlini_wagner_l2(model, x, y, steps=50, search_steps=3, normalize=normalize)
+    with torch.no_grad():
+        fooled = model(normalize(x_adv)).argmax(1) != y
+        clean_wrong = model(normalize(x)).argmax(1) != y
+    sizes = core.perturbation_norm(x_adv - x, "l2")
+    assert fooled.float().mean() > 0.8
+    assert torch.equal(sizes[~fooled], torch.zeros_like(sizes[~fooled]))  # failures return x itself
+    assert sizes[fooled & ~clean_wrong].median() < 2.0  # small: the 8x8 image itself has L2 norm about 4
+
+
+def test_uint8_rounding_is_what_a_png_keeps():
+    x = torch.rand(4, 3, 5, 5)
+    q = core.quantize_uint8(x)
+    assert torch.equal(q * 255, torch.round(q * 255)) and (q - x).abs().max() <= 0.5 / 255 + 1e-7
+    assert torch.equal(core.quantize_uint8(q), q)
+
+
+# ------------------------------------------------------------------------------------------------- defences
+def test_each_defence_is_marked_differentiable_or_not_and_bpda_restores_a_gradient(trained):
+    model, normalize, x, y = trained
+    x = x[:8].requires_grad_(True)
+    for transform, differentiable in ((JpegCompression(50), False), (BitDepth(3), False), (MedianSmoothing(3), True)):
+        out = transform(x.detach())
+        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+        defended = InputTransformDefence(model, transform, normalize=normalize)
+        assert defended.differentiable is differentiable
+        loss = F.cross_entropy(defended(x), y[:8])
+        grad = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None
+        has_gradient = grad is not None and bool(grad.abs().sum() > 0)
+        assert has_gradient is differentiable, type(transform).__name__
+        bpda = InputTransformDefence(model, transform, normalize=normalize, bpda=True)
+        assert bpda.differentiable and bpda.mode == "bpda"
+        (bpda_grad,) = torch.autograd.grad(F.cross_entropy(bpda(x), y[:8]), x)
+        assert bpda_grad.abs().sum() > 0
+        assert torch.allclose(bpda(x), defended(x))  # the same defence forward
+
+
+def test_defences_change_images_as_their_strength_says():
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(BitDepth(1)(x), (x > 0.5).float())
+    assert len(torch.unique(BitDepth(2)(x))) <= 4
+    smooth = torch.zeros(1, 1, 5, 5)
+    smooth[0, 0, 2, 2] = 1.0  # one bright pixel: a 3x3 median removes it
+    assert torch.equal(MedianSmoothing(3)(smooth), torch.zeros_like(smooth))
+    err = {q: (JpegCompression(q)(x) - x).abs().mean() for q in (10, 95)}
+    assert err[95] < err[10]
+    with pytest.raises(ValueError, match="unknown defence 'blur'"):
+        make_defence("blur", 3)
+
+
+# ------------------------------------------------------------------------------------------------- lectures
+PGD_AT, FAST_AT, ATTACK_EVAL = (str(CONFIGS / f"{name}.yaml") for name in ("pgd_at", "fast_at", "attack_eval"))
+OFFLINE = ["--trainer.logger", "false", *QUICK]
+
+
+def test_image_data_module_says_how_it_standardises():
+    from datamodules.image import ImageDataModule
+
+    data = ImageDataModule(image_size=16)
+    data.setup("fit")
+    mean, std = data.pixel_stats
+    x = data.train_dataloader().dataset.tensors[0]
+    pixels = x * std + mean
+    assert mean.shape == (1, 1, 1, 1) and pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert ImageDataModule(normalize=False).pixel_stats is None
+
+
+@pytest.mark.parametrize("config", [PGD_AT, FAST_AT])
+def test_adversarial_training_configs_run_and_log_clean_and_robust_accuracy(config):
+    cli = run_cli("fit", "--config", config, "--config", SMOKE)
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "train/adv_acc", "val/acc", "val/robust_acc"} <= set(metrics)
+    mean, std = cli.datamodule.pixel_stats  # the budget is in pixels: the lecture took the data's standardisation
+    assert torch.equal(cli.model.normalize.mean, mean) and torch.equal(cli.model.normalize.std, std)
+    assert cli.model.hparams.steps == (1 if config == FAST_AT else 7)
+
+
+def test_bad_settings_name_their_config_keys():
+    from datamodules.errors import SettingError
+    from lecture_modules.adversarial.attack_eval import AttackEvaluation
+    from lecture_modules.adversarial.pgd_at import PGDAdversarialTraining
+
+    with pytest.raises(SettingError, match=r"model\.init_args\.epsilon must be a finite number >= 0.*-0\.1"):
+        PGDAdversarialTraining(epsilon=-0.1)
+    with pytest.raises(SettingError, match=r"model\.init_args\.eval_steps must be >= 1.*got 0"):
+        PGDAdversarialTraining(eval_steps=0)
+    with pytest.raises(
+        SettingError, match=r"model\.init_args\.attacks: unknown attack\(s\) \['deepfool'\]; known: fgsm"
+    ):
+        AttackEvaluation(attacks=["pgd", "deepfool"])
+    with pytest.raises(SettingError, match=r"model\.init_args\.epsilons must list budgets >= 0"):
+        AttackEvaluation(epsilons=[0.1, -1.0])
+    with pytest.raises(SettingError, match=r"model\.init_args\.steps must be >= 1"):
+        AttackEvaluation(steps=0)
+    with pytest.raises(SettingError, match=r"model\.init_args\.defences\[0\] is 'jpeg'; write <name>:<strength>"):
+        AttackEvaluation(defences=["jpeg"])
+    with pytest.raises(SettingError, match=r"model\.init_args\.transfer_attack must be one of"):
+        AttackEvaluation(transfer_attack="cw")
+
+
+def test_a_bad_epsilon_on_the_command_line_ends_in_one_line(capsys):
+    from cli import main
+
+    assert main(["fit", "--config", PGD_AT, "--config", SMOKE, "--model.init_args.epsilon", "-1"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model.init_args.epsilon" in errors[0] and "Traceback" not in err
+
+
+def test_attack_evaluation_fits_its_zoo_and_tests_every_attack_transfer_and_defence(tmp_path):
+    args = [
+        "fit", "--config", ATTACK_EVAL, *OFFLINE, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1", "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path),
+        "--data.init_args.eval_batch_size", "16",
+        "--model.init_args.attacks", "[fgsm, pgd, cw]", "--model.init_args.epsilons", "[0, 0.1]",
+        "--model.init_args.l2_epsilons", "[1.0]", "--model.init_args.steps", "2", "--model.init_args.cw_steps", "3",
+        "--model.init_args.defences", "[bit_depth:3]",
+    ]  # fmt: skip
+    cli = run_cli(*args)
+    val = cli.trainer.callback_metrics
+    assert {"val/acc", "val/robust_acc", "val/transfer_acc", "val/acc_mlp_victim", "val/acc_cnn_proxy"} <= set(val)
+    assert float(val["val/acc_digits_cnn"]) > 0.9  # the shipped CNN, loaded through load_lecture
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    assert m["test/robust_acc_fgsm_eps0"] == m["test/acc"] == m["test/acc_digits_cnn"]  # eps = 0 is clean
+    assert m["test/robust_acc_pgd_eps0.1"] <= m["test/robust_acc_fgsm_eps0.1"] + 0.25
+    assert m["test/robust_acc"] <= min(m["test/robust_acc_fgsm_eps0.1"], m["test/robust_acc_pgd_eps0.1"])
+    assert {"test/robust_acc_pgd_eps0.1_uint8", "test/robust_acc_cw_eps1_uint8"} <= set(m)  # after PNG rounding
+    rows, victims = ("cnn_proxy", "mlp_proxy", "ensemble"), ("digits_cnn", "mlp_victim")
+    assert {f"test/transfer_acc_{r}_to_{v}" for r in rows for v in victims} <= set(m)
+    assert {f"test/defence_bit_depth3_digits_cnn_{k}" for k in ("acc", "robust_acc_masked", "robust_acc_bpda")} <= set(
+        m
+    )
+    figures = {p.name.split("-step")[0] for p in (tmp_path / "figures").glob("*.png")}
+    assert {"test_robust_acc_vs_eps", "test_transfer_matrix", "test_perturbation_examples"} <= figures
+
+
+def test_attack_evaluation_refuses_to_test_networks_it_has_not_trained(tmp_path):
+    from datamodules.errors import SettingError
+
+    with pytest.raises(SettingError, match="run fit first, or test with --ckpt_path"):
+        run_cli(
+            "test", "--config", ATTACK_EVAL, *OFFLINE, "--trainer.callbacks=[]", "--trainer.limit_test_batches", "1",
+            "--trainer.default_root_dir", str(tmp_path),
+        )  # fmt: skip
+
+
+def test_fast_adversarial_training_resumes_exactly(tmp_path):
+    """The random starts come from the global RNG, which the checkpoint carries: a run interrupted after step 3 and
+    resumed ends with the weights of one that never stopped."""
+    base = [
+        "fit", "--config", FAST_AT, "--config", CPU, *OFFLINE, "--trainer.callbacks=[]", "--trainer.max_steps", "6",
+        "--trainer.limit_val_batches", "0", "--data.init_args.limit_train_samples", "256",
+        "--model.init_args.net.dropout", "0.2",
+    ]  # fmt: skip
+    full = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "full"))
+    reference = {k: v.clone() for k, v in full.model.state_dict().items()}
+    ckpt = crash_after_checkpoint(base, 3, tmp_path / "ckpt")
+    resumed = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
+    assert resumed.trainer.global_step == 6
+    assert state_dict_equal(resumed.model.state_dict(), reference), "resumed weights differ from the full run"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["net"]["kind"] == "cnn"
+
+
+@pytest.mark.slow
+def test_ddp_adversarial_training_agrees_across_ranks(tmp_path):
+    import json
+
+    result = run_cli_subprocess(
+        "fit", "--config", FAST_AT, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+        "--trainer.devices", "2", *OFFLINE, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+        "--trainer.callbacks+=tests.helpers.MetricsDump", "--trainer.callbacks.out_dir", str(tmp_path / "dump"),
+        "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / "dump" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
+    assert {"val/acc", "val/robust_acc"} <= set(rank0) and rank0 == rank1
