@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
@@ -136,6 +137,7 @@ class AttackEvaluation(LectureModule):
         cw_steps: int = 100,
         defences: list[str] | None = None,
         examples: int = 4,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         """
         Args:
@@ -158,6 +160,8 @@ class AttackEvaluation(LectureModule):
             defences: input transforms put in front of the first victim by ``test``: ``jpeg:<quality>``,
                 ``bit_depth:<bits>``, ``median:<kernel>``.
             examples: test images shown in the perturbation-examples figure.
+            optimizer: optimiser factory for the networks ``fit`` trains (a factory, not a top-level ``optimizer:``
+                section: a zoo of checkpoints alone has no parameters to build an optimiser over).
         """
         super().__init__()
         victims = (
@@ -172,7 +176,8 @@ class AttackEvaluation(LectureModule):
         l2_epsilons = [0.0, 0.5, 1.0, 2.0] if l2_epsilons is None else list(l2_epsilons)
         self._validate(victims, proxies, attacks, epsilons, l2_epsilons, transfer_attack, defences or [])
         check_budget(epsilon=epsilon, steps=steps, restarts=restarts, cw_steps=cw_steps)
-        self.save_hyperparameters(ignore=["victims", "proxies"])
+        self.save_hyperparameters(ignore=["victims", "proxies", "optimizer"])
+        self.optimizer_factory = optimizer
         self.hparams.update(
             victims=[v.as_dict() for v in victims], proxies=[p.as_dict() for p in proxies], attacks=attacks,
             epsilons=epsilons, l2_epsilons=l2_epsilons, defences=list(defences or []),
@@ -313,6 +318,11 @@ class AttackEvaluation(LectureModule):
         return self
 
     # ------------------------------------------------------------------ fit: the zoo's own networks
+    lr_setting = "model.init_args.optimizer.init_args.lr"
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.trained.parameters())
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
         self.fitted.fill_(True)
