@@ -19,6 +19,10 @@ imports the other lecture. The rules, decided once:
 
 Run-time example: ``teacher = load_lecture("runs/x/last.ckpt"); scores = teacher.logits(images)``.
 
+Checkpoints shipped with the package are named ``builtin:<name>`` (``builtin:digits_cnn``) wherever a checkpoint
+path is taken; :func:`resolve_checkpoint_path` maps the name to the file (:data:`BUILTIN_CHECKPOINTS`), so no
+lecture needs to know where another topic keeps its assets.
+
 ``cli.py``'s ``--ckpt_path`` (resume, test, predict) uses :func:`read_checkpoint` and
 :func:`require_config_lecture`: a checkpoint of another lecture, or saved with other hyper-parameters than the
 config's, stops the run before Lightning restores it, unless ``--model_from_ckpt true`` asks for the checkpoint's.
@@ -41,20 +45,49 @@ from lecture_modules.base import LectureModule
 from lecture_modules.registry import LectureEntry, LectureNotFoundError, discover, resolve
 
 __all__ = [
+    "BUILTIN_CHECKPOINTS",
+    "BUILTIN_PREFIX",
     "CheckpointNotFoundError",
     "hparam_differences",
     "lecture_from_checkpoint",
     "load_lecture",
     "read_checkpoint",
     "require_config_lecture",
+    "resolve_checkpoint_path",
 ]
 
 INTERNAL_HPARAMS = ("_class_path", "_instantiator")  # written by LightningCLI next to the __init__ arguments
 OPT_IN = "--model_from_ckpt true"  # cli.py's flag: build the model from the checkpoint, not from the config
 
+BUILTIN_PREFIX = "builtin:"
+_PACKAGE = Path(__file__).resolve().parent
+BUILTIN_CHECKPOINTS: dict[str, Path] = {
+    # configs/classification.yaml's CNN trained on the digits (16x16, split seed 0); shipped for distillation
+    "digits_cnn": _PACKAGE / "distillation" / "assets" / "digits_cnn_teacher.ckpt",
+}
+"""``builtin:<name>`` -> the checkpoint file shipped in the package (found by path: nothing is imported)."""
+
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No checkpoint file at the path given."""
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """``builtin:<name>`` -> the shipped file of :data:`BUILTIN_CHECKPOINTS`; any other path as given (``~``
+    expanded). Whether the file exists is :func:`read_checkpoint`'s to check. :func:`load_lecture` resolves its
+    ``path`` with it; a lecture that reads checkpoints another way calls it first.
+
+    Raises:
+        CheckpointNotFoundError: an unknown ``builtin:`` name (the message lists the known ones).
+    """
+    text = str(path)
+    if not text.startswith(BUILTIN_PREFIX):
+        return Path(text).expanduser()
+    name = text[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN_CHECKPOINTS:
+        known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_CHECKPOINTS)
+        raise CheckpointNotFoundError(f"unknown built-in checkpoint {text!r}; available: {known}")
+    return BUILTIN_CHECKPOINTS[name]
 
 
 def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str, Any]:
@@ -112,19 +145,19 @@ def load_lecture(
 
     Args:
         path: a Lightning checkpoint written by ``cli.py`` (or any file with ``state_dict`` and
-            ``hyper_parameters``).
+            ``hyper_parameters``), or a shipped one by name, ``builtin:<name>`` (:data:`BUILTIN_CHECKPOINTS`).
         lecture: the lecture to build instead of the one the checkpoint records (entry name, class name or class
             path); needed for a checkpoint without ``_class_path``.
         overrides: ``__init__`` arguments (today's names) set over the checkpoint's hyper-parameters.
         map_location: where the tensors go (``torch.load``'s ``map_location``).
 
     Raises:
-        CheckpointNotFoundError: no file at ``path``.
+        CheckpointNotFoundError: no file at ``path``, or an unknown ``builtin:`` name.
         CheckpointError: the file is refused or unreadable, its lecture is not registered, or its weights do not
             fit.
         lecture_modules.registry.PluginLoadError: the recorded lecture is registered but broken or unavailable.
     """
-    ckpt = read_checkpoint(path, map_location=map_location)
+    ckpt = read_checkpoint(resolve_checkpoint_path(path), map_location=map_location)
     return lecture_from_checkpoint(ckpt, source=str(path), lecture=lecture, overrides=overrides)
 
 

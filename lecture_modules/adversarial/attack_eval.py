@@ -15,31 +15,49 @@ The lecture's experiment, RobustBench-style (clean and robust accuracy, the atta
    front of the first victim: clean accuracy, PGD through the masked gradient, and PGD with BPDA (Athalye et al.
    2018): the adaptive attack that the defence must be judged by.
 
+``predict`` is HW10's hand-in (:mod:`.hw10`): ``transfer_attack`` crafted on the proxies (their ensemble when
+several) at ``epsilon`` for every image of a folder (``AttackFolderDataModule``), rounded to 8-bit pixels within the
+budget and written as PNGs under the same relative names, plus a ``.tgz``, in the run folder.
+
+Every attack success rate is reported next to its robust accuracy: of the images the victim classifies correctly,
+the fraction the attack flips (``targeted``: the fraction it moves onto the target class y + 1 mod K).
+
 ``fit`` trains the zoo's own networks and validates clean accuracy (``val/acc``, first victim), PGD white-box
 robust accuracy (``val/robust_acc``) and transfer accuracy from the proxy ensemble (``val/transfer_acc``) at
 ``epsilon``. Budgets are [0, 1] pixel units, applied through the DataModule's standardisation.
 
 Run: ``python cli.py fit --config configs/attack_eval.yaml`` then ``python cli.py test --config
-configs/attack_eval.yaml --ckpt_path <the run's last.ckpt>`` (or ``test`` alone when every model is a checkpoint).
+configs/attack_eval.yaml --ckpt_path <the run's last.ckpt>`` (or ``test`` alone when every model is a checkpoint);
+HW10: ``python cli.py predict --config configs/attack_hw10.yaml --data.init_args.root <folder> --model.init_args.proxies
+'[{name: a, path: a.ckpt}, ...]'``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
-import lecture_modules
 from datamodules.errors import CheckpointError, SettingError
-from lecture_modules.adversarial.core import ATTACKS, Ensemble, Normalize, pgd, quantize_uint8, within_budget
+from lecture_modules.adversarial.core import (
+    ATTACKS,
+    Ensemble,
+    Normalize,
+    attack_success,
+    pgd,
+    quantize_uint8,
+    to_uint8_within,
+    within_budget,
+)
 from lecture_modules.adversarial.defences import DEFENCES, InputTransformDefence, make_defence
+from lecture_modules.adversarial.hw10 import AdversarialImageWriter
 from lecture_modules.adversarial.pgd_at import check_budget
 from lecture_modules.adversarial.report import examples_figure, robustness_curve_figure, transfer_figure
 from lecture_modules.base import LectureModule
@@ -48,14 +66,6 @@ from lecture_modules.nets import NetSpec, Spec
 
 __all__ = ["AttackEvaluation", "ZooSpec"]
 
-# The digits CNN shipped with the distillation lecture (configs/classification.yaml's network, trained on the same
-# seeded split). Named by file, not imported: topics never import each other.
-BUILTIN_MODELS = {
-    "digits_cnn": Path(lecture_modules.__file__).resolve().parent
-    / "distillation"
-    / "assets"
-    / "digits_cnn_teacher.ckpt"
-}
 DEFAULT_ATTACKS = ("fgsm", "ifgsm", "pgd", "mifgsm", "difgsm", "pgd_l2", "cw")
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -66,7 +76,8 @@ class ZooSpec(Spec):
 
     Attributes:
         name: a short name for metric keys and figures (letters, digits, underscores).
-        path: a Lightning checkpoint of any registered classifier lecture, or ``builtin:digits_cnn``.
+        path: a Lightning checkpoint of any registered classifier lecture, or a shipped one (``builtin:digits_cnn``;
+            :data:`lecture_modules.checkpoints.BUILTIN_CHECKPOINTS`).
         kind: ``mlp`` or ``cnn``, for a network trained here.
         widths: its hidden units or channels (null: the kind's default).
     """
@@ -101,7 +112,8 @@ class CellAccuracy(Metric):
         self.total[cell] += len(correct)
 
     def compute(self) -> torch.Tensor:
-        return self.correct.float() / self.total.clamp_min(1).float()
+        """The fraction per cell; NaN for a cell that saw no sample (a success rate when no image was right)."""
+        return torch.where(self.total > 0, self.correct.float() / self.total.clamp_min(1).float(), float("nan"))
 
 
 class AttackEvaluation(LectureModule):
@@ -121,15 +133,18 @@ class AttackEvaluation(LectureModule):
         restarts: int = 1,
         transfer_attack: str = "mifgsm",
         ensemble: Literal["logits", "loss"] = "logits",
+        targeted: bool = False,
         cw_steps: int = 100,
         defences: list[str] | None = None,
         examples: int = 4,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         """
         Args:
             num_classes: number of classes (linked from the DataModule by the CLI).
             input_shape: (channels, height, width) of one image (linked from the DataModule by the CLI).
-            victims: the attacked models (columns of the transfer matrix); null: the shipped digits CNN.
+            victims: the attacked models (columns of the transfer matrix); null: the shipped digits CNN; ``[]``: none
+                (``predict`` only: HW10's victims are hidden).
             proxies: the models transfer attacks are crafted on (rows of the transfer matrix); null: none.
             attacks: white-box attacks run by ``test`` (null: all of fgsm, ifgsm, pgd, mifgsm, difgsm, pgd_l2, cw).
             epsilons: L-inf budgets of the robust-accuracy curves, [0, 1] pixels (null: 0, 0.02, 0.05, 0.1, 0.2).
@@ -139,15 +154,21 @@ class AttackEvaluation(LectureModule):
             restarts: random restarts of PGD.
             transfer_attack: the attack crafted on the proxies (an L-inf attack of ``attacks``' names).
             ensemble: how the proxy ensemble is attacked: averaged ``logits`` or averaged ``loss``.
+            targeted: the attacks aim at class y + 1 mod ``num_classes`` instead of away from y (the defences' attacks
+                stay untargeted); success rates count the images moved onto that class.
             cw_steps: Adam iterations of C&W per binary-search round (5 rounds).
             defences: input transforms put in front of the first victim by ``test``: ``jpeg:<quality>``,
                 ``bit_depth:<bits>``, ``median:<kernel>``.
             examples: test images shown in the perturbation-examples figure.
+            optimizer: optimiser factory for the networks ``fit`` trains (a factory, not a top-level ``optimizer:``
+                section: a zoo of checkpoints alone has no parameters to build an optimiser over).
         """
         super().__init__()
-        victims = [ZooSpec.of(v, owner=f"model.init_args.victims[{i}]") for i, v in enumerate(victims or [])] or [
-            ZooSpec(name="digits_cnn", path="builtin:digits_cnn")
-        ]
+        victims = (
+            [ZooSpec(name="digits_cnn", path="builtin:digits_cnn")]
+            if victims is None
+            else [ZooSpec.of(v, owner=f"model.init_args.victims[{i}]") for i, v in enumerate(victims)]
+        )
         proxies = [ZooSpec.of(p, owner=f"model.init_args.proxies[{i}]") for i, p in enumerate(proxies or [])]
         attacks = list(DEFAULT_ATTACKS if attacks is None else attacks)
         epsilons = [0.0, 0.02, 0.05, 0.1, 0.2] if epsilons is None else list(epsilons)
@@ -155,7 +176,8 @@ class AttackEvaluation(LectureModule):
         l2_epsilons = [0.0, 0.5, 1.0, 2.0] if l2_epsilons is None else list(l2_epsilons)
         self._validate(victims, proxies, attacks, epsilons, l2_epsilons, transfer_attack, defences or [])
         check_budget(epsilon=epsilon, steps=steps, restarts=restarts, cw_steps=cw_steps)
-        self.save_hyperparameters(ignore=["victims", "proxies"])
+        self.save_hyperparameters(ignore=["victims", "proxies", "optimizer"])
+        self.optimizer_factory = optimizer
         self.hparams.update(
             victims=[v.as_dict() for v in victims], proxies=[p.as_dict() for p in proxies], attacks=attacks,
             epsilons=epsilons, l2_epsilons=l2_epsilons, defences=list(defences or []),
@@ -176,6 +198,8 @@ class AttackEvaluation(LectureModule):
     @staticmethod
     def _validate(victims, proxies, attacks, epsilons, l2_epsilons, transfer_attack, defences) -> None:
         names = [s.name for s in victims + proxies]
+        if not names:
+            raise SettingError("model.init_args.victims and proxies are both empty: there is no model to attack")
         if len(set(names)) != len(names):
             raise SettingError(f"model.init_args.victims and proxies need distinct names, got {names}")
         unknown = [a for a in attacks if a not in ATTACKS]
@@ -202,15 +226,16 @@ class AttackEvaluation(LectureModule):
 
     def _cells(self) -> dict[str, list[str]]:
         """The metric names (without the stage prefix) each stage accumulates, in a fixed order."""
-        hp, first = self.hparams, self.victim_specs[0].name
-        val = ["acc", "robust_acc"] + (["transfer_acc"] if self.proxy_specs else [])
+        hp, first = self.hparams, self._first()
+        val = ["acc", "robust_acc", "success_rate"]
+        val += ["transfer_acc", "transfer_success_rate"] if self.proxy_specs else []
         val += [f"acc_{s.name}" for s in self.victim_specs + self.proxy_specs]
-        test = ["acc", "robust_acc"] + [f"acc_{s.name}" for s in self.victim_specs + self.proxy_specs]
+        test = ["acc", "robust_acc", "success_rate"] + [f"acc_{s.name}" for s in self.victim_specs + self.proxy_specs]
         for attack in hp.attacks:  # white box on the first victim
             for eps in hp.epsilons if ATTACKS[attack][1] == "linf" else hp.l2_epsilons:
-                test += [f"robust_acc_{attack}_eps{eps:g}" + s for s in ("", "_uint8")]
+                test += [f"{m}_{attack}_eps{eps:g}{s}" for m in ("robust_acc", "success_rate") for s in ("", "_uint8")]
         for row in self._transfer_rows():
-            test += [f"transfer_acc_{row}_to_{v.name}" for v in self.victim_specs]
+            test += [f"transfer_{m}_{row}_to_{v.name}" for v in self.victim_specs for m in ("acc", "success_rate")]
         for defence in hp.defences:
             tag = defence.replace(":", "")
             test += [f"defence_{tag}_{first}_{m}" for m in ("acc", "robust_acc_masked", "robust_acc_bpda")]
@@ -225,8 +250,21 @@ class AttackEvaluation(LectureModule):
         """A zoo model by name (its forward takes the DataModule's standardised inputs)."""
         return self.trained[name] if name in self.trained else self._loaded[name]
 
+    def _first(self) -> str:
+        """The first victim (the first proxy when there is no victim: ``predict`` only)."""
+        return (self.victim_specs or self.proxy_specs)[0].name
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.victim_specs[0].name)(x)  # (B, C, H, W) -> (B, K): the first victim
+        return self.model(self._first())(x)  # (B, C, H, W) -> (B, K): the first victim
+
+    def _labels(self, y: torch.Tensor) -> torch.Tensor:
+        """What the attacks aim at: y (untargeted), or the target class y + 1 mod K (``targeted``)."""
+        return (y + 1) % self.hparams.num_classes if self.hparams.targeted else y
+
+    def _predict(self, name: str, x01: torch.Tensor) -> torch.Tensor:
+        """A zoo model's predictions (B,) on [0, 1] pixels."""
+        with torch.no_grad():
+            return self.model(name)(self.normalize(x01)).argmax(-1)
 
     def setup(self, stage: str) -> None:
         """Load the checkpoint models (frozen) and take the DataModule's standardisation."""
@@ -238,6 +276,11 @@ class AttackEvaluation(LectureModule):
         if stats is not None:
             self.normalize.mean.copy_(stats[0].reshape(self.normalize.mean.shape))
             self.normalize.std.copy_(stats[1].reshape(self.normalize.std.shape))
+        if stage != "predict" and not self.victim_specs:
+            raise SettingError(
+                f"model.init_args.victims is empty: {stage} scores a victim. Only predict (HW10: write adversarial "
+                "images) runs without one."
+            )
         if stage == "fit" and not len(self.trained):
             raise SettingError(
                 "model.init_args.victims and proxies are all checkpoints: there is nothing to train. Run "
@@ -245,20 +288,22 @@ class AttackEvaluation(LectureModule):
             )
 
     def _load(self, spec: ZooSpec) -> nn.Module:
-        path = spec.path
-        if path.startswith("builtin:"):
-            if path[len("builtin:") :] not in BUILTIN_MODELS:
-                raise SettingError(f"unknown built-in model {path!r}; available: builtin:digits_cnn")
-            path = str(BUILTIN_MODELS[path[len("builtin:") :]])
+        """A checkpoint (or ``builtin:<name>``, resolved by :func:`load_lecture`), frozen, checked against the data."""
         try:
-            model = load_lecture(path)
+            model = load_lecture(spec.path)
         except (FileNotFoundError, ValueError) as exc:
             raise CheckpointError(f"model {spec.name!r} ({spec.path}): {exc}") from exc
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        with torch.no_grad():
-            out = model.logits(self.example_input_array)
+        try:
+            with torch.no_grad():
+                out = model.logits(self.example_input_array)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"model {spec.name!r} ({spec.path}) does not take the data's images of shape "
+                f"{tuple(self.hparams.input_shape)}: {str(exc).splitlines()[0]}"
+            ) from exc
         if out.shape[-1] != self.hparams.num_classes:
             raise CheckpointError(
                 f"model {spec.name!r} ({spec.path}) has {out.shape[-1]} classes; the data has "
@@ -273,6 +318,11 @@ class AttackEvaluation(LectureModule):
         return self
 
     # ------------------------------------------------------------------ fit: the zoo's own networks
+    lr_setting = "model.init_args.optimizer.init_args.lr"
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.trained.parameters())
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
         self.fitted.fill_(True)
@@ -280,18 +330,15 @@ class AttackEvaluation(LectureModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
-        x01, first, cell = self.normalize.inverse(x), self.victim_specs[0].name, self.cells["val"].index
-        with torch.no_grad():
-            for spec in self.victim_specs + self.proxy_specs:
-                self.val_cells.update(cell(f"acc_{spec.name}"), self.model(spec.name)(x).argmax(-1) == y)
-            self.val_cells.update(cell("acc"), self(x).argmax(-1) == y)
+        x01, first = self.normalize.inverse(x), self._first()
+        clean = self._clean_accuracy("val", x01, y)
         generator = torch.Generator().manual_seed(batch_idx)
-        x_adv = pgd(self.model(first), x01, y, eps=self.hparams.epsilon, steps=self.hparams.steps,
-                    normalize=self.normalize, generator=generator)  # fmt: skip
-        self._score(self.val_cells, cell("robust_acc"), first, x_adv, y)
+        x_adv = pgd(self.model(first), x01, self._labels(y), eps=self.hparams.epsilon, steps=self.hparams.steps,
+                    targeted=self.hparams.targeted, normalize=self.normalize, generator=generator)  # fmt: skip
+        self._score("val", "robust_acc", "success_rate", first, x_adv, y, clean[first])
         if self.proxy_specs:
             x_adv = self._transfer_examples([p.name for p in self.proxy_specs], x01, y, batch_idx)
-            self._score(self.val_cells, cell("transfer_acc"), first, x_adv, y)
+            self._score("val", "transfer_acc", "transfer_success_rate", first, x_adv, y, clean[first])
 
     def on_validation_epoch_end(self) -> None:
         self._log_cells("val", self.val_cells)
@@ -307,34 +354,44 @@ class AttackEvaluation(LectureModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
-        x01, hp, cell = self.normalize.inverse(x), self.hparams, self.cells["test"].index
-        with torch.no_grad():
-            for spec in self.victim_specs + self.proxy_specs:
-                self.test_cells.update(cell(f"acc_{spec.name}"), self.model(spec.name)(x).argmax(-1) == y)
-            self.test_cells.update(cell("acc"), self(x).argmax(-1) == y)
-        shown = self._white_box(x01, y, batch_idx)
+        x01, hp = self.normalize.inverse(x), self.hparams
+        clean = self._clean_accuracy("test", x01, y)
+        shown = self._white_box(x01, y, batch_idx, clean[self._first()])
         for row in self._transfer_rows():
             sources = [p.name for p in self.proxy_specs] if row == "ensemble" else [row]
             x_adv = self._transfer_examples(sources, x01, y, batch_idx)
-            for victim in self.victim_specs:
-                self._score(self.test_cells, cell(f"transfer_acc_{row}_to_{victim.name}"), victim.name, x_adv, y)
+            for v in self.victim_specs:
+                keys = (f"transfer_acc_{row}_to_{v.name}", f"transfer_success_rate_{row}_to_{v.name}")
+                self._score("test", *keys, v.name, x_adv, y, clean[v.name])
         self._defences(x01, y, batch_idx)
         if batch_idx == 0 and self._examples is None:
             self._examples = {"clean": x01[: hp.examples], "labels": y[: hp.examples]}
             self._examples.update({k: v[: hp.examples] for k, v in shown.items()})
 
-    def _white_box(self, x01: torch.Tensor, y: torch.Tensor, batch_idx: int) -> dict[str, torch.Tensor]:
-        """Every attack at every budget on the first victim, scored before and after uint8 rounding; also the
-        per-sample worst case over the L-inf attacks at ``epsilon`` (``test/robust_acc``). Returns the adversarial
-        images at ``epsilon`` by attack."""
-        hp, victim, cell = self.hparams, self.victim_specs[0].name, self.cells["test"].index
+    def _clean_accuracy(self, stage: str, x01: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Log every zoo model's clean accuracy (``acc_<name>``; ``acc``: the first victim); returns their
+        predictions by name."""
+        metric, cell = self._metric(stage), self.cells[stage].index
+        clean = {s.name: self._predict(s.name, x01) for s in self.victim_specs + self.proxy_specs}
+        for name, pred in clean.items():
+            metric.update(cell(f"acc_{name}"), pred == y)
+        metric.update(cell("acc"), clean[self._first()] == y)
+        return clean
+
+    def _white_box(self, x01: torch.Tensor, y: torch.Tensor, batch_idx: int, clean: torch.Tensor) -> dict:
+        """Every attack at every budget on the first victim, scored (robust accuracy and success rate) before and
+        after uint8 rounding; also the per-sample worst case over the L-inf attacks at ``epsilon``
+        (``test/robust_acc``, ``test/success_rate``). Returns the adversarial images at ``epsilon`` by attack."""
+        hp, victim, cell = self.hparams, self._first(), self.cells["test"].index
         worst = torch.ones_like(y, dtype=torch.bool)  # the victim survives every L-inf attack at epsilon
+        fooled = torch.zeros_like(y, dtype=torch.bool)  # some L-inf attack at epsilon succeeded
         shown: dict[str, torch.Tensor] = {}
         for attack in hp.attacks:
             fn, norm = ATTACKS[attack]
             cw = None  # a minimum-norm attack: run once, then scored at each budget
             if attack == "cw":
-                cw = fn(self.model(victim), x01, y, steps=hp.cw_steps, normalize=self.normalize)
+                cw = fn(self.model(victim), x01, self._labels(y), steps=hp.cw_steps, targeted=hp.targeted,
+                        normalize=self.normalize)  # fmt: skip
             for eps in hp.epsilons if norm == "linf" else hp.l2_epsilons:
                 if eps == 0:  # every attack returns x itself at eps = 0 (tested): the clean images
                     x_adv = x01
@@ -342,25 +399,27 @@ class AttackEvaluation(LectureModule):
                     x_adv = within_budget(x01, cw, eps, norm)
                 else:
                     x_adv = self._attack(attack, victim, x01, y, eps, batch_idx)
-                key = f"robust_acc_{attack}_eps{eps:g}"
-                correct = self._score(self.test_cells, cell(key), victim, x_adv, y)
-                self._score(self.test_cells, cell(key + "_uint8"), victim, quantize_uint8(x_adv), y)
+                keys = (f"robust_acc_{attack}_eps{eps:g}", f"success_rate_{attack}_eps{eps:g}")
+                correct, succeeded = self._score("test", *keys, victim, x_adv, y, clean)
+                self._score("test", *(k + "_uint8" for k in keys), victim, quantize_uint8(x_adv), y, clean)
                 if norm == "linf" and eps == hp.epsilon:
                     worst &= correct
+                    fooled |= succeeded
                     shown[attack] = x_adv
         self.test_cells.update(cell("robust_acc"), worst)
+        self.test_cells.update(cell("success_rate"), fooled[clean == y])
         return shown
 
     def _attack(self, attack: str, victim: str, x01, y, eps: float, batch_idx: int) -> torch.Tensor:
         fn, norm = ATTACKS[attack]
-        kw: dict[str, Any] = {"eps": eps, "normalize": self.normalize}
+        kw: dict[str, Any] = {"eps": eps, "normalize": self.normalize, "targeted": self.hparams.targeted}
         if attack != "fgsm":
             kw["steps"] = self.hparams.steps
         if attack in ("pgd", "pgd_l2"):
             kw.update(norm=norm, restarts=self.hparams.restarts, generator=torch.Generator().manual_seed(batch_idx))
         if attack == "difgsm":
             kw["generator"] = torch.Generator().manual_seed(batch_idx)
-        return fn(self.model(victim), x01, y, **kw)
+        return fn(self.model(victim), x01, self._labels(y), **kw)
 
     def _transfer_examples(self, sources: list[str], x01, y, batch_idx: int) -> torch.Tensor:
         """``transfer_attack`` crafted on one proxy, or on the ensemble of several."""
@@ -368,15 +427,15 @@ class AttackEvaluation(LectureModule):
         models = [self.model(s) for s in sources]
         proxy = models[0] if len(models) == 1 else Ensemble(models, mode=hp.ensemble)
         fn, _ = ATTACKS[hp.transfer_attack]
-        kw: dict[str, Any] = {"eps": hp.epsilon, "normalize": self.normalize}
+        kw: dict[str, Any] = {"eps": hp.epsilon, "normalize": self.normalize, "targeted": hp.targeted}
         if hp.transfer_attack != "fgsm":
             kw["steps"] = hp.steps
         if hp.transfer_attack in ("pgd", "difgsm"):
             kw["generator"] = torch.Generator().manual_seed(batch_idx)
-        return fn(proxy, x01, y, **kw)
+        return fn(proxy, x01, self._labels(y), **kw)
 
     def _defences(self, x01, y, batch_idx: int) -> None:
-        first, cell, hp = self.victim_specs[0].name, self.cells["test"].index, self.hparams
+        first, cell, hp = self._first(), self.cells["test"].index, self.hparams
         for text in hp.defences:
             name, _, strength = text.partition(":")
             tag = text.replace(":", "")
@@ -392,12 +451,46 @@ class AttackEvaluation(LectureModule):
                     correct = masked(x_adv).argmax(-1) == y
                 self.test_cells.update(cell(f"defence_{tag}_{first}_robust_acc_{mode}"), correct)
 
-    def _score(self, metric: CellAccuracy, index: int, victim: str, x_adv: torch.Tensor, y) -> torch.Tensor:
-        """Update one cell with the victim's predictions on ``x_adv`` (pixels); returns which were correct."""
-        with torch.no_grad():
-            correct = self.model(victim)(self.normalize(x_adv)).argmax(-1) == y
-        metric.update(index, correct)
-        return correct
+    def _metric(self, stage: str) -> CellAccuracy:
+        return self.val_cells if stage == "val" else self.test_cells
+
+    def _score(self, stage: str, acc_key: str, success_key: str, victim: str, x_adv, y, clean) -> tuple:
+        """The victim's accuracy on ``x_adv`` (pixels) into cell ``acc_key``, and the attack's success on the images
+        it got right (``clean``: its clean predictions) into ``success_key``; returns (correct, succeeded) (B,)."""
+        metric, cell = self._metric(stage), self.cells[stage].index
+        pred = self._predict(victim, x_adv)
+        succeeded, eligible = attack_success(clean, pred, y, self._labels(y) if self.hparams.targeted else None)
+        metric.update(cell(acc_key), pred == y)
+        metric.update(cell(success_key), succeeded[eligible])
+        return pred == y, succeeded
+
+    # ------------------------------------------------------------------ predict: HW10's hand-in
+    def configure_callbacks(self) -> list:
+        return [AdversarialImageWriter()]  # acts in predict only: writes the images predict_step returns
+
+    def on_predict_start(self) -> None:
+        if not self.proxy_specs:
+            raise SettingError("model.init_args.proxies is empty: predict crafts its attack on the proxies")
+        if len(self.trained) and not bool(self.fitted):
+            raise SettingError(
+                f"networks {list(self.trained)} are trained by fit and these are untrained: give every proxy and "
+                "victim a path, or predict with --ckpt_path <the fit run's checkpoint>"
+            )
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Any]:
+        """``transfer_attack`` on the proxies' ensemble at ``epsilon``, as the 8-bit images a PNG keeps (within the
+        budget of the 8-bit sources); with each zoo model's (clean, adversarial) correctness for the summary."""
+        x, y, index = batch[0], batch[1], batch[2]  # (B, C, H, W) standardised, (B,), (B,)
+        x01 = self.normalize.inverse(x)
+        source = torch.round(x01 * 255.0)  # the 8-bit source pixels (exact: the DataModule's images are uint8)
+        x_adv = self._transfer_examples([p.name for p in self.proxy_specs], x01, y, batch_idx)
+        images = to_uint8_within(x_adv, source, self.hparams.epsilon)  # (B, C, H, W) uint8
+        written = images.float() / 255.0
+        correct = {
+            s.name: (self._predict(s.name, x01) == y, self._predict(s.name, written) == y)
+            for s in self.proxy_specs + self.victim_specs
+        }
+        return {"images": images, "index": index, "correct": correct}
 
     def on_test_epoch_end(self) -> None:
         values = self._log_cells("test", self.test_cells)
@@ -414,7 +507,7 @@ class AttackEvaluation(LectureModule):
     def _test_figures(self, values: dict[str, float]) -> None:
         if self._trainer is None or not self.trainer.is_global_zero:
             return
-        hp, first = self.hparams, self.victim_specs[0].name
+        hp, first = self.hparams, self._first()
         curves = {}
         for attack in hp.attacks:
             norm = ATTACKS[attack][1]

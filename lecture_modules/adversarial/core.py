@@ -38,6 +38,7 @@ __all__ = [
     "Ensemble",
     "Normalize",
     "attack_loss",
+    "attack_success",
     "carlini_wagner_l2",
     "difgsm",
     "fgsm",
@@ -49,6 +50,7 @@ __all__ = [
     "pgd",
     "project",
     "quantize_uint8",
+    "to_uint8_within",
     "victim_mode",
     "within_budget",
 ]
@@ -80,6 +82,16 @@ class Normalize(nn.Module):
 def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
     """What survives saving ``x`` in [0, 1] as an 8-bit PNG: ``round(255 x) / 255``."""
     return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+
+
+def to_uint8_within(x_adv: torch.Tensor, source: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x_adv`` as 8-bit pixels that stay within ``eps`` (L-inf, [0, 1] units) of the 8-bit ``source`` image:
+    ``round(255 x_adv)`` clipped to ``source +- floor(255 eps)``. Plain rounding can step over the budget (eps 0.1
+    is 25.5 grey levels); a hand-in graded at eps must not. Returns uint8 (B, C, H, W)."""
+    levels = math.floor(255.0 * eps + 1e-6)  # the grey levels the budget allows
+    rounded = torch.round(x_adv.detach().clamp(0.0, 1.0) * 255.0)
+    source = source.to(rounded.dtype)
+    return torch.minimum(torch.maximum(rounded, source - levels), source + levels).clamp(0, 255).to(torch.uint8)
 
 
 @contextlib.contextmanager
@@ -134,6 +146,27 @@ def attack_loss(
     else:
         loss = F.cross_entropy(model(inputs), y, reduction="none")
     return -loss if targeted else loss
+
+
+def attack_success(
+    clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which attacks succeeded, among the images the victim got right: the attack success rate is
+    ``succeeded[eligible].float().mean()``.
+
+    Args:
+        clean_pred: the victim's predictions on the clean images (B,).
+        adv_pred: its predictions on the adversarial images (B,).
+        y: the true labels (B,).
+        target: the target classes of a targeted attack (B,); None: untargeted.
+
+    Returns:
+        ``succeeded`` (B,): eligible and flipped away from ``y`` (untargeted) or onto ``target`` (targeted);
+        ``eligible`` (B,): the victim classified the clean image correctly.
+    """
+    eligible = clean_pred == y
+    hit = adv_pred != y if target is None else adv_pred == target
+    return hit & eligible, eligible
 
 
 def _input_gradient(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

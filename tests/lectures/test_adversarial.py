@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +27,7 @@ from tests.helpers import (
     run_cli,
     run_cli_subprocess,
     state_dict_equal,
+    with_checkpoints,
 )
 
 LINF_SIGN_ATTACKS = ["fgsm", "ifgsm", "pgd", "mifgsm", "difgsm"]
@@ -340,8 +344,13 @@ def test_attack_evaluation_fits_its_zoo_and_tests_every_attack_transfer_and_defe
     assert m["test/robust_acc_pgd_eps0.1"] <= m["test/robust_acc_fgsm_eps0.1"] + 0.25
     assert m["test/robust_acc"] <= min(m["test/robust_acc_fgsm_eps0.1"], m["test/robust_acc_pgd_eps0.1"])
     assert {"test/robust_acc_pgd_eps0.1_uint8", "test/robust_acc_cw_eps1_uint8"} <= set(m)  # after PNG rounding
+    # success rate: of the images right before the attack, the fraction flipped (untargeted)
+    acc, robust, success = m["test/acc"], m["test/robust_acc_pgd_eps0.1"], m["test/success_rate_pgd_eps0.1"]
+    assert 1 - robust / acc - 1e-6 <= success <= (1 - robust) / acc + 1e-6 and success > 0
+    assert m["test/success_rate_fgsm_eps0"] == 0.0 and "test/success_rate_cw_eps1_uint8" in m
+    assert m["test/success_rate"] >= max(m["test/success_rate_fgsm_eps0.1"], success) - 1e-6
     rows, victims = ("cnn_proxy", "mlp_proxy", "ensemble"), ("digits_cnn", "mlp_victim")
-    assert {f"test/transfer_acc_{r}_to_{v}" for r in rows for v in victims} <= set(m)
+    assert {f"test/transfer_{k}_{r}_to_{v}" for k in ("acc", "success_rate") for r in rows for v in victims} <= set(m)
     assert {f"test/defence_bit_depth3_digits_cnn_{k}" for k in ("acc", "robust_acc_masked", "robust_acc_bpda")} <= set(
         m
     )
@@ -389,3 +398,201 @@ def test_ddp_adversarial_training_agrees_across_ranks(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / "dump" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
     assert {"val/acc", "val/robust_acc"} <= set(rank0) and rank0 == rank1
+
+
+# ------------------------------------------------------------------------------------------ success rate
+def test_attack_success_counts_only_the_images_the_victim_got_right():
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    clean = torch.tensor([0, 1, 2, 3, 0, 0])  # the last two were wrong before any attack: not eligible
+    adv = torch.tensor([0, 2, 3, 3, 4, 1])  # flips 1 and 2; image 4 becomes right, image 5 stays wrong
+    succeeded, eligible = core.attack_success(clean, adv, y)
+    assert eligible.tolist() == [True, True, True, True, False, False]
+    assert succeeded.tolist() == [False, True, True, False, False, False]
+    assert succeeded[eligible].float().mean() == 0.5  # not 1 - robust accuracy (4/6 wrong) nor 3/6
+    target = (y + 1) % 10  # targeted: only image 2's flip (to 3) reaches its target; image 1 went to 2 = target
+    succeeded, _ = core.attack_success(clean, adv, y, target)
+    assert succeeded.tolist() == [False, True, True, False, False, False]
+    succeeded, _ = core.attack_success(clean, torch.tensor([0, 3, 3, 3, 5, 6]), y, target)
+    assert succeeded.tolist() == [False, False, True, False, False, False]  # 1 -> 3 flips but misses target 2
+
+
+def test_uint8_within_keeps_the_budget_where_plain_rounding_steps_over():
+    source = torch.tensor([[[[100.0, 100.0, 0.0, 255.0]]]])  # (1, 1, 1, 4) grey levels
+    x_adv = (source + torch.tensor([25.5, -25.5, -3.0, 9.0])) / 255  # eps 0.1 = 25.5 levels, at its edges
+    plain = torch.round(x_adv.clamp(0, 1) * 255)
+    assert (plain - source).abs().max() == 26  # plain rounding leaves the budget
+    ours = core.to_uint8_within(x_adv, source.to(torch.uint8), 0.1)
+    assert ours.dtype == torch.uint8 and ours.flatten().tolist() == [125, 75, 0, 255]
+
+
+# ------------------------------------------------------------------------------------------ HW10 flow
+HW10 = str(CONFIGS / "attack_hw10.yaml")
+
+
+def _write_hw10_folder(root, size: int = 32) -> dict[str, np.ndarray]:
+    """HW10's layout, 2 classes x 2 images: <root>/<class>/<class><n>.png, 32x32 RGB."""
+    from PIL import Image
+
+    rng, images = np.random.default_rng(0), {}
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for n in (1, 2):
+            images[f"{name}/{name}{n}.png"] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(images[f"{name}/{name}{n}.png"]).save(root / name / f"{name}{n}.png")
+    return images
+
+
+def _classifier_checkpoint(path, net: dict, input_shape=(3, 32, 32), num_classes: int = 10) -> str:
+    """A classification lecture's checkpoint as cli.py writes it (hyper-parameters with _class_path, weights)."""
+    from lecture_modules.classification import Classification
+
+    model = Classification(num_classes=num_classes, input_shape=input_shape, net=net)
+    hparams = {**model.hparams, "_class_path": "lecture_modules.classification.Classification"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, path)
+    return str(path)
+
+
+def test_hw10_flow_writes_pngs_within_eps_under_their_names_and_a_tgz_never_overwriting(tmp_path):
+    import tarfile
+
+    from PIL import Image
+
+    sources = _write_hw10_folder(tmp_path / "hw10")
+    torch.manual_seed(0)
+    proxies = [
+        {"name": "cnn", "path": _classifier_checkpoint(tmp_path / "cnn.ckpt", {"kind": "cnn", "widths": [4, 8]})},
+        {"name": "mlp", "path": _classifier_checkpoint(tmp_path / "mlp.ckpt", {"kind": "mlp", "widths": [16]})},
+    ]
+    args = [
+        "predict", "--config", HW10, *QUICK, "--data.init_args.root", str(tmp_path / "hw10"),
+        "--model.init_args.proxies", str(proxies), "--model.init_args.epsilon", "0.1",
+        "--model.init_args.steps", "2", "--trainer.default_root_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    run_cli(*args)  # eps 0.1 is 25.5 grey levels: plain rounding could write 26
+    out = tmp_path / "run" / "adversarial"
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == sorted(sources)
+    moved = 0
+    for name, source in sources.items():
+        with Image.open(out / name) as img:
+            assert img.mode == "RGB" and img.size == (32, 32)
+            adv = np.asarray(img).astype(int)
+        assert np.abs(adv - source.astype(int)).max() <= 25  # within eps = 0.1 after the uint8 rounding
+        moved = max(moved, int(np.abs(adv - source.astype(int)).max()))
+    assert moved == 25  # the sign attack used the whole budget
+    with tarfile.open(tmp_path / "run" / "adversarial.tgz") as tar:
+        assert sorted(tar.getnames()) == sorted(sources)
+    first = {name: (out / name).read_bytes() for name in sources}
+    run_cli(*args)  # the same run folder again: a new folder and archive, the first untouched
+    assert sorted(p.name for p in (tmp_path / "run").glob("adversarial*")) == [
+        "adversarial", "adversarial-1", "adversarial-1.tgz", "adversarial.tgz"
+    ]  # fmt: skip
+    assert all((out / name).read_bytes() == data for name, data in first.items())
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda root: (root / "dog" / "notes.txt").write_text("not an image"), "dog/notes.txt"),
+        (lambda root: (root / "bird").mkdir(), "bird"),
+        (lambda root: (root / "cat" / "cat3.png").write_bytes(b"\x89PNG broken"), "cat/cat3.png"),
+        (lambda root: (root / "readme.md").write_text("x"), "readme.md"),
+    ],
+    ids=["non-image file", "class folder without images", "corrupt png", "loose file"],
+)
+def test_a_bad_hw10_folder_names_the_file(tmp_path, damage, named):
+    from datamodules.errors import DataFileError
+    from lecture_modules.adversarial.hw10 import read_attack_folder
+
+    _write_hw10_folder(tmp_path / "hw10", size=4)
+    damage(tmp_path / "hw10")
+    with pytest.raises(DataFileError, match=re.escape(str(tmp_path / "hw10" / named))):
+        read_attack_folder(tmp_path / "hw10")
+
+
+def test_a_bad_hw10_folder_ends_in_one_line(tmp_path, capsys):
+    from cli import main
+
+    _write_hw10_folder(tmp_path / "hw10", size=4)
+    (tmp_path / "hw10" / "dog" / "notes.txt").write_text("x")
+    common = ["predict", "--config", HW10, "--model.init_args.proxies", "[{name: p, path: builtin:digits_cnn}]"]
+    for root, named in ((tmp_path / "missing", "data.init_args.root does not exist"), (tmp_path / "hw10", "notes.txt")):
+        assert main([*common, "--data.init_args.root", str(root)]) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and named in errors[0] and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ real formats
+def test_builtin_checkpoint_names_resolve_in_the_shared_layer():
+    from lecture_modules.checkpoints import CheckpointNotFoundError, load_lecture, resolve_checkpoint_path
+
+    assert resolve_checkpoint_path("builtin:digits_cnn").is_file()
+    assert load_lecture("builtin:digits_cnn").hparams.input_shape == (1, 16, 16)
+    with pytest.raises(CheckpointNotFoundError, match=r"unknown built-in checkpoint 'builtin:nope'; .*digits_cnn"):
+        resolve_checkpoint_path("builtin:nope")
+
+
+def test_attack_eval_attacks_a_pgd_at_checkpoint_and_scores_targeted_success(tmp_path):
+    """A pgd_at checkpoint from a short fit becomes attack_eval's victim through load_lecture; its clean accuracy and
+    targeted success rate equal what the checkpoint and the attack give directly."""
+    from lecture_modules.checkpoints import load_lecture
+
+    run_cli(
+        "fit", "--config", PGD_AT, "--config", CPU, *OFFLINE, "--trainer.callbacks=[]",
+        *with_checkpoints(tmp_path / "ckpt"), "--trainer.max_steps", "8", "--trainer.limit_val_batches", "0",
+        "--model.init_args.steps", "1", "--model.init_args.epsilon", "0.02", "--model.init_args.net",
+        "{kind: mlp, widths: [64]}", "--optimizer.init_args.lr", "0.01",
+        "--trainer.default_root_dir", str(tmp_path / "fit"),
+    )  # fmt: skip
+    [ckpt] = (tmp_path / "ckpt").glob("*.ckpt")
+    cli = run_cli(
+        "test", "--config", ATTACK_EVAL, *OFFLINE, "--trainer.callbacks=[]", "--trainer.limit_test_batches", "1",
+        "--data.init_args.eval_batch_size", "32", "--model.init_args.victims", f"[{{name: at, path: {ckpt}}}]",
+        "--model.init_args.proxies", "[]", "--model.init_args.defences", "[]", "--model.init_args.attacks", "[pgd]",
+        "--model.init_args.epsilons", "[0, 0.3]", "--model.init_args.steps", "3", "--model.init_args.targeted", "true",
+        "--trainer.default_root_dir", str(tmp_path / "test"),
+    )  # fmt: skip
+    m = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    x, y = next(iter(cli.datamodule.test_dataloader()))
+    victim = load_lecture(ckpt)
+    with torch.no_grad():
+        clean = victim.logits(x).argmax(-1)
+    assert m["test/acc_at"] == pytest.approx((clean == y).float().mean().item())
+    normalize = cli.model.normalize
+    target = (y + 1) % 10
+    x01 = normalize.inverse(x)
+    x_adv = core.pgd(victim.net, x01, target, eps=0.3, steps=3, targeted=True, normalize=normalize,
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    with torch.no_grad():
+        adv = victim.logits(normalize(x_adv)).argmax(-1)
+    expected = (adv == target)[clean == y].float().mean().item()
+    assert m["test/success_rate_pgd_eps0.3"] == pytest.approx(expected) and expected > 0
+    assert m["test/success_rate_pgd_eps0"] == 0.0 and m["test/robust_acc_pgd_eps0"] == m["test/acc"]
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """An IDX file as MNIST's: 00 00 08 ndim, big-endian sizes, uint8 values (gzipped when the name says .gz)."""
+    import gzip
+    import struct
+
+    payload = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += array.astype(np.uint8).tobytes()
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as fh:
+        fh.write(payload)
+
+
+def test_fast_at_trains_on_mnist_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n, suffix in (("train", 40, ".gz"), ("t10k", 20, "")):
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}", np.arange(n) % 10)
+    cli = run_cli(
+        "fit", "--config", FAST_AT, "--config", SMOKE, "--data.init_args.source.class_path",
+        "datamodules.sources.IDXSource", "--data.init_args.source.init_args.root", str(tmp_path),
+        "--data.init_args.image_size", "28", "--trainer.default_root_dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert cli.datamodule.input_shape == (1, 28, 28) and cli.model.hparams.input_shape == (1, 28, 28)
+    assert len(cli.datamodule.test_dataloader().dataset) == 20  # t10k is the test split
+    assert {"train/loss", "val/acc", "val/robust_acc"} <= set(cli.trainer.callback_metrics)
+    assert torch.equal(cli.model.normalize.mean, cli.datamodule.pixel_stats[0])
