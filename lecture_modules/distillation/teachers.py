@@ -18,7 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.errors import CheckpointError, DataPathError, SettingError
-from lecture_modules.checkpoints import lecture_from_checkpoint, read_checkpoint
+from lecture_modules.checkpoints import (
+    BUILTIN_CHECKPOINTS,
+    CheckpointNotFoundError,
+    lecture_from_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint_path,
+)
 
 __all__ = [
     "BUILTIN_TEACHERS",
@@ -30,9 +36,7 @@ __all__ = [
     "resolve_teacher_path",
 ]
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_TEACHERS = {"digits_cnn": ASSETS / "digits_cnn_teacher.ckpt"}
+BUILTIN_TEACHERS = BUILTIN_CHECKPOINTS  # the shipped checkpoints (lecture_modules.checkpoints), by name
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
 
 
@@ -68,15 +72,10 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def resolve_teacher_path(path: str) -> Path:
     """``builtin:<name>`` -> the shipped file; anything else -> the path as given (expanded)."""
-    if path.startswith(BUILTIN_PREFIX):
-        name = path[len(BUILTIN_PREFIX) :]
-        if name not in BUILTIN_TEACHERS:
-            raise SettingError(
-                f"model.init_args.teachers: unknown built-in teacher path '{path}'; available: "
-                f"{[BUILTIN_PREFIX + n for n in BUILTIN_TEACHERS]}"
-            )
-        return BUILTIN_TEACHERS[name]
-    return Path(path).expanduser()
+    try:
+        return resolve_checkpoint_path(path)
+    except CheckpointNotFoundError as exc:
+        raise SettingError(f"model.init_args.teachers: {exc}") from exc
 
 
 def _kind(spec: TeacherSpec, path: Path) -> str:
