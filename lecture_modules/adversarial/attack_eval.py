@@ -15,9 +15,10 @@ The lecture's experiment, RobustBench-style (clean and robust accuracy, the atta
    front of the first victim: clean accuracy, PGD through the masked gradient, and PGD with BPDA (Athalye et al.
    2018): the adaptive attack that the defence must be judged by.
 
-``predict`` is HW10's hand-in (:mod:`.hw10`): ``transfer_attack`` crafted on the proxies (their ensemble when
-several) at ``epsilon`` for every image of a folder (``AttackFolderDataModule``), rounded to 8-bit pixels within the
-budget and written as PNGs under the same relative names, plus a ``.tgz``, in the run folder.
+``predict`` is HW10's hand-in: ``transfer_attack`` crafted on the proxies (their ensemble when several) at
+``epsilon`` for every image of a folder (``datamodules/attack_folder.py``), rounded to 8-bit pixels within the
+budget and written as PNGs under the same relative names, plus a ``.tgz``, in the run folder
+(``callbacks/adversarial_image_writer.py``).
 
 Every attack success rate is reported next to its robust accuracy: of the images the victim classifies correctly,
 the fraction the attack flips (``targeted``: the fraction it moves onto the target class y + 1 mod K).
@@ -40,6 +41,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -57,7 +59,6 @@ from lecture_modules.adversarial.core import (
     within_budget,
 )
 from lecture_modules.adversarial.defences import DEFENCES, InputTransformDefence, make_defence
-from lecture_modules.adversarial.hw10 import AdversarialImageWriter
 from lecture_modules.adversarial.pgd_at import check_budget
 from lecture_modules.adversarial.report import examples_figure, robustness_curve_figure, transfer_figure
 from lecture_modules.base import LectureModule
@@ -465,10 +466,13 @@ class AttackEvaluation(LectureModule):
         return pred == y, succeeded
 
     # ------------------------------------------------------------------ predict: HW10's hand-in
-    def configure_callbacks(self) -> list:
-        return [AdversarialImageWriter()]  # acts in predict only: writes the images predict_step returns
-
     def on_predict_start(self) -> None:
+        if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            raise SettingError(
+                "predict returns adversarial images and no callback writes them: add "
+                "callbacks.adversarial_image_writer.AdversarialImageWriter to trainer.callbacks "
+                "(configs/attack_hw10.yaml does)"
+            )
         if not self.proxy_specs:
             raise SettingError("model.init_args.proxies is empty: predict crafts its attack on the proxies")
         if len(self.trained) and not bool(self.fitted):

@@ -501,8 +501,8 @@ def test_hw10_flow_writes_pngs_within_eps_under_their_names_and_a_tgz_never_over
     ids=["non-image file", "class folder without images", "corrupt png", "loose file"],
 )
 def test_a_bad_hw10_folder_names_the_file(tmp_path, damage, named):
+    from datamodules.attack_folder import read_attack_folder
     from datamodules.errors import DataFileError
-    from lecture_modules.adversarial.hw10 import read_attack_folder
 
     _write_hw10_folder(tmp_path / "hw10", size=4)
     damage(tmp_path / "hw10")

@@ -1,44 +1,28 @@
-"""HW10's flow, end to end: attack a folder of images with an ensemble of proxies and hand in PNGs and a ``.tgz``.
+"""HW10's input: a folder of images ``<root>/<class>/<class><n>.png`` (32x32 RGB, 20 per class of CIFAR-10), read
+in a fixed order with each image's relative name, so an attack can hand in its adversarial images under the same
+names (``lecture_modules.adversarial.attack_eval``'s ``predict`` with ``configs/attack_hw10.yaml``;
+``callbacks/adversarial_image_writer.py`` writes them).
 
-HW10 gives ``<root>/<class>/<class><n>.png`` (32x32 RGB, 20 per class of CIFAR-10) and grades the adversarial
-images, saved as 8-bit PNGs under the same relative names and packed as a ``.tgz``, on hidden victims. Here:
-
-* :class:`AttackFolderDataModule` reads such a folder (every image, in a fixed order, with its relative name) and
-  standardises it with the mean and std the proxies were trained with (``mean``, ``std``);
-* ``AttackEvaluation.predict_step`` crafts ``transfer_attack`` on the proxies (their ensemble when several) at
-  ``epsilon`` and rounds the result to 8-bit pixels within the budget (:func:`~.core.to_uint8_within`);
-* :class:`AdversarialImageWriter` (added by ``AttackEvaluation.configure_callbacks``) writes them under the run
-  folder, ``<trainer.default_root_dir>/adversarial/<class>/<class><n>.png`` and ``adversarial.tgz`` (``-1``,
-  ``-2``, ... when taken: nothing is overwritten).
-
-Run: ``python cli.py predict --config configs/attack_hw10.yaml --data.init_args.root <folder>
---model.init_args.proxies '[{name: a, path: a.ckpt}, {name: b, path: b.ckpt}]'``
-
-The DataModule and the writer import nothing from ``lecture_modules``: they can move to ``datamodules/`` and
-``callbacks/`` unchanged.
+:class:`AttackFolderDataModule` standardises the images with the mean and std the proxies were trained with
+(``mean``, ``std``; CIFAR-10's by default). Every bad file or folder is one error naming it.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.errors import DataFileError, OutputFolderError, SettingError
+from datamodules.errors import DataFileError, SettingError
 from datamodules.paths import require_folder
 from datamodules.samplers import ShardSampler
 from datamodules.sources import IMAGE_EXTENSIONS, read_image, stack_images
 
-__all__ = ["AdversarialImageWriter", "AttackFolder", "AttackFolderDataModule", "read_attack_folder"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "AttackFolder", "AttackFolderDataModule", "read_attack_folder"]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # HW10's normalisation of its proxies' inputs
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -197,84 +181,3 @@ class AttackFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader()
-
-
-# ---------------------------------------------------------------------------------------------- the writer
-def _free_name(root: Path, stem: str) -> str:
-    """``stem``, or ``stem-1``, ``stem-2``, ...: the first for which neither the folder nor the ``.tgz`` exists."""
-    name, n = stem, 0
-    while (root / name).exists() or (root / f"{name}.tgz").exists():
-        n += 1
-        name = f"{stem}-{n}"
-    return name
-
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    """A uint8 (C, H, W) image (C = 1 or 3) as PNG bytes."""
-    from PIL import Image
-
-    array = image.cpu().numpy()
-    array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-class AdversarialImageWriter(BasePredictionWriter):
-    """Writes ``predict``'s adversarial images, ``{"images": uint8 (B, C, H, W), "index": (B,)}``, as PNGs under the
-    run folder with their sources' relative names (``trainer.datamodule.files``), then packs them in a ``.tgz``.
-    Nothing is overwritten: a taken name becomes ``<folder>-1``, ``-2``, ...; files are created exclusively."""
-
-    def __init__(self, folder: str = "adversarial") -> None:
-        """
-        Args:
-            folder: name of the output folder (and ``<folder>.tgz``) under ``trainer.default_root_dir``.
-        """
-        super().__init__(write_interval="batch")
-        self.folder = folder
-        self.out: Path | None = None
-        self.counts: dict[str, torch.Tensor] = {}
-
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not hasattr(trainer.datamodule, "files"):
-            raise SettingError(
-                f"predict writes adversarial images named after their sources, and {type(trainer.datamodule).__name__}"
-                " does not name them: set data.class_path to lecture_modules.adversarial.hw10.AttackFolderDataModule "
-                "(configs/attack_hw10.yaml)"
-            )
-        root = Path(trainer.default_root_dir)
-        name = trainer.strategy.broadcast(_free_name(root, self.folder) if trainer.is_global_zero else None)
-        self.out, self.counts = root / name, {}
-        try:
-            self.out.mkdir(parents=True, exist_ok=not trainer.is_global_zero)
-        except OSError as exc:
-            raise OutputFolderError(f"cannot create {self.out} (trainer.default_root_dir): {exc}") from exc
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        files = trainer.datamodule.files
-        for image, index in zip(prediction["images"], prediction["index"].tolist(), strict=True):
-            path = self.out / Path(files[index]).with_suffix(".png")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "xb") as fh:  # exclusive: never overwrite
-                fh.write(png_bytes(image))
-        for name, correct in prediction.get("correct", {}).items():
-            self.counts[name] = (
-                self.counts.get(name, torch.zeros(3, dtype=torch.long))
-                + torch.stack([correct[0].sum(), correct[1].sum(), torch.tensor(len(correct[0]))]).cpu()
-            )
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.strategy.barrier()  # every rank's images are written
-        reduce = trainer.strategy.reduce
-        counts = {k: reduce(v.to(pl_module.device), reduce_op="sum").cpu() for k, v in self.counts.items()}
-        if not trainer.is_global_zero:
-            return
-        archive = self.out.parent / f"{self.out.name}.tgz"
-        members = sorted(p.relative_to(self.out).as_posix() for p in self.out.rglob("*.png"))
-        with tarfile.open(archive, "x:gz") as tar:  # HW10's hand-in: relative names, as `tar zcvf` from inside
-            for member in members:
-                tar.add(self.out / member, arcname=member)
-        summary = "; ".join(f"{k} {100 * c[0] / c[2]:.1f}% -> {100 * c[1] / c[2]:.1f}%" for k, c in counts.items())
-        rank_zero_info(f"wrote {len(members)} adversarial images to {self.out} and {archive}")
-        if summary:
-            rank_zero_info(f"accuracy on the clean -> written adversarial images: {summary}")
