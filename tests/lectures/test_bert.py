@@ -332,7 +332,8 @@ def test_qa_predictions_without_a_logger_go_under_the_run_folder_not_the_working
             "false", "--trainer.callbacks=[]", "--trainer.limit_val_batches", "2",
         )  # fmt: skip
     assert not (tmp_path / "predictions").exists()
-    assert len(list((tmp_path / "runs" / "predictions").glob("val_predictions-step0*.json"))) == 2
+    written = sorted((tmp_path / "runs").glob("bert_qa-*/predictions/val_predictions-step0*.json"))
+    assert len({p.parts[-3] for p in written}) == 2, written  # each run in its own folder
 
 
 def test_fsdp_preset_composes_and_wraps_one_unit_per_transformer_layer(capsys):
