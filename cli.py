@@ -578,7 +578,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         run(None if args is None else argv, parser_kwargs={"exit_on_error": False})  # parse errors raise
     except argparse.ArgumentError as exc:
-        return _report(one_line(str(exc)), exc if debug else None, hint=_PARSE_HINT)
+        return _report(one_line(str(exc), argv), exc if debug else None, hint=_PARSE_HINT)
     except UserInputError as exc:
         return _report(str(exc), exc if debug else None, hint=exc.hint)
     except OptimizerSectionError as exc:

@@ -62,6 +62,24 @@ def check_config_files(argv: list[str]) -> str | None:
     return None
 
 
+def _config_file_with(key: str, argv: list[str]) -> str | None:
+    """The last ``--config`` file of ``argv`` that sets the dotted ``key`` (the one that wins), or None."""
+    import yaml
+
+    found = None
+    for path in _config_paths(argv):
+        try:
+            node = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            found = path
+    return found
+
+
 def _config_paths(argv: list[str]) -> list[str]:
     paths = []
     for i, arg in enumerate(argv):
@@ -72,14 +90,18 @@ def _config_paths(argv: list[str]) -> list[str]:
     return paths
 
 
-def one_line(message: str) -> str:
-    """jsonargparse's error ``message`` as one line naming the setting (config key), the reason and a suggestion."""
+def one_line(message: str, argv: list[str] | None = None) -> str:
+    """jsonargparse's error ``message`` as one line naming the setting (config key), the reason and a suggestion;
+    with ``argv``, an unknown key found in a ``--config`` file names that file."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     if not lines:
         return "invalid command line"
     first = lines[0]
     if first.startswith("unrecognized arguments:"):
         return _unrecognized(first.split(":", 1)[1].split(), prefix="", owner=None)
+    if match := re.match(r"Subcommand '[^']+' does not accept option '([^']+)'", first):  # a key of a config file
+        found = _config_file_with(match.group(1), argv or [])
+        return _unrecognized([match.group(1)], prefix="", owner=None) + (f" (in {found})" if found else "")
     if first.startswith("Problems parsing config"):
         return "a config value is not valid YAML: " + " ".join(lines)[len("Problems parsing config: ") :]
     keys, class_path, reason, nested, given = _walk(lines)

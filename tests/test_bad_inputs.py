@@ -83,6 +83,11 @@ CLI_CASES = [
         ("datamodules.image.ImageDataModul", "did you mean"),
     ),
     Case(
+        "unknown-key-in-a-config-file",
+        lambda d: smoke(CLASSIFICATION, "--config", str(write(d / "mine.yaml", "trainer:\n  max_epohcs: 3\n"))),
+        ("trainer.max_epohcs", "did you mean trainer.max_epochs", "mine.yaml"),
+    ),
+    Case(
         "yaml-syntax-error",
         lambda d: ["fit", "--config", str(write(d / "bad.yaml", "model:\n  class_path: x\n  init_args: [a\n"))],
         ("bad.yaml", "line 3"),
