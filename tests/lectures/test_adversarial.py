@@ -596,3 +596,132 @@ def test_fast_at_trains_on_mnist_idx_files(tmp_path):
     assert len(cli.datamodule.test_dataloader().dataset) == 20  # t10k is the test split
     assert {"train/loss", "val/acc", "val/robust_acc"} <= set(cli.trainer.callback_metrics)
     assert torch.equal(cli.model.normalize.mean, cli.datamodule.pixel_stats[0])
+
+
+# ------------------------------------------------------------------------- parity with torchattacks 3.5.1
+# torchattacks' ``set_normalization_used(mean, std)`` makes an attack take and return *standardised* images (it
+# un-standardises them, attacks in [0, 1] and standardises the result); ours take and return [0, 1] pixels. So the
+# reference is called on ``normalize(x)`` and its output mapped back with ``* std + mean``; the round trip costs a
+# few float32 ulps, hence the tolerance. Its losses are batch means, ours sums of per-sample losses: a positive
+# factor that the sign steps (and MI-FGSM's per-sample normalisation) remove.
+PARITY_MEAN, PARITY_STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+PARITY_ATOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def parity():
+    """A tiny fixed (seeded, untrained) CNN on 3 x 8 x 8 images, its per-channel standardisation, a batch."""
+    torchattacks = pytest.importorskip("torchattacks")
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 10),
+    ).eval()
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    return torchattacks, net, core.Normalize(PARITY_MEAN, PARITY_STD), x, y
+
+
+def _reference(attack, normalize, x, y, seed: int | None = None) -> torch.Tensor:
+    """A torchattacks attack with the same standardisation, in and out in [0, 1] pixels (see above)."""
+    attack.set_normalization_used(PARITY_MEAN, PARITY_STD)
+    if seed is not None:
+        torch.manual_seed(seed)  # torchattacks draws from the global generator
+    return attack(normalize(x), y) * normalize.std + normalize.mean
+
+
+def test_fgsm_bim_pgd_and_mifgsm_equal_torchattacks(parity):
+    ta, net, normalize, x, y = parity
+    eps, alpha, steps = 0.05, 0.01, 10
+    pairs = {
+        "FGSM": (
+            core.fgsm(net, x, y, eps=eps, normalize=normalize),
+            _reference(ta.FGSM(net, eps=eps), normalize, x, y),
+        ),
+        "BIM": (
+            core.ifgsm(net, x, y, eps=eps, steps=steps, alpha=alpha, normalize=normalize),
+            _reference(ta.BIM(net, eps=eps, alpha=alpha, steps=steps), normalize, x, y),
+        ),
+        "PGD, no random start": (
+            core.pgd(net, x, y, eps=eps, steps=steps, alpha=alpha, random_start=False, normalize=normalize),
+            _reference(ta.PGD(net, eps=eps, alpha=alpha, steps=steps, random_start=False), normalize, x, y),
+        ),
+        # The random starts draw the same numbers: our torch.rand(generator) * 2 - 1 and their uniform_(-eps, eps)
+        # on the global generator, both seeded alike, agree to float32 rounding.
+        "PGD, random start": (
+            core.pgd(
+                net,
+                x,
+                y,
+                eps=eps,
+                steps=steps,
+                alpha=alpha,
+                normalize=normalize,
+                generator=torch.Generator().manual_seed(3),
+            ),
+            _reference(ta.PGD(net, eps=eps, alpha=alpha, steps=steps), normalize, x, y, seed=3),
+        ),
+        # torchattacks normalises each gradient by its mean |g| (L1 / numel), the paper and we by its L1 norm: the
+        # momentum differs by the constant factor numel, which sign() removes. Our alpha is eps / steps; theirs is
+        # a parameter (default 2/255), set equal here.
+        "MI-FGSM": (
+            core.mifgsm(net, x, y, eps=eps, steps=steps, decay=1.0, normalize=normalize),
+            _reference(ta.MIFGSM(net, eps=eps, alpha=eps / steps, steps=steps, decay=1.0), normalize, x, y),
+        ),
+    }
+    for name, (ours, theirs) in pairs.items():
+        assert torch.allclose(ours, theirs, atol=PARITY_ATOL, rtol=0), (name, (ours - theirs).abs().max())
+        assert (ours - x).abs().amax() > eps / 2, name  # a real attack, not two unchanged batches
+
+
+def test_pgd_l2_equals_torchattacks_and_its_random_start_is_uniform_in_the_ball(parity):
+    ta, net, normalize, x, y = parity
+    eps, alpha, steps = 0.5, 0.1, 10
+    ours = core.pgd(net, x, y, eps=eps, steps=steps, alpha=alpha, norm="l2", random_start=False, normalize=normalize)
+    theirs = _reference(ta.PGDL2(net, eps=eps, alpha=alpha, steps=steps, random_start=False), normalize, x, y)
+    assert torch.allclose(ours, theirs, atol=PARITY_ATOL, rtol=0), (ours - theirs).abs().max()
+    # The random starts differ on purpose: both take a Gaussian direction and a uniform u per sample from the same
+    # draws (so the directions agree), but torchattacks puts the start at radius eps u, which crowds the starts
+    # towards the centre in d dimensions; we use eps u^(1/d), uniform in the ball's volume (Madry et al.'s
+    # "uniformly random point"). torchattacks with steps=0 returns its start; x = 0.5 keeps the box out of it.
+    x_mid, d = torch.full_like(x, 0.5), x[0].numel()
+    start_theirs = _reference(ta.PGDL2(net, eps=eps, alpha=alpha, steps=0), normalize, x_mid, y, seed=7) - x_mid
+    start_ours = core._random_start(x_mid, eps, "l2", torch.Generator().manual_seed(7))
+    r_theirs, r_ours = core.perturbation_norm(start_theirs, "l2"), core.perturbation_norm(start_ours, "l2")
+    assert torch.allclose(r_ours, eps * (r_theirs / eps) ** (1 / d), atol=1e-5, rtol=0)
+    directions = start_ours / r_ours[:, None, None, None] - start_theirs / r_theirs[:, None, None, None]
+    assert directions.abs().amax() < 1e-5
+    assert r_ours.min() > 0.9 * eps > r_theirs.min()  # in 192 dimensions nearly all the volume is near the sphere
+
+
+def test_di2_fgsm_differs_from_torchattacks_only_in_its_random_transform(parity):
+    ta, net, normalize, x, y = parity
+    eps, steps = 0.05, 10
+
+    def reference(prob: float):  # torchattacks' DIFGSM defaults to decay 0 (plain DI2-FGSM); ours to 1 (M-DI2-FGSM)
+        return ta.DIFGSM(net, eps=eps, alpha=eps / steps, steps=steps, decay=1.0, diversity_prob=prob)
+
+    ours = core.difgsm(net, x, y, eps=eps, steps=steps, diversity_prob=0.0, normalize=normalize)
+    assert torch.allclose(ours, _reference(reference(0.0), normalize, x, y), atol=PARITY_ATOL, rtol=0)
+    # With the transform on, the two differ: torchattacks resizes bilinearly and draws size, offsets, then the coin;
+    # we resize nearest-neighbour (a digit's strokes stay sharp) and toss the coin first. Give torchattacks our
+    # transform with an identically seeded generator and the adversarial examples agree again: the loop (momentum,
+    # step, projection) is the same; only T differs.
+    ours = core.difgsm(
+        net,
+        x,
+        y,
+        eps=eps,
+        steps=steps,
+        diversity_prob=1.0,
+        normalize=normalize,
+        generator=torch.Generator().manual_seed(5),
+    )
+    theirs_own_transform = _reference(reference(1.0), normalize, x, y, seed=5)
+    assert (ours - theirs_own_transform).abs().amax() > 1e-3
+    patched, same_draws = reference(1.0), torch.Generator().manual_seed(5)
+    patched.input_diversity = lambda v: core.input_diversity(v, 1.0, generator=same_draws)
+    assert torch.allclose(ours, _reference(patched, normalize, x, y), atol=PARITY_ATOL, rtol=0)
