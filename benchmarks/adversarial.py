@@ -12,13 +12,18 @@ files, for each seed:
    transfer eps, scored on every victim.
 4. Adversarial training at the AT eps and a fixed epoch budget: PGD-7 (Madry et al.) and FGSM with random start
    (Wong et al.), clean accuracy and PGD-40 robust accuracy.
-5. Speed: PGD-40 images per second on the victim CNN (torchattacks side by side is still to do: not installed).
+5. Speed: PGD-40 images per second on the victim CNN.
+
+``--throughput`` instead times PGD-40 (L-inf, random start) side by side, ours and torchattacks 3.5.1 on the same
+victim CNN, batch and standardisation, alternating the two within each repetition; it prints the medians after
+warm-up, the ratio ours / torchattacks, and how far the two adversarial batches (same seed) agree.
 
 Budgets are [0, 1] pixel units through the data's standardisation. Prints a markdown table (mean ± std over seeds)
 and writes it to ``--out``.
 
     .venv/bin/python benchmarks/adversarial.py --seeds 0                     # digits, 1 seed
     .venv/bin/python benchmarks/adversarial.py --mnist ../shared/data/mnist  # + MNIST, 3 seeds
+    .venv/bin/python benchmarks/adversarial.py --throughput --batch 64 --reps 7  # ours vs torchattacks, digits
 """
 
 from __future__ import annotations
@@ -142,6 +147,57 @@ def throughput(net, normalize, x01, y) -> float:
     return len(y) / (time.perf_counter() - start)
 
 
+def throughput_vs_torchattacks(batch: int, reps: int, warmup: int = 2, eps: float = 0.1) -> list[str]:
+    """PGD-40 images/s, ours and torchattacks, on the digits victim CNN (3 epochs: speed does not depend on the
+    weights), the same batch, eps, alpha = eps / 10 and standardisation; medians over ``reps`` after ``warmup``."""
+    import torchattacks
+
+    data, normalize = data_for("digits", None, 0)
+    net = train(ZOO["victim_cnn"], data, normalize, epochs=3)
+    x_test, y_test = data.test_dataloader().dataset.tensors
+    x01, y = normalize.inverse(x_test[:batch]), y_test[:batch]
+    mean, std = normalize.mean.flatten().tolist(), normalize.std.flatten().tolist()
+    attack = torchattacks.PGD(net, eps=eps, alpha=eps / 10, steps=40, random_start=True)
+    attack.set_normalization_used(mean, std)  # takes and returns standardised images
+
+    def ours(seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return core.pgd(net, x01, y, eps=eps, steps=40, alpha=eps / 10, normalize=normalize, generator=gen)
+
+    def theirs(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return normalize.inverse(attack(normalize(x01), y))
+
+    times: dict[str, list[float]] = {"ours": [], "torchattacks": []}
+    for rep in range(warmup + reps):
+        for name, fn in (
+            (("ours", ours), ("torchattacks", theirs)) if rep % 2 else (("torchattacks", theirs), ("ours", ours))
+        ):
+            start = time.perf_counter()
+            fn(rep)
+            if rep >= warmup:
+                times[name].append(time.perf_counter() - start)
+    # Same seed, same start; but we carry delta and evaluate x + delta, torchattacks carries x_adv: float32
+    # rounding differs by an ulp, which flips sign(g) where a gradient component is near zero (on a trained CNN
+    # with max pooling a few pixels a batch), and those pixels then walk apart. Report how many, and the accuracy.
+    x_ours, x_theirs = ours(0), theirs(0)
+    differ = ((x_ours - x_theirs).abs() > 1e-5).float().mean().item()
+    robust = {k: accuracy(net, normalize, v, y) for k, v in (("ours", x_ours), ("torchattacks", x_theirs))}
+    rate = {k: batch / statistics.median(v) for k, v in times.items()}
+    return [
+        f"PGD-40 throughput, digits victim CNN {ZOO['victim_cnn'].widths}, batch {batch}, {reps} repetitions after "
+        f"{warmup} warm-up (order alternating), torchattacks {torchattacks.__version__}",
+        "",
+        "| implementation | images/s (median) | min..max |",
+        "|---|---:|---:|",
+        *(f"| {k} | {rate[k]:.0f} | {batch / max(v):.0f}..{batch / min(v):.0f} |" for k, v in times.items()),
+        "",
+        f"ratio ours / torchattacks: {rate['ours'] / rate['torchattacks']:.2f}",
+        f"same seed: {100 * differ:.2f}% of pixels differ by > 1e-5; robust accuracy at eps {eps:g}: ours "
+        f"{100 * robust['ours']:.1f}%, torchattacks {100 * robust['torchattacks']:.1f}%",
+    ]
+
+
 def run(name: str, root: str | None, seed: int) -> dict[str, float]:
     setting = SETTINGS[name]
     data, normalize = data_for(name, root, seed)
@@ -180,10 +236,17 @@ def main() -> None:
     parser.add_argument("--mnist", help="folder with MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--throughput", action="store_true", help="only PGD-40 speed, ours vs torchattacks")
+    parser.add_argument("--batch", type=int, default=64, help="--throughput: images per batch")
+    parser.add_argument("--reps", type=int, default=7, help="--throughput: timed repetitions")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/adversarial/results.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lines = [f"machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}; seeds {args.seeds}", ""]
+    if args.throughput:
+        lines[0] = f"machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}"
+        print("\n".join(lines + throughput_vs_torchattacks(args.batch, args.reps)))
+        return
     for name, root in [("digits", None)] + ([("mnist", args.mnist)] if args.mnist else []):
         rows = [run(name, root, seed) for seed in args.seeds]
         lines += [f"## {name}", "", "| measurement | % (or as named) |", "|---|---:|"]
