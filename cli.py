@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import itertools
 import os
 import sys
 import traceback
@@ -326,12 +325,9 @@ def _new_run_folder(lecture: str) -> str:
     inherited = os.environ.get(RUN_FOLDER_ENV)
     if inherited and _process_rank() > 0:
         return inherited
-    base = f"{RUN_FOLDER}/{lecture}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    folder = base
-    for n in itertools.count(1):
-        if not Path(folder).exists():
-            break
-        folder = f"{base}-{n}"
+    from lecture_modules.base import free_name
+
+    folder = f"{RUN_FOLDER}/{free_name(RUN_FOLDER, f'{lecture}-{datetime.datetime.now():%Y%m%d-%H%M%S}')}"
     os.environ[RUN_FOLDER_ENV] = folder
     return folder
 

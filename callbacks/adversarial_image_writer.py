@@ -16,17 +16,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.errors import OutputFolderError, SettingError
+from lecture_modules.base import free_name
 
 __all__ = ["AdversarialImageWriter", "png_bytes"]
 
 
 def _free_name(root: Path, stem: str) -> str:
     """``stem``, or ``stem-1``, ``stem-2``, ...: the first for which neither the folder nor the ``.tgz`` exists."""
-    name, n = stem, 0
-    while (root / name).exists() or (root / f"{name}.tgz").exists():
-        n += 1
-        name = f"{stem}-{n}"
-    return name
+    return free_name(root, stem, ("", ".tgz"))
 
 
 def png_bytes(image: torch.Tensor) -> bytes:

@@ -16,6 +16,8 @@ import lightning as L
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from lecture_modules.base import free_name
+
 __all__ = ["LectureSaveConfig", "unused_name"]
 
 
@@ -49,9 +51,6 @@ def unused_name(trainer: L.Trainer, filename: str) -> str:
     (chosen on rank zero, the one that writes, and shared with the other ranks)."""
     name = filename
     if trainer.is_global_zero:
-        folder, stem, suffix = Path(trainer.default_root_dir), Path(filename).stem, Path(filename).suffix
-        n = 0
-        while (folder / name).exists():
-            n += 1
-            name = f"{stem}-{n}{suffix}"
+        stem, suffix = Path(filename).stem, Path(filename).suffix
+        name = free_name(trainer.default_root_dir, stem, (suffix,)) + suffix
     return trainer.strategy.broadcast(name)

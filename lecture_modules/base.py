@@ -40,6 +40,7 @@ __all__ = [
     "bad_setting",
     "check_shapes",
     "figure_dir",
+    "free_name",
     "log_figure",
     "model_setting",
 ]
@@ -262,6 +263,17 @@ def _restore_rng_states(states: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def free_name(folder: str | Path, stem: str, suffixes: tuple[str, ...] = ("",)) -> str:
+    """``stem``, or ``stem-1``, ``stem-2``, ...: the first name for which no ``folder/<name><suffix>`` exists, for
+    every suffix given. Every writer that must never overwrite an earlier file (figures, predictions, config copies,
+    run folders, hand-in archives) picks its name here."""
+    folder, name, n = Path(folder), stem, 0
+    while any((folder / f"{name}{suffix}").exists() for suffix in suffixes):
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
 def figure_dir(trainer: L.Trainer) -> Path:
     """The run's own directory for figures: the W&B run's files folder, else the logger's versioned log dir."""
     from lightning.pytorch.loggers import WandbLogger
@@ -294,11 +306,7 @@ def log_figure(trainer: L.Trainer, key: str, figure: Figure) -> Path | None:
     out_dir = figure_dir(trainer)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + f"-step{trainer.global_step}"
-    path = out_dir / f"{stem}.png"
-    n = 1
-    while path.exists():  # never overwrite an earlier figure
-        path = out_dir / f"{stem}-{n}.png"
-        n += 1
+    path = out_dir / f"{free_name(out_dir, stem, ('.png',))}.png"  # never overwrite an earlier figure
     figure.savefig(path, dpi=100, bbox_inches="tight")
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):

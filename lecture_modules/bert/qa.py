@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lecture_modules.base import bad_setting, figure_dir
+from lecture_modules.base import bad_setting, figure_dir, free_name
 from lecture_modules.bert.common import BertFineTuning
 from lecture_modules.bert.qa_core import CandidatePool, nbest_spans, squad_scores
 
@@ -40,9 +40,7 @@ def gather_pool(pool: CandidatePool) -> CandidatePool:
 def write_predictions(predictions: dict[str, str], out_dir: Path, stem: str) -> Path:
     """Write ``{question id: answer}`` (SQuAD's prediction format) as ``out_dir/stem.json``; never overwrites."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path, n = out_dir / f"{stem}.json", 1
-    while path.exists():
-        path, n = out_dir / f"{stem}-{n}.json", n + 1
+    path = out_dir / f"{free_name(out_dir, stem, ('.json',))}.json"
     path.write_text(json.dumps(predictions, ensure_ascii=False, indent=1), encoding="utf-8")
     return path
 
