@@ -391,27 +391,22 @@ def _refuse_overridden_links(config: Any, datamodule: Any) -> None:
     The config keeps what the user wrote (or the class default when nothing was written), while the link fills the
     lecture's argument from the instantiated DataModule. A value equal to the class default counts as not given.
     """
-    import importlib
     import inspect
 
     from datamodules.errors import SettingError
+    from lecture_modules.parse_errors import init_parameters
 
     model = config.get("model") if hasattr(config, "get") else None
     init_args, class_path = getattr(model, "init_args", None), str(getattr(model, "class_path", ""))
-    module, _, name = class_path.rpartition(".")
-    if init_args is None or not module or datamodule is None:
+    if init_args is None or "." not in class_path or datamodule is None:
         return
-    klass = getattr(importlib.import_module(module), name)
+    params = init_parameters(_import_class(class_path))
 
     def plain(value: Any) -> Any:
         return list(value) if isinstance(value, list | tuple) else value  # YAML lists vs tuples
 
     def default(key: str) -> Any:  # the first __init__ along the class hierarchy that names ``key``
-        for k in klass.__mro__:
-            params = inspect.signature(vars(k)["__init__"]).parameters if "__init__" in vars(k) else {}
-            if key in params:
-                return params[key].default
-        return inspect.Parameter.empty
+        return params[key].default if key in params else inspect.Parameter.empty
 
     for key in ("num_classes", "input_shape"):
         given, data_value = init_args.get(key), getattr(datamodule, key, None)

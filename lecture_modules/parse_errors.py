@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["check_config_files", "init_arguments", "one_line", "setting_names", "suggest"]
+__all__ = ["check_config_files", "init_arguments", "init_parameters", "one_line", "setting_names", "suggest"]
 
 _KEY = re.compile(r'^-?\s*Parser key "([^"]+)":\s*(.*)$')
 _CLASS_PATH = re.compile(r"^-?\s*Problem with given class_path '([^']+)':\s*$")
@@ -180,12 +180,10 @@ def _unrecognized(tokens: list[str], prefix: str, owner: str | None) -> str:
     return f"unknown setting {key}{of}" + (f"; did you mean {head}.{close}?" if close and head else "")
 
 
-def init_arguments(class_path: str | None) -> list[str]:
-    """The keyword arguments of ``class_path``'s ``__init__`` along its class hierarchy (``**kwargs`` followed)."""
-    cls = _import(class_path) if class_path else None
-    if not inspect.isclass(cls):
-        return []
-    names: list[str] = []
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of ``cls.__init__`` along its class hierarchy (``**kwargs`` followed), each as the
+    first class in the MRO that names it declares it (with its default)."""
+    found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
@@ -194,8 +192,16 @@ def init_arguments(class_path: str | None) -> list[str]:
             params = inspect.signature(init).parameters.values()
         except (TypeError, ValueError):
             continue
-        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return list(dict.fromkeys(names))
+        for p in params:
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                found.setdefault(p.name, p)
+    return found
+
+
+def init_arguments(class_path: str | None) -> list[str]:
+    """The keyword arguments of ``class_path``'s ``__init__`` along its class hierarchy (``**kwargs`` followed)."""
+    cls = _import(class_path) if class_path else None
+    return list(init_parameters(cls)) if inspect.isclass(cls) else []
 
 
 def setting_names(class_path: str | None) -> list[str]:
