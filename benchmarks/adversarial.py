@@ -29,6 +29,7 @@ and writes it to ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -40,10 +41,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
 
 from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from torch import nn
 
 from datamodules.image import ImageDataModule
 from datamodules.sources import IDXSource
 from lecture_modules.adversarial import core
+from lecture_modules.adversarial.defences import InputTransformDefence, make_defence
 from lecture_modules.nets import NetSpec
 
 ZOO = {
@@ -54,16 +57,21 @@ ZOO = {
     "proxy_mlp": NetSpec(kind="mlp", widths=[128]),
 }
 VICTIMS, PROXIES = ["victim_cnn", "mlp", "narrow_cnn"], ["proxy_cnn", "proxy_mlp"]
-SETTINGS = {  # per data set: L-inf budgets, L2 budget, transfer eps, AT eps, epochs (zoo, AT), test images
-    "digits": {"eps": [0.05, 0.1], "l2": 1.0, "transfer": 0.05, "at": 0.1, "epochs": 15, "at_epochs": 10, "n": 200},
-    "mnist": {"eps": [0.1, 0.3], "l2": 2.0, "transfer": 0.1, "at": 0.3, "epochs": 3, "at_epochs": 3, "n": 1000},
+SETTINGS = {  # per data set: L-inf budgets (white box, defences), L2 budget, transfer eps, AT eps and epochs
+    "digits": {"eps": [0.05, 0.1], "l2": 1.0, "transfer": [0.05, 0.1], "at": 0.1, "epochs": 15, "at_epochs": 10},
+    "mnist": {"eps": [0.1, 0.3], "l2": 2.0, "transfer": [0.1, 0.2], "at": 0.3, "epochs": 3, "at_epochs": 3},
 }
+TEST_IMAGES = {"digits": None, "mnist": 1000}  # None: the whole test split (360 digits)
+DEFENCES = {"digits": [("jpeg", 75), ("bit_depth", 3), ("median", 3)], "mnist": [("jpeg", 75), ("bit_depth", 1),
+            ("median", 3)]}  # fmt: skip
 REFERENCE = (
     "Madry et al. 2018 (MNIST, eps 0.3): standard CNN near 0% under PGD; PGD-AT about 89% against their strongest "
     "white-box attack. HW10 reproductions (CIFAR-10, one proxy): 62.7 -> 49.2 -> 34.1 -> 25.9% victim accuracy for "
     "FGSM -> I-FGSM -> MI -> DIM, 5.7% from a 6-model ensemble; Kurakin et al. 2017: iterative attacks may transfer "
-    "worse than FGSM."
+    "worse than FGSM. Xu et al. 2018 (feature squeezing), Athalye et al. 2018: input transformations that mask "
+    "gradients fall to BPDA."
 )
+SUCCESS = " | success"  # the key suffix of an attack success rate next to the accuracy of the same key
 
 
 def data_for(name: str, root: str | None, seed: int) -> tuple[ImageDataModule, core.Normalize]:
@@ -97,35 +105,53 @@ def train(spec: NetSpec, data, normalize, epochs: int, attack: str | None = None
     return net.eval()
 
 
-def accuracy(net, normalize, x01: torch.Tensor, y: torch.Tensor) -> float:
+def predict(net, normalize, x01: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return (net(normalize(x01)).argmax(1) == y).float().mean().item()
+        return torch.cat([net(normalize(chunk)).argmax(1) for chunk in x01.split(500)])
+
+
+def accuracy(net, normalize, x01: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict(net, normalize, x01) == y).float().mean().item()
+
+
+def scored(net, normalize, x_adv, y, clean_pred) -> tuple[float, float]:
+    """Accuracy on ``x_adv`` and the attack success rate (of the images ``net`` got right, the fraction flipped)."""
+    adv_pred = predict(net, normalize, x_adv)
+    succeeded, eligible = core.attack_success(clean_pred, adv_pred, y)
+    return (adv_pred == y).float().mean().item(), succeeded[eligible].float().mean().item()
+
+
+def put(row: dict, key: str, result: tuple[float, float]) -> None:
+    row[key], row[key + SUCCESS] = result
 
 
 def white_box(net, normalize, x01, y, setting) -> dict[str, float]:
-    out = {"clean": accuracy(net, normalize, x01, y)}
+    clean = predict(net, normalize, x01)
+    out = {"clean": (clean == y).float().mean().item()}
     gen = torch.Generator().manual_seed(0)
     for eps in setting["eps"]:
         attacks = {
-            "FGSM": core.fgsm(net, x01, y, eps=eps, normalize=normalize),
-            "I-FGSM (10)": core.ifgsm(net, x01, y, eps=eps, steps=10, normalize=normalize),
-            "PGD-40": core.pgd(net, x01, y, eps=eps, steps=40, alpha=eps / 10, normalize=normalize, generator=gen),
-            "MI-FGSM (10)": core.mifgsm(net, x01, y, eps=eps, steps=10, normalize=normalize),
-            "DI2-FGSM (10)": core.difgsm(net, x01, y, eps=eps, steps=10, normalize=normalize, generator=gen),
+            "FGSM": (core.fgsm, {}),
+            "I-FGSM (10)": (core.ifgsm, {"steps": 10}),
+            "PGD-40": (core.pgd, {"steps": 40, "alpha": eps / 10, "generator": gen}),
+            "MI-FGSM (10)": (core.mifgsm, {"steps": 10}),
+            "DI2-FGSM (10)": (core.difgsm, {"steps": 10, "generator": gen}),
         }
-        out.update({f"{k} eps {eps:g}": accuracy(net, normalize, v, y) for k, v in attacks.items()})
+        for k, (attack, kw) in attacks.items():
+            adv = attack(net, x01, y, eps=eps, normalize=normalize, **kw)
+            put(out, f"{k} eps {eps:g}", scored(net, normalize, adv, y, clean))
     l2 = setting["l2"]
-    out[f"PGD-L2-40 eps {l2:g}"] = accuracy(
-        net, normalize, core.pgd(net, x01, y, eps=l2, steps=40, norm="l2", normalize=normalize, generator=gen), y
-    )
+    adv = core.pgd(net, x01, y, eps=l2, steps=40, norm="l2", normalize=normalize, generator=gen)
+    put(out, f"PGD-L2-40 eps {l2:g}", scored(net, normalize, adv, y, clean))
     cw = core.carlini_wagner_l2(net, x01, y, steps=50, search_steps=5, normalize=normalize)
-    out[f"C&W L2 eps {l2:g}"] = accuracy(net, normalize, core.within_budget(x01, cw, l2, "l2"), y)
+    put(out, f"C&W L2 eps {l2:g}", scored(net, normalize, core.within_budget(x01, cw, l2, "l2"), y, clean))
     return out
 
 
 def transfer(zoo, normalize, x01, y, eps: float) -> dict[str, float]:
     out = {}
     gen = torch.Generator().manual_seed(0)
+    clean = {victim: predict(zoo[victim], normalize, x01) for victim in VICTIMS}
     sources = {"proxy_cnn": zoo["proxy_cnn"], "ensemble": core.Ensemble([zoo[p] for p in PROXIES])}
     for source, proxy in sources.items():
         for name, fn in (
@@ -137,7 +163,26 @@ def transfer(zoo, normalize, x01, y, eps: float) -> dict[str, float]:
             kw = {"generator": gen} if fn is core.difgsm else {}
             x_adv = fn(proxy, x01, y, eps=eps, normalize=normalize, **kw)
             for victim in VICTIMS:
-                out[f"{name} from {source} -> {victim}"] = accuracy(zoo[victim], normalize, x_adv, y)
+                put(out, f"{name} from {source} -> {victim}", scored(zoo[victim], normalize, x_adv, y, clean[victim]))
+    return out
+
+
+def defences(net, normalize, x01, y, name: str) -> dict[str, float]:
+    """Each input transformation in front of ``net``: clean accuracy, and PGD-20 (step eps / 8) through it with the
+    masked gradient (what a naive white-box attack sees) and with BPDA (Athalye et al.), at each L-inf eps."""
+    out = {}
+    for kind, strength in DEFENCES[name]:
+        transform = make_defence(kind, strength)
+        masked = InputTransformDefence(net, transform, normalize=normalize)
+        bpda = InputTransformDefence(net, transform, normalize=normalize, bpda=True)
+        clean = predict(masked, nn.Identity(), x01)
+        label = f"{kind}:{strength}"
+        out[f"{label} clean"] = (clean == y).float().mean().item()
+        for eps in SETTINGS[name]["eps"]:
+            for mode, model in (("masked", masked), ("BPDA", bpda)):
+                gen = torch.Generator().manual_seed(0)
+                adv = core.pgd(model, x01, y, eps=eps, steps=20, alpha=eps / 8, generator=gen)
+                put(out, f"{label} PGD-20 eps {eps:g} {mode}", scored(masked, nn.Identity(), adv, y, clean))
     return out
 
 
@@ -198,65 +243,119 @@ def throughput_vs_torchattacks(batch: int, reps: int, warmup: int = 2, eps: floa
     ]
 
 
-def run(name: str, root: str | None, seed: int) -> dict[str, float]:
+def held_out(name: str, data) -> tuple[torch.Tensor, torch.Tensor]:
+    x_test, y_test = data.test_dataloader().dataset.tensors
+    n = TEST_IMAGES[name] or len(y_test)
+    return x_test[:n], y_test[:n]
+
+
+def run_attacks(name: str, root: str | None, seed: int) -> dict[str, float]:
+    """The zoo, the white-box grid and the defences on the victim CNN, and the transfer matrix."""
     setting = SETTINGS[name]
     data, normalize = data_for(name, root, seed)
-    x_test, y_test = data.test_dataloader().dataset.tensors
-    x01, y = normalize.inverse(x_test[: setting["n"]]), y_test[: setting["n"]]
+    x_test, y = held_out(name, data)
+    x01 = normalize.inverse(x_test)
     zoo = {k: train(spec, data, normalize, setting["epochs"]) for k, spec in ZOO.items()}
     row = {f"clean {k}": accuracy(net, normalize, x01, y) for k, net in zoo.items()}
     row.update({f"white box: {k}": v for k, v in white_box(zoo["victim_cnn"], normalize, x01, y, setting).items()})
-    row.update(
-        {
-            f"transfer eps {setting['transfer']:g}: {k}": v
-            for k, v in transfer(zoo, normalize, x01, y, setting["transfer"]).items()
-        }
-    )
-    for attack in ("pgd", "fgsm_rs"):
-        start = time.perf_counter()
-        net = train(ZOO["victim_cnn"], data, normalize, setting["at_epochs"], attack=attack, eps=setting["at"])
-        label = f"AT {attack} eps {setting['at']:g}, {setting['at_epochs']} epochs"
-        row[f"{label}: clean"] = accuracy(net, normalize, x01, y)
-        adv = core.pgd(net, x01, y, eps=setting["at"], steps=40, alpha=setting["at"] / 10, normalize=normalize)
-        row[f"{label}: PGD-40"] = accuracy(net, normalize, adv, y)
-        row[f"{label}: train seconds"] = time.perf_counter() - start
+    for eps in setting["transfer"]:
+        row.update({f"transfer eps {eps:g}: {k}": v for k, v in transfer(zoo, normalize, x01, y, eps).items()})
+    row.update({f"defence {k}": v for k, v in defences(zoo["victim_cnn"], normalize, x01, y, name).items()})
     row["PGD-40 images/s (victim CNN)"] = throughput(zoo["victim_cnn"], normalize, x01[:256], y[:256])
     return row
 
 
+def run_adversarial_training(name: str, root: str | None, seed: int) -> dict[str, float]:
+    """PGD-7 (Madry et al.) and FGSM-RS (Wong et al.) training of the victim CNN at the AT eps, the same epochs;
+    scored by PGD-40 (step eps / 10) with 1 and with 3 restarts (the per-sample worst)."""
+    setting = SETTINGS[name]
+    data, normalize = data_for(name, root, seed)
+    x_test, y = held_out(name, data)
+    x01, eps = normalize.inverse(x_test), setting["at"]
+    row = {}
+    for attack in ("pgd", "fgsm_rs"):
+        start = time.perf_counter()
+        net = train(ZOO["victim_cnn"], data, normalize, setting["at_epochs"], attack=attack, eps=eps)
+        label = f"AT {attack} eps {eps:g}, {setting['at_epochs']} epochs"
+        row[f"{label}: train seconds"] = time.perf_counter() - start
+        clean = predict(net, normalize, x01)
+        row[f"{label}: clean"] = (clean == y).float().mean().item()
+        for restarts in (1, 3):
+            gen = torch.Generator().manual_seed(0)
+            adv = core.pgd(
+                net, x01, y, eps=eps, steps=40, alpha=eps / 10, restarts=restarts, normalize=normalize, generator=gen
+            )
+            put(row, f"{label}: PGD-40 x{restarts}", scored(net, normalize, adv, y, clean))
+    return row
+
+
+PARTS = {"attacks": run_attacks, "at": run_adversarial_training}
+
+
 def fmt(values: list[float], key: str) -> str:
     scale = 1 if ("seconds" in key or "images/s" in key) else 100
-    vals = [scale * v for v in values]
+    vals = [scale * v for v in values if v == v]  # NaN (no eligible image) is left out
+    if not vals:
+        return "n/a"
     spread = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return f"{statistics.mean(vals):.1f} ± {spread:.1f}" if len(vals) > 1 else f"{vals[0]:.1f}"
+
+
+def merge(folder: Path) -> str:
+    """One markdown table per data set and part from the JSON pieces in ``folder``: mean ± std over seeds;
+    accuracy and, where measured, the attack success rate side by side."""
+    pieces: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted(folder.glob("*.json")):
+        piece = json.loads(path.read_text())
+        pieces.setdefault((piece["dataset"], piece["part"]), []).append(piece)
+    lines = []
+    for (dataset, part), runs in sorted(pieces.items()):
+        seeds = sorted(r["seed"] for r in runs)
+        machines = sorted({f"{r['machine']}, {r['threads']} thread(s), torch {r['torch']}" for r in runs})
+        lines += [f"## {dataset}, {part} (seeds {seeds})", "", f"machine: {'; '.join(machines)}", ""]
+        lines += ["| measurement | accuracy % (or as named) | attack success % |", "|---|---:|---:|"]
+        for key in runs[0]["row"]:
+            if key.endswith(SUCCESS):
+                continue
+            values = [r["row"][key] for r in runs]
+            rate = fmt([r["row"][key + SUCCESS] for r in runs], key) if key + SUCCESS in runs[0]["row"] else ""
+            lines.append(f"| {key} | {fmt(values, key)} | {rate} |")
+        lines.append("")
+    return "\n".join([*lines, "Reference: " + REFERENCE, ""])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", help="folder with MNIST IDX files (train-images-idx3-ubyte[.gz], ...)")
+    parser.add_argument("--dataset", choices=list(SETTINGS), default="digits")
+    parser.add_argument("--part", choices=list(PARTS), nargs="+", default=list(PARTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--throughput", action="store_true", help="only PGD-40 speed, ours vs torchattacks")
     parser.add_argument("--batch", type=int, default=64, help="--throughput: images per batch")
     parser.add_argument("--reps", type=int, default=7, help="--throughput: timed repetitions")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/adversarial/results.md"))
+    parser.add_argument("--out-dir", type=Path, default=Path("runs/bench/adversarial"), help="one JSON per piece")
+    parser.add_argument("--merge", type=Path, help="only merge the JSON pieces in this folder into markdown")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    lines = [f"machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}; seeds {args.seeds}", ""]
-    if args.throughput:
-        lines[0] = f"machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}"
-        print("\n".join(lines + throughput_vs_torchattacks(args.batch, args.reps)))
+    if args.merge:
+        print(merge(args.merge))
         return
-    for name, root in [("digits", None)] + ([("mnist", args.mnist)] if args.mnist else []):
-        rows = [run(name, root, seed) for seed in args.seeds]
-        lines += [f"## {name}", "", "| measurement | % (or as named) |", "|---|---:|"]
-        lines += [f"| {k} | {fmt([r[k] for r in rows], k)} |" for k in rows[0]]
-        lines.append("")
-    lines += ["Reference: " + REFERENCE, ""]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    if args.throughput:
+        header = f"machine: {cpu_name()}, {args.threads} threads, torch {torch.__version__}"
+        print("\n".join([header, "", *throughput_vs_torchattacks(args.batch, args.reps)]))
+        return
+    if args.dataset == "mnist" and not args.mnist:
+        parser.error("--dataset mnist needs --mnist DIR")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for part in args.part:
+            row = PARTS[part](args.dataset, args.mnist, seed)
+            piece = {"dataset": args.dataset, "part": part, "seed": seed, "machine": cpu_name(),
+                     "threads": args.threads, "torch": torch.__version__, "row": row}  # fmt: skip
+            path = args.out_dir / f"{args.dataset}-{part}-seed{seed}.json"
+            path.write_text(json.dumps(piece, indent=1))
+            print(f"wrote {path}", flush=True)
 
 
 if __name__ == "__main__":
