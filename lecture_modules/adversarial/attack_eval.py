@@ -81,17 +81,41 @@ class ZooSpec(Spec):
             :data:`lecture_modules.checkpoints.BUILTIN_CHECKPOINTS`).
         kind: ``mlp`` or ``cnn``, for a network trained here.
         widths: its hidden units or channels (null: the kind's default).
+        mean: per-channel mean, in [0, 1] pixels, of the standardisation the checkpoint was trained with (null: the
+            DataModule's); with ``std``. Budgets stay in pixels: the attack sees this model through its own inputs.
+        std: per-channel standard deviation of that standardisation (null: the DataModule's); with ``mean``.
     """
 
     name: str = "victim"
     path: str | None = None
     kind: Literal["mlp", "cnn"] = "cnn"
     widths: list[int] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
     def validate(self, owner: str = "zoo") -> None:
         if not NAME.match(self.name):
             raise SettingError(f"{owner}.name must be letters, digits and underscores, got {self.name!r}")
         NetSpec(kind=self.kind, widths=self.widths).validate(owner)
+        if (self.mean is None) != (self.std is None):
+            raise SettingError(f"{owner}: give mean and std together (the checkpoint's standardisation), or neither")
+        if self.mean is not None and self.path is None:
+            raise SettingError(
+                f"{owner}.mean/std are for a checkpoint trained with other statistics; a network trained here "
+                "(path null) uses the DataModule's standardisation"
+            )
+        if self.std is not None and not all(s > 0 for s in self.std):
+            raise SettingError(f"{owner}.std must be positive per channel, got {self.std}")
+
+    def standardisation(self, channels: int, owner: str) -> Normalize | None:
+        """This model's own input standardisation (None: the DataModule's), checked against the image channels."""
+        if self.mean is None:
+            return None
+        if not len(self.mean) == len(self.std) == channels:
+            raise SettingError(
+                f"{owner}.mean and .std need one value per image channel ({channels}), got {self.mean} and {self.std}"
+            )
+        return Normalize(self.mean, self.std)
 
     def net(self) -> NetSpec:
         return NetSpec(kind=self.kind, widths=self.widths)
@@ -176,6 +200,9 @@ class AttackEvaluation(LectureModule):
         epsilons = sorted({*epsilons, epsilon})  # the headline budget is always on the curve
         l2_epsilons = [0.0, 0.5, 1.0, 2.0] if l2_epsilons is None else list(l2_epsilons)
         self._validate(victims, proxies, attacks, epsilons, l2_epsilons, transfer_attack, defences or [])
+        for role, specs in (("victims", victims), ("proxies", proxies)):
+            for i, spec in enumerate(specs):
+                spec.standardisation(input_shape[0], owner=f"model.init_args.{role}[{i}]")
         check_budget(epsilon=epsilon, steps=steps, restarts=restarts, cw_steps=cw_steps)
         self.save_hyperparameters(ignore=["victims", "proxies", "optimizer"])
         self.optimizer_factory = optimizer
@@ -310,7 +337,8 @@ class AttackEvaluation(LectureModule):
                 f"model {spec.name!r} ({spec.path}) has {out.shape[-1]} classes; the data has "
                 f"{self.hparams.num_classes}"
             )
-        return _Logits(model)
+        own = spec.standardisation(self.hparams.input_shape[0], owner=f"model {spec.name!r}")
+        return _Logits(model) if own is None else _Restandardised(_Logits(model), data=self.normalize, own=own)
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
@@ -561,3 +589,16 @@ class _Logits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lecture.logits(x)
+
+
+class _Restandardised(nn.Module):
+    """A zoo model trained on inputs standardised with its own statistics (``own``), fed the DataModule's inputs:
+    ``model((x * data.std + data.mean - own.mean) / own.std)``. The map is affine, with no clamp, so gradients with
+    respect to the pixels reach every pixel (a clamped round trip would zero them at the black and white ends)."""
+
+    def __init__(self, model: nn.Module, *, data: Normalize, own: Normalize) -> None:
+        super().__init__()
+        self.model, self.data, self.own = model, data, own
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x * self.data.std + self.data.mean - self.own.mean) / self.own.std)

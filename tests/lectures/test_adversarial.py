@@ -314,6 +314,46 @@ def test_bad_settings_name_their_config_keys():
         AttackEvaluation(defences=["jpeg"])
     with pytest.raises(SettingError, match=r"model\.init_args\.transfer_attack must be one of"):
         AttackEvaluation(transfer_attack="cw")
+    ckpt = "builtin:digits_cnn"
+    with pytest.raises(SettingError, match=r"model\.init_args\.victims\[0\]: give mean and std together"):
+        AttackEvaluation(victims=[{"name": "a", "path": ckpt, "mean": [0.5]}])
+    with pytest.raises(SettingError, match=r"model\.init_args\.proxies\[0\]\.mean/std are for a checkpoint"):
+        AttackEvaluation(proxies=[{"name": "b", "mean": [0.5], "std": [0.2]}])
+    with pytest.raises(SettingError, match=r"model\.init_args\.victims\[0\]\.std must be positive.*\[0\.0\]"):
+        AttackEvaluation(victims=[{"name": "a", "path": ckpt, "mean": [0.5], "std": [0.0]}])
+    with pytest.raises(SettingError, match=r"victims\[0\]\.mean and \.std need one value per image channel \(1\)"):
+        AttackEvaluation(victims=[{"name": "a", "path": ckpt, "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}])
+
+
+def test_a_checkpoint_trained_with_other_statistics_sees_its_own_inputs_and_pixel_gradients(tmp_path):
+    """Zoo models with their own mean/std: the DataModule's standardised batch is mapped to each model's own
+    standardisation (affine, no clamp), so logits and pixel gradients equal those of the model fed its own inputs,
+    also at black pixels; a model without mean/std gets the DataModule's inputs unchanged."""
+    from lecture_modules.adversarial.attack_eval import AttackEvaluation
+    from lecture_modules.checkpoints import load_lecture
+
+    net = {"kind": "cnn", "widths": [4, 8]}
+    path = _classifier_checkpoint(tmp_path / "own.ckpt", net, input_shape=(1, 8, 8))
+    module = AttackEvaluation(
+        victims=[{"name": "own", "path": path, "mean": [0.5], "std": [0.25]}, {"name": "data", "path": path}],
+    )
+    module.setup("test")  # no Trainer: the DataModule's statistics are set by hand below
+    module.normalize.mean.fill_(0.2)
+    module.normalize.std.fill_(0.3)
+    raw = load_lecture(path).eval()
+    x01 = torch.rand(3, 1, 8, 8)
+    x01[:, :, :2] = 0.0  # black rows: a clamped round trip would stop the gradient there
+    x01.requires_grad_(True)
+    ours = module.model("own")(module.normalize(x01))
+    theirs = raw.logits((x01 - 0.5) / 0.25)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    (g_ours,) = torch.autograd.grad(ours[:, 0].sum(), x01)
+    (g_theirs,) = torch.autograd.grad(theirs[:, 0].sum(), x01)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-4, atol=1e-6)
+    assert g_ours[:, :, :2].abs().sum() > 0
+    plain = module.model("data")(module.normalize(x01))
+    torch.testing.assert_close(plain, raw.logits((x01 - 0.2) / 0.3), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain, ours)  # the two standardisations really differ
 
 
 def test_a_bad_epsilon_on_the_command_line_ends_in_one_line(capsys):
