@@ -426,7 +426,7 @@ def test_fast_adversarial_training_resumes_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_adversarial_training_agrees_across_ranks(tmp_path):
+def test_ddp_adversarial_training_agrees_across_ranks_and_the_hw10_flow_writes_each_image_once(tmp_path):
     import json
 
     result = run_cli_subprocess(
@@ -438,6 +438,36 @@ def test_ddp_adversarial_training_agrees_across_ranks(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / "dump" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
     assert {"val/acc", "val/robust_acc"} <= set(rank0) and rank0 == rank1
+    _hw10_flow_under_ddp_writes_each_image_once(tmp_path / "hw10")
+
+
+def _hw10_flow_under_ddp_writes_each_image_once(tmp_path) -> None:
+    """HW10's predict on 2 processes: 5 images (an odd count: Lightning's predict sampler splits them 3 + 2 with no
+    repeat), each written once under its name into one folder that rank 0 named, one archive holding all five, and
+    the accuracy summary counts all five."""
+    import tarfile
+
+    from PIL import Image
+
+    sources = _write_hw10_folder(tmp_path / "images")
+    Image.fromarray(sources["cat/cat1.png"]).save(tmp_path / "images" / "cat" / "cat3.png")
+    proxy = [{"name": "cnn", "path": _classifier_checkpoint(tmp_path / "cnn.ckpt", {"kind": "cnn", "widths": [4]})}]
+    result = run_cli_subprocess(
+        "predict", "--config", HW10, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+        "--trainer.devices", "2", "--trainer.logger", "false", "--data.init_args.root", str(tmp_path / "images"),
+        "--data.init_args.batch_size", "2", "--model.init_args.proxies", str(proxy), "--model.init_args.steps", "2",
+        "--trainer.default_root_dir", str(tmp_path / "run"), cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted([*sources, "cat/cat3.png"])
+    out = tmp_path / "run" / "adversarial"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == names
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("adversarial")) == [
+        "adversarial", "adversarial.tgz"
+    ]  # fmt: skip
+    with tarfile.open(tmp_path / "run" / "adversarial.tgz") as tar:
+        assert sorted(tar.getnames()) == names
+    assert re.search(r"wrote 5 adversarial images", result.stderr + result.stdout)
 
 
 # ------------------------------------------------------------------------------------------ success rate
