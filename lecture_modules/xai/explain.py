@@ -114,7 +114,7 @@ class Explain(LectureModule):
         if select == "indices" and not indices:
             raise bad_setting("indices", indices, "a non-empty list of test indices when select is 'indices'")
         self.save_hyperparameters(ignore=["optimizer"])
-        self.hparams.methods = methods
+        self.methods = methods  # the resolved list (the hyper-parameters keep what was given, null included)
         self.optimizer_factory = optimizer
         self._frozen = {"lecture": self._load(checkpoint)}  # outside the submodules: not saved, not optimised
         self.layers = dict(self.lecture.named_modules())
@@ -124,7 +124,7 @@ class Explain(LectureModule):
             if visualise_layers is None
             else [self._layer_name("visualise_layers", n, []) for n in visualise_layers]
         )
-        self.random_labels = _Logits(copy.deepcopy(self.lecture).requires_grad_(True))  # trained by fit only
+        self.random_labels = _Logits(copy.deepcopy(self.lecture).requires_grad_(True).train())  # fit trains it
         for name in core.parameterised_layers(self.random_labels):
             core.randomise_layer(dict(self.random_labels.named_modules())[name], seed=seed + 1000)
         self.register_buffer("fitted", torch.tensor(False))
@@ -176,7 +176,7 @@ class Explain(LectureModule):
         """A layer of the checkpoint's lecture by name (null: ``default``), else a SettingError listing them."""
         if name is None and default:
             return default[0]
-        if name is None and self.hparams.methods and "gradcam" in self.hparams.methods:
+        if name is None and self.methods and "gradcam" in self.methods:
             raise bad_setting(key, name, "a layer name: the model has no convolution to default to")
         if name is not None and name not in self.layers:
             known = [n for n, m in self.layers.items() if n and not list(m.children())][:40]
@@ -309,8 +309,8 @@ class Explain(LectureModule):
             out.update(self._sanity(x, target, maps))
             out.update(self._completeness(model, x, target, maps))
         out.update(
-            attributions=torch.stack([maps[m].expand_as(x)[0] for m in self.hparams.methods]),  # (M, C, H, W)
-            maps=torch.stack([maps[m].sum(1)[0] for m in self.hparams.methods]),  # (M, H, W)
+            attributions=torch.stack([maps[m].expand_as(x)[0] for m in self.methods]),  # (M, C, H, W)
+            maps=torch.stack([maps[m].sum(1)[0] for m in self.methods]),  # (M, H, W)
             image=(x[0] * self.std[0] + self.mean[0]).clamp(0, 1),  # (C, H, W) pixels
             label=torch.tensor(label), pred=target[0], prob=probs[target[0]], index=torch.tensor(index),
         )  # fmt: skip
@@ -319,7 +319,7 @@ class Explain(LectureModule):
     def _attributions(self, model: nn.Module, x, target, settings: MethodSettings | None = None) -> dict:
         baseline = self.normalize(torch.zeros_like(x[:1]))  # black pixels in the model's input space
         settings = settings or self.settings(model)
-        return {m: attribute(m, model, x, target, settings=settings, baseline=baseline) for m in self.hparams.methods}
+        return {m: attribute(m, model, x, target, settings=settings, baseline=baseline) for m in self.methods}
 
     def _faithfulness(self, model, x, target, maps: dict) -> dict[str, torch.Tensor]:
         """Deletion / insertion curves (M, S + 1) on [0, 1] pixels; infidelity and max-sensitivity (M,)."""
@@ -328,7 +328,7 @@ class Explain(LectureModule):
         def prob(images01: torch.Tensor) -> torch.Tensor:
             return model(self.normalize(images01)).softmax(-1)[:, target[0]]
 
-        curves = [core.insertion_deletion(prob, x01, maps[m].sum(1), steps=hp.curve_steps) for m in hp.methods]
+        curves = [core.insertion_deletion(prob, x01, maps[m].sum(1), steps=hp.curve_steps) for m in self.methods]
         settings = self.settings(model)
         baseline = self.normalize(torch.zeros_like(x))
 
@@ -338,8 +338,8 @@ class Explain(LectureModule):
 
             return fn
 
-        infid = [infidelity(model, x, maps[m].expand_as(x), target, samples=hp.metric_samples) for m in hp.methods]
-        sens = [sensitivity(explain_fn(m), x, target, samples=hp.metric_samples) for m in hp.methods]
+        infid = [infidelity(model, x, maps[m].expand_as(x), target, samples=hp.metric_samples) for m in self.methods]
+        sens = [sensitivity(explain_fn(m), x, target, samples=hp.metric_samples) for m in self.methods]
         return {
             "deletion": torch.cat([c["deletion"] for c in curves]),
             "insertion": torch.cat([c["insertion"] for c in curves]),
@@ -350,7 +350,7 @@ class Explain(LectureModule):
     def _sanity(self, x, target, maps: dict) -> dict[str, torch.Tensor]:
         """Cascading randomisation (M, L, 3 similarities; the maps (M, L, H, W)) and, once ``fit`` trained it, the
         randomised-labels network (M, 3; NaN before)."""
-        methods, stages, cascade = self.hparams.methods, [], []
+        methods, stages, cascade = self.methods, [], []
         original = torch.cat([maps[m].sum(1) for m in methods])  # (M, H, W)
         for _, randomised in core.cascade_randomisation(self.explained, seed=self.hparams.seed):
             other = self._attributions(randomised, x, target)
@@ -398,7 +398,7 @@ class Explain(LectureModule):
 
     def _log_results(self, results: dict[str, torch.Tensor]) -> None:
         """``test/<metric>_<method>`` means over the explained images (identical on every process)."""
-        for i, m in enumerate(self.hparams.methods):
+        for i, m in enumerate(self.methods):
             values = {
                 f"deletion_auc_{m}": core.auc(results["deletion"][:, i]).mean(),
                 f"insertion_auc_{m}": core.auc(results["insertion"][:, i]).mean(),
@@ -411,25 +411,24 @@ class Explain(LectureModule):
                     values[f"random_labels_{s}_{m}"] = results["random_labels"][:, i, j].mean()
             for key, value in values.items():
                 self.log(f"test/{key}", float(value), sync_dist=True)  # equal on every process already
-        if "integrated_gradients" in self.hparams.methods:
+        if "integrated_gradients" in self.methods:
             self.log("test/ig_completeness_error", float(results["completeness"].mean()), sync_dist=True)
 
     def _report(self, results: dict[str, torch.Tensor]) -> None:
         """Figures, the attributions file and the feature visualisation (rank zero)."""
-        hp = self.hparams
-        self.log_figure("test/explanations", report.explanation_grid(results, hp.methods))
-        layers = [n for n in core.parameterised_layers(self.explained)]
+        self.log_figure("test/explanations", report.explanation_grid(results, self.methods))
+        layers = core.parameterised_layers(self.explained)
         names = [n.removeprefix("lecture.") for n in reversed(layers)]
-        self.log_figure("test/sanity_cascade", report.cascade_figure(results, hp.methods, names))
-        self.log_figure("test/sanity_similarity", report.similarity_figure(results, hp.methods, names, SIMILARITIES))
-        self.log_figure("test/deletion_insertion", report.curves_figure(results, hp.methods))
+        self.log_figure("test/sanity_cascade", report.cascade_figure(results, self.methods, names))
+        self.log_figure("test/sanity_similarity", report.similarity_figure(results, self.methods, names, SIMILARITIES))
+        self.log_figure("test/deletion_insertion", report.curves_figure(results, self.methods))
         for layer in self.visualised:
             images, gains = self.visualise(layer)
             self.log_figure(f"test/feature_vis_{layer}", report.mosaic_figure(images, layer, gains))
         folder = figure_dir(self.trainer).parent
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{free_name(folder, 'explanations', ('.pt',))}.pt"
-        torch.save({"methods": list(hp.methods), **results}, path)  # tensors and strings: weights_only loads it
+        torch.save({"methods": list(self.methods), **results}, path)  # tensors and strings: weights_only loads it
         rank_zero_info(f"explanations saved to {path}")
 
     def visualise(self, layer: str) -> tuple[torch.Tensor, list[float]]:
