@@ -203,11 +203,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="LIME / KernelSHAP samples per image")
     parser.add_argument("--mnist", default=None, help="a folder of MNIST IDX files")
     parser.add_argument("--epochs", type=int, default=1, help="MNIST training epochs per seed")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per method")
+    parser.add_argument("--reps", type=int, default=11, help="timed repetitions per method")
     parser.add_argument("--batch", type=int, default=32, help="images per timed call")
     parser.add_argument("--out", default="runs/bench/xai/results.md")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     lines = [f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
              f"seeds {args.seeds}, {args.images} images per seed", ""]  # fmt: skip
     for name, folder in (("digits", None), ("mnist", args.mnist)):

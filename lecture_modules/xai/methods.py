@@ -86,7 +86,9 @@ def attribute(
     """Attributions of ``method`` for ``x`` (N, C, H, W) and ``target`` (N,), against ``baseline`` (1, C, H, W)."""
     from captum import attr
 
-    x = x.detach().requires_grad_(True)
+    x = x.detach()  # not through x for IG, occlusion and the surrogates: their graphs would grow for nothing
+    if method in ("saliency", "smoothgrad", "input_x_gradient"):
+        x.requires_grad_(True)  # captum would set it with a warning
     base = baseline.expand_as(x)
     if method == "saliency":
         out = attr.Saliency(model).attribute(x, target=target)
