@@ -414,8 +414,33 @@ class Explain(LectureModule):
         if "integrated_gradients" in self.methods:
             self.log("test/ig_completeness_error", float(results["completeness"].mean()), sync_dist=True)
 
+    def summary(self, results: dict[str, torch.Tensor]) -> tuple[list[str], list[list]]:
+        """The per-method table (columns, rows): deletion and insertion AUC, then each similarity after the full
+        cascade, then (fitted) against the randomised-labels network; rounded to 3 decimals."""
+        columns = ["method", "deletion_auc", "insertion_auc", *(f"sanity_{s}" for s in SIMILARITIES)]
+        columns += [f"random_labels_{s}" for s in SIMILARITIES] if bool(self.fitted) else []
+        rows = []
+        for i, m in enumerate(self.methods):
+            row = [m, core.auc(results["deletion"][:, i]).mean(), core.auc(results["insertion"][:, i]).mean()]
+            row += [results["similarity"][:, i, -1, j].mean() for j in range(len(SIMILARITIES))]
+            row += [results["random_labels"][:, i, j].mean() for j in range(len(SIMILARITIES))] if self.fitted else []
+            rows.append([row[0], *(round(float(v), 3) for v in row[1:])])
+        return columns, rows
+
+    def _log_table(self, results: dict[str, torch.Tensor]) -> None:
+        """The summary as a W&B table (``test/xai_table``) and one log line per method."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        columns, rows = self.summary(results)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table("test/xai_table", columns=columns, data=rows)
+        for row in rows:
+            rank_zero_info(", ".join(f"{c} {v}" for c, v in zip(columns, row)))
+
     def _report(self, results: dict[str, torch.Tensor]) -> None:
-        """Figures, the attributions file and the feature visualisation (rank zero)."""
+        """Figures, the summary table, the attributions file and the feature visualisation (rank zero)."""
+        self._log_table(results)
         self.log_figure("test/explanations", report.explanation_grid(results, self.methods))
         layers = core.parameterised_layers(self.explained)
         names = [n.removeprefix("lecture.") for n in reversed(layers)]

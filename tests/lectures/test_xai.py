@@ -225,6 +225,36 @@ def test_most_confident_mistakes_are_selected_in_order_of_confidence(tmp_path):
     assert "test/sanity_spearman_saliency" in cli.trainer.callback_metrics
 
 
+def test_a_checkpoint_that_does_not_fit_the_data_or_indices_outside_the_split_are_named():
+    from datamodules.errors import CheckpointError, SettingError
+    from lecture_modules.xai.explain import Explain
+
+    with pytest.raises(CheckpointError, match=r"model\.init_args\.checkpoint \(builtin:digits_cnn\) has 10 classes"):
+        Explain(num_classes=5, input_shape=(1, 16, 16))
+    with pytest.raises(CheckpointError, match=r"model\.init_args\.checkpoint .*does not take the data's images"):
+        Explain(input_shape=(3, 16, 16))
+    with pytest.raises(SettingError, match=r"model\.init_args\.indices must be a non-empty list"):
+        Explain(input_shape=(1, 16, 16), select="indices")
+    model = Explain(input_shape=(1, 16, 16), select="indices", indices=[3, 400])
+    dataset = torch.utils.data.TensorDataset(torch.zeros(360, 1, 16, 16), torch.zeros(360, dtype=torch.long))
+    with pytest.raises(SettingError, match=r"model\.init_args\.indices must be indices of the test split \(0\.\.359\)"):
+        model._select(dataset)
+
+
+def test_the_summary_table_has_one_row_per_method_with_the_logged_values():
+    from lecture_modules.xai.explain import Explain
+
+    model = Explain(input_shape=(1, 16, 16), methods=["saliency", "gradcam"])
+    results = {
+        "deletion": torch.linspace(1, 0, 17).expand(3, 2, 17), "insertion": torch.linspace(0, 1, 17).expand(3, 2, 17),
+        "similarity": torch.full((3, 2, 7, 3), 0.25), "random_labels": torch.full((3, 2, 3), float("nan")),
+    }  # fmt: skip
+    columns, rows = model.summary(results)
+    assert columns == ["method", "deletion_auc", "insertion_auc", "sanity_spearman", "sanity_spearman_abs",
+                       "sanity_ssim"]  # fmt: skip
+    assert rows == [["saliency", 0.5, 0.5, 0.25, 0.25, 0.25], ["gradcam", 0.5, 0.5, 0.25, 0.25, 0.25]]
+
+
 def test_fit_trains_the_randomised_labels_network_only():
     from lecture_modules.xai.explain import Explain
 
