@@ -7,7 +7,16 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["cascade_figure", "curves_figure", "explanation_grid", "mosaic_figure", "similarity_figure"]
+__all__ = [
+    "attention_figure",
+    "cascade_figure",
+    "curves_figure",
+    "explanation_grid",
+    "layer_pca_figure",
+    "mosaic_figure",
+    "similarity_figure",
+    "token_figure",
+]
 
 
 def _plt():
@@ -125,5 +134,64 @@ def mosaic_figure(images: torch.Tensor, layer: str, activations: Sequence[float]
             ax.imshow(_pixels(images[k]), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"unit {k}: {activations[k]:.2f}", fontsize=7)
     fig.suptitle(f"activation maximisation, layer {layer}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ HW9's BERT part
+def token_figure(sentences: Sequence[Sequence[str]], attributions: Sequence[torch.Tensor], titles: Sequence[str]):
+    """Each sentence's tokens coloured by their attribution (red supports the class, blue opposes it; scaled per
+    sentence), one row per sentence, titled (label, prediction, confidence)."""
+    plt = _plt()
+    from matplotlib import cm
+
+    fig, axes = plt.subplots(len(sentences), 1, figsize=(10, 0.75 * len(sentences) + 0.3), squeeze=False)
+    for ax, tokens, values, title in zip(axes[:, 0], sentences, attributions, titles):
+        ax.axis("off")
+        ax.set_title(title, fontsize=8, loc="left")
+        limit = float(values.abs().max()) or 1.0
+        x = 0.0
+        for token, value in zip(tokens, values.tolist()):
+            colour = cm.bwr(0.5 + 0.5 * value / limit)
+            box = {"facecolor": colour, "edgecolor": "none", "pad": 1.5}
+            ax.text(x, 0.3, token, fontsize=9, transform=ax.transAxes, bbox=box)
+            x += 0.012 * (len(token) + 2)  # monospace-ish advance: the figure is a sketch of the sentence
+    fig.tight_layout()
+    return fig
+
+
+def attention_figure(maps: torch.Tensor, tokens: Sequence[str]):
+    """One sentence's attention (L, H, T, T): a heat map per layer (rows) and head (columns); rows of a map are the
+    attending tokens."""
+    plt = _plt()
+    layers, heads = maps.shape[:2]
+    fig, axes = plt.subplots(layers, heads, figsize=(2.2 * heads + 0.5, 2.2 * layers + 0.5), squeeze=False)
+    for i in range(layers):
+        for j in range(heads):
+            ax = axes[i][j]
+            ax.imshow(maps[i, j].cpu().numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {i + 1} head {j + 1}", fontsize=7)
+            ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=5)
+            ax.set_yticks(range(len(tokens)), tokens, fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def layer_pca_figure(points: torch.Tensor, explained: torch.Tensor, groups: Sequence[str]):
+    """HW9's figure: one token's representations (L + 1, N, 2) projected per layer, coloured by ``groups`` (N
+    names, e.g. the word's meaning in each sentence); ``explained`` (L + 1, 2) variance fractions in the titles."""
+    plt = _plt()
+    count = points.shape[0]
+    fig, axes = plt.subplots(1, count, figsize=(2.6 * count, 2.8), squeeze=False)
+    names = list(dict.fromkeys(groups))
+    for k, ax in enumerate(axes[0]):
+        for name in names:
+            chosen = [i for i, g in enumerate(groups) if g == name]
+            ax.scatter(points[k, chosen, 0].numpy(), points[k, chosen, 1].numpy(), s=14, label=name)
+        share = 100 * explained[k].sum().item()
+        ax.set_title(("embeddings" if k == 0 else f"layer {k}") + f" ({share:.0f}%)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return fig

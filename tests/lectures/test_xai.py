@@ -304,3 +304,73 @@ def test_ddp_explanations_gathered_from_two_processes_equal_one_process(tmp_path
     for key in one:
         if isinstance(one[key], torch.Tensor):
             assert torch.allclose(one[key], two[key], atol=1e-6, equal_nan=True), key
+
+
+# ------------------------------------------------------------------------------------------------ BERT part
+@pytest.fixture(scope="module")
+def tiny_bert():
+    """A 2-layer, 2-head BERT classifier at random initialisation, with sentences of 6 tokens (one padded)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, num_labels=3)  # fmt: skip
+    model = BertForSequenceClassification(config).eval().requires_grad_(False)
+    ids = torch.tensor([[2, 11, 12, 13, 14, 3], [2, 21, 22, 3, 0, 0]])  # [CLS]=2, [SEP]=3, [PAD]=0
+    mask = (ids != 0).long()
+    return model, ids, mask
+
+
+def test_token_integrated_gradients_are_complete_and_zero_on_padding(tiny_bert):
+    from lecture_modules.xai import text
+
+    model, ids, mask = tiny_bert
+    target = torch.tensor([0, 2])
+    out = text.token_attributions(model, ids, mask, target, special_ids=[2, 3], pad_id=0, steps=128)
+    attributions, delta = out["attributions"], out["delta"]
+    assert attributions.shape == (2, 6) and torch.count_nonzero(attributions[1, 4:]) == 0
+    baseline = torch.tensor([[2, 0, 0, 0, 0, 3], [2, 0, 0, 3, 0, 0]])
+    with torch.no_grad():
+        gap = model(input_ids=ids, attention_mask=mask).logits - model(input_ids=baseline, attention_mask=mask).logits
+    gap = gap.gather(1, target[:, None])[:, 0]
+    assert torch.allclose(attributions.sum(1), gap, atol=2e-3 * gap.abs().max().item() + 1e-4)
+    assert delta.abs().max() < 2e-3 * gap.abs().max() + 1e-4 and torch.allclose(out["gap"], gap, atol=1e-5)
+
+
+def test_attention_maps_are_distributions_over_the_unpadded_tokens_and_restore_fused_attention(tiny_bert):
+    from lecture_modules.xai import text
+
+    model, ids, mask = tiny_bert
+    before = model.config._attn_implementation
+    maps = text.attention_maps(model, ids, mask)
+    assert maps.shape == (2, 2, 2, 6, 6)  # (B, L, H, T, T)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 2, 6), atol=1e-5)
+    assert maps[1, ..., 4:].abs().max() < 1e-6  # no attention on padding
+    assert model.config._attn_implementation == before
+
+
+def test_layer_pca_matches_scikit_learn_and_separates_two_contexts(tiny_bert):
+    from sklearn.decomposition import PCA
+
+    from lecture_modules.xai import text
+
+    model, ids, mask = tiny_bert
+    states = text.hidden_states(model, ids, mask)  # (B, L + 1, T, D)
+    assert states.shape == (2, 3, 6, 16)
+    with torch.no_grad():
+        embedded = model.bert.embeddings(input_ids=ids)
+    assert torch.allclose(states[:, 0], embedded, atol=1e-5)  # layer 0 is the embedding output
+    torch.manual_seed(0)
+    groups = torch.tensor([0] * 5 + [1] * 5)
+    points = torch.randn(3, 10, 8) + 4.0 * groups[None, :, None] * torch.eye(8)[0]  # two contexts apart on axis 0
+    projected, explained = text.layer_pca(points)
+    for k in range(3):
+        reference = PCA(n_components=2).fit(points[k].numpy())
+        ours = projected[k].numpy()
+        theirs = reference.transform(points[k].numpy())
+        assert all(abs(abs((ours[:, c] * theirs[:, c]).sum()) / ((ours[:, c] ** 2).sum())) - 1 < 1e-4 for c in (0, 1))
+        assert explained[k].numpy() == pytest.approx(reference.explained_variance_ratio_, abs=1e-5)
+        first = projected[k, :, 0]
+        assert (first[groups == 0].max() < first[groups == 1].min()) or (
+            first[groups == 1].max() < first[groups == 0].min()
+        )
