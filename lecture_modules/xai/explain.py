@@ -116,17 +116,10 @@ class Explain(LectureModule):
         self.save_hyperparameters(ignore=["optimizer"])
         self.methods = methods  # the resolved list (the hyper-parameters keep what was given, null included)
         self.optimizer_factory = optimizer
-        self._frozen = {"lecture": self._load(checkpoint)}  # outside the submodules: not saved, not optimised
-        self.layers = dict(self.lecture.named_modules())
-        self.gradcam_name = self._layer_name("gradcam_layer", gradcam_layer, self._convolutions()[-1:])
-        self.visualised = (
-            self._convolutions()
-            if visualise_layers is None
-            else [self._layer_name("visualise_layers", n, []) for n in visualise_layers]
-        )
-        self.random_labels = _Logits(copy.deepcopy(self.lecture).requires_grad_(True).train())  # fit trains it
-        for name in core.parameterised_layers(self.random_labels):
-            core.randomise_layer(dict(self.random_labels.named_modules())[name], seed=seed + 1000)
+        self._frozen: dict[str, LectureModule] = {}  # the checkpoint's lecture, outside the submodules (prepare)
+        self.layers: dict[str, nn.Module] = {}
+        self.gradcam_name: str | None = None
+        self.visualised: list[str] = []
         self.register_buffer("fitted", torch.tensor(False))
         self.register_buffer("mean", torch.zeros(1, input_shape[0], 1, 1))
         self.register_buffer("std", torch.ones(1, input_shape[0], 1, 1))
@@ -135,6 +128,26 @@ class Explain(LectureModule):
         self._selected: list[int] = []
 
     # ------------------------------------------------------------------ settings and the checkpoint
+    def prepare(self) -> None:
+        """Load the checkpoint (once; at ``setup``, or at first use outside a Trainer) and build what depends on it:
+        the layer names (checked) and the randomised-labels copy. Not in ``__init__``: building another lecture while
+        the CLI instantiates this one fails for lectures with ``**kwargs`` variants."""
+        if self._frozen:
+            return
+        hp = self.hparams
+        self._frozen["lecture"] = self._load(hp.checkpoint)
+        self.layers = dict(self.lecture.named_modules())
+        self.gradcam_name = self._layer_name("gradcam_layer", hp.gradcam_layer, self._convolutions()[-1:])
+        self.visualised = (
+            self._convolutions()
+            if hp.visualise_layers is None
+            else [self._layer_name("visualise_layers", n, []) for n in hp.visualise_layers]
+        )
+        copy_ = _Logits(copy.deepcopy(self.lecture).requires_grad_(True).train())  # fit trains it
+        for name in core.parameterised_layers(copy_):
+            core.randomise_layer(dict(copy_.named_modules())[name], seed=hp.seed + 1000)
+        self.random_labels = copy_.to(self.device)
+
     @staticmethod
     def _check_numbers(args: dict[str, Any]) -> None:
         for name in ("per_class", "mistakes", "ig_steps", "ig_internal_batch_size", "smoothgrad_samples", "window",
@@ -197,6 +210,7 @@ class Explain(LectureModule):
     @property
     def lecture(self) -> LectureModule:
         """The checkpoint's lecture, frozen (not a submodule: never saved in this lecture's checkpoints)."""
+        self.prepare()
         return self._frozen["lecture"]
 
     @property
@@ -209,11 +223,14 @@ class Explain(LectureModule):
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        self.lecture._apply(fn, recurse)  # device moves reach the frozen model although it is not a submodule
+        for lecture in self._frozen.values():  # device moves reach the frozen model although it is not a submodule
+            lecture._apply(fn, recurse)
         return self
 
     def setup(self, stage: str) -> None:
-        """Take the DataModule's standardisation (the explanations are drawn and perturbed in [0, 1] pixels)."""
+        """Load the checkpoint; take the DataModule's standardisation (explanations are drawn and perturbed in
+        [0, 1] pixels)."""
+        self.prepare()
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         stats = getattr(datamodule, "pixel_stats", None) if datamodule is not None else None
         if stats is not None:

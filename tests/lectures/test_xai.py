@@ -230,9 +230,9 @@ def test_a_checkpoint_that_does_not_fit_the_data_or_indices_outside_the_split_ar
     from lecture_modules.xai.explain import Explain
 
     with pytest.raises(CheckpointError, match=r"model\.init_args\.checkpoint \(builtin:digits_cnn\) has 10 classes"):
-        Explain(num_classes=5, input_shape=(1, 16, 16))
+        Explain(num_classes=5, input_shape=(1, 16, 16)).prepare()
     with pytest.raises(CheckpointError, match=r"model\.init_args\.checkpoint .*does not take the data's images"):
-        Explain(input_shape=(3, 16, 16))
+        Explain(input_shape=(3, 16, 16)).prepare()
     with pytest.raises(SettingError, match=r"model\.init_args\.indices must be a non-empty list"):
         Explain(input_shape=(1, 16, 16), select="indices")
     model = Explain(input_shape=(1, 16, 16), select="indices", indices=[3, 400])
@@ -259,6 +259,7 @@ def test_fit_trains_the_randomised_labels_network_only():
     from lecture_modules.xai.explain import Explain
 
     model = Explain(input_shape=(1, 16, 16), methods=["saliency"])
+    model.prepare()
     trained = {id(p) for p in model.random_labels.parameters()}
     optimised = {id(p) for group in model.configure_optimizers().param_groups for p in group["params"]}
     assert optimised == trained and not any(p.requires_grad for p in model.lecture.parameters())
@@ -374,3 +375,52 @@ def test_layer_pca_matches_scikit_learn_and_separates_two_contexts(tiny_bert):
         assert (first[groups == 0].max() < first[groups == 1].min()) or (
             first[groups == 1].max() < first[groups == 0].min()
         )
+
+
+def _bert_checkpoint(path) -> str:
+    """A bert_classification checkpoint as cli.py writes it (tiny random BERT, 2 labels)."""
+    from lecture_modules.bert.classification import BertClassification
+
+    torch.manual_seed(0)
+    model = BertClassification()
+    hparams = {**model.hparams, "_class_path": "lecture_modules.bert.classification.BertClassification"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, path)
+    return str(path)
+
+
+TEXT = [
+    "--model", "lecture_modules.xai.explain_text.ExplainText",
+    "--data", "datamodules.text.TextClassificationDataModule", "--data.init_args.max_length", "64", *OFFLINE,
+]  # fmt: skip
+
+
+def test_explain_text_attributes_tokens_draws_attention_and_follows_cls_across_layers(tmp_path):
+    ckpt = _bert_checkpoint(tmp_path / "bert.ckpt")
+    cli = run_cli("test", *TEXT, "--model.init_args.checkpoint", ckpt, "--model.init_args.count", "3",
+                  "--model.init_args.ig_steps", "16", "--trainer.default_root_dir", str(tmp_path / "run"))  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    assert metrics["test/ig_completeness_error"] < 0.05 and 0 < metrics["test/acc"] <= 1
+    figures = {p.name.split("-step")[0] for p in (tmp_path / "run" / "figures").glob("*.png")}
+    assert figures == {"test_token_attributions", "test_attention_0", "test_layer_pca"}
+    saved = torch.load(tmp_path / "run" / "explanations_text.pt", weights_only=True)
+    assert saved["index"].tolist() == [0, 1, 2] and saved["tokens"][0][0] == "[CLS]"
+    assert saved["attributions"].shape[0] == 3 and saved["pca"].shape[0] == 3  # embeddings + 2 encoder layers
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--model.init_args.checkpoint", "null"], "model.init_args.checkpoint"),
+        (["--model.init_args.checkpoint", "builtin:digits_cnn"], "not a BERT classifier"),
+        (["--model.init_args.pca_token", "zzzz"], "model.init_args.pca_token"),
+        (["--model.init_args.model_name_or_path", "minilm"], "model.init_args.model_name_or_path"),
+    ],
+)
+def test_explain_text_bad_settings_end_in_one_line(tmp_path, capsys, args, named):
+    from cli import main
+
+    ckpt = ["--model.init_args.checkpoint", _bert_checkpoint(tmp_path / "bert.ckpt")]  # later arguments win
+    code = main(["test", *TEXT, *ckpt, *args, "--trainer.default_root_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and named in errors[0] and "Traceback" not in err, err[-2000:]
