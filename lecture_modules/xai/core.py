@@ -238,7 +238,7 @@ def map_similarity(original: torch.Tensor, other: torch.Tensor) -> dict[str, tor
 def _safe(fn, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """A correlation that is 0 (not NaN) when either map is constant (a randomised map can be all zeros)."""
     if a.std() == 0 or b.std() == 0:
-        return torch.zeros((), dtype=a.dtype)
+        return torch.zeros((), dtype=a.dtype, device=a.device)
     return fn(a, b)
 
 
