@@ -419,7 +419,10 @@ def test_fast_adversarial_training_resumes_exactly(tmp_path):
     full = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "full"))
     reference = {k: v.clone() for k, v in full.model.state_dict().items()}
     ckpt = crash_after_checkpoint(base, 3, tmp_path / "ckpt")
-    resumed = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "resumed"), "--ckpt_path", str(ckpt))
+    resumed = run_cli(  # another seed: only the checkpoint can bring this process back onto the full run
+        *base, "--seed_everything", "123", "--trainer.default_root_dir", str(tmp_path / "resumed"),
+        "--ckpt_path", str(ckpt),
+    )  # fmt: skip
     assert resumed.trainer.global_step == 6
     assert state_dict_equal(resumed.model.state_dict(), reference), "resumed weights differ from the full run"
     assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["net"]["kind"] == "cnn"

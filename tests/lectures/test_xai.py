@@ -10,7 +10,14 @@ from torch import nn
 
 from lecture_modules.xai import core
 from lecture_modules.xai.methods import METHODS, MethodSettings, attribute
-from tests.helpers import CONFIGS, QUICK, run_cli, run_cli_subprocess
+from tests.helpers import (
+    CONFIGS,
+    QUICK,
+    crash_after_checkpoint,
+    run_cli,
+    run_cli_subprocess,
+    state_dict_equal,
+)
 
 XAI = str(CONFIGS / "xai.yaml")
 OFFLINE = ["--trainer.logger", "false", *QUICK]
@@ -266,6 +273,28 @@ def test_fit_trains_the_randomised_labels_network_only():
     assert all(not k.startswith("lecture.") for k in model.state_dict())  # the checkpoint is not copied in
     labels = model.random_label(torch.arange(1000))
     assert labels.min() == 0 and labels.max() == 9 and torch.equal(labels, model.random_label(torch.arange(1000)))
+
+
+def test_the_randomised_labels_fit_resumes_exactly(tmp_path):
+    """The topic's one training run (the data randomisation test's network) stopped after a checkpoint at step 3 and
+    resumed ends with the weights of a run that never stopped: shuffling, dropout-free steps and the optimiser state
+    all come back."""
+    base = [
+        "fit", "--config", XAI, *OFFLINE, "--trainer.callbacks=[]", "--trainer.max_steps", "6",
+        "--trainer.limit_val_batches", "0", "--data.init_args.batch_size", "32",
+    ]  # fmt: skip
+    full = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "full"))
+    reference = {k: v.clone() for k, v in full.model.state_dict().items()}
+    assert any(k.startswith("random_labels.") for k in reference)
+    ckpt = crash_after_checkpoint(base, 3, tmp_path / "ckpt")
+    # Another seed for the resumed process: only the checkpoint (weights, optimiser, sampler and RNG states) can
+    # make it end where the uninterrupted run ended; a run that ignored it would start from other weights.
+    resumed = run_cli(
+        *base, "--seed_everything", "123", "--trainer.default_root_dir", str(tmp_path / "resumed"),
+        "--ckpt_path", str(ckpt),
+    )  # fmt: skip
+    assert resumed.trainer.global_step == 6
+    assert state_dict_equal(resumed.model.state_dict(), reference), "resumed weights differ from the full run"
 
 
 @pytest.mark.parametrize(
