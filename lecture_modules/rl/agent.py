@@ -27,7 +27,7 @@ from lecture_modules.base import LectureModule, bad_setting
 from lecture_modules.nets import Spec
 from lecture_modules.rl.core import hw12_bracket
 
-__all__ = ["ActorCritic", "AgentSpec", "RLLecture", "check_unit_interval"]
+__all__ = ["ActorCritic", "AgentSpec", "RLLecture", "check_unit_interval", "return_curve"]
 
 
 def check_unit_interval(**settings: float) -> None:
@@ -125,6 +125,7 @@ class RLLecture(LectureModule):
         self.agent: ActorCritic | None = None
         self.rollout_return, self.val_return, self.test_return = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_length, self.test_length = MeanMetric(), MeanMetric()
+        self.history: list[tuple[int, float]] = []  # (env steps of all ranks, val/return) of this process's run
 
     def build_agent(self, critic: bool) -> ActorCritic:
         """The actor and, with ``critic``, the critic, as ``hparams.agent`` describes them."""
@@ -202,8 +203,34 @@ class RLLecture(LectureModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def on_validation_end(self) -> None:
+        value = self.trainer.callback_metrics.get("val/return")
+        if value is not None and not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self.history.append((self.trainer.datamodule.env_steps * self.trainer.world_size, float(value)))
+
+    def on_fit_end(self) -> None:
+        if self.history and self.trainer.is_global_zero:
+            self.log_figure("val/return_curve", return_curve(self.history, type(self).__name__))
+
     def on_test_epoch_end(self) -> None:
         """HW12's report: the mean total reward of the test episodes and its grading bracket."""
         mean = float(self.test_return.compute())
         self.last_test_bracket = hw12_bracket(mean)
         rank_zero_info(f"HW12 protocol: mean total reward {mean:.1f}, bracket {self.last_test_bracket}")
+
+
+def return_curve(history: list[tuple[int, float]], title: str):
+    """Greedy evaluation return against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    steps, returns = zip(*history, strict=True)
+    ax.plot(steps, returns, marker="o", markersize=3)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("val/return (greedy)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig

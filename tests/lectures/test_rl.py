@@ -202,6 +202,28 @@ def test_ppo_resumed_at_an_epoch_end_ends_with_the_weights_of_an_uninterrupted_r
     resumed = fit(4, tmp_path / "b", "--ckpt_path", str(ckpt))
     assert state_dict_equal(resumed.model.state_dict(), straight.model.state_dict())
     assert resumed.datamodule.state_dict() == straight.datamodule.state_dict()
+    assert list((tmp_path / "a").rglob("val_return_curve-step*.png"))  # the lecture's own figure
+    tested = run_cli("test", *SHORT_PPO, "--trainer.default_root_dir", str(tmp_path / "c"), "--ckpt_path", str(ckpt))
+    assert "test/return" in tested.trainer.callback_metrics and tested.model.last_test_bracket in core.HW12_BRACKETS
+
+
+def test_the_test_episodes_follow_hw12s_protocol_one_environment_seeded_once_with_543():
+    import gymnasium as gym
+
+    policy = lambda obs: (obs[:, 2] > 0).long()  # noqa: E731  (push towards the pole's lean)
+    dm = RolloutDataModule()
+    dm.attach_policy(sample=policy, greedy=policy)
+    ours = [(float(e["return"]), float(e["length"])) for e in dm.test_dataloader()]
+    env = gym.make("CartPole-v1")
+    expected = []
+    for i in range(5):
+        obs, _ = env.reset(seed=543 if i == 0 else None)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(int(obs[2] > 0))
+            total, done = total + reward, terminated or truncated
+        expected.append(total)
+    assert [r for r, _ in ours] == expected and len(set(expected)) > 1
 
 
 class DumpRanks(L.Callback):
