@@ -9,12 +9,14 @@ For each rollout of T steps of N environments collected with the current policy 
    * ``baseline`` (version 3): G'_t - b, b the mean of G' over the rollout;
    * ``mc_critic`` (version 3.5): G'_t - V(s_t), V learnt by regression on G' (a Monte-Carlo critic);
    * ``td_critic`` (version 4, advantage actor-critic): r_t + gamma V(s_{t+1}) - V(s_t), V learnt on that target.
-2. Optionally normalise A over the rollout (``normalize_advantage``).
+2. Optionally standardise A over the rollout (``normalize_advantage``, off by default: the lecture's estimators
+   as written; standardising subtracts the mean, so it makes version 3 the same as version 2).
 3. Loss: -mean A_t log pi(a_t | s_t)  (+ ``value_coef`` x the critic's squared error, - ``entropy_coef`` x entropy);
    one optimiser step.
 
 Versions 1-3 have no critic: an episode still running at the rollout's end adds only the rewards seen (make
 rollouts at least one episode long: ``data.init_args.rollout_steps``); with a critic it is bootstrapped with V.
+Version 4 bootstraps from its own critic, so it needs many small updates (short rollouts), as A2C makes them.
 
 Run: ``python cli.py fit --config configs/policy_gradient.yaml``
 """
@@ -46,7 +48,7 @@ class PolicyGradient(RLLecture):
         agent: AgentSpec = AgentSpec(),  # noqa: B008 (a frozen spec)
         gamma: float = 0.99,
         advantage: Advantage = "baseline",
-        normalize_advantage: bool = True,
+        normalize_advantage: bool = False,
         value_coef: float = 0.5,
         entropy_coef: float = 0.0,
     ) -> None:
@@ -57,7 +59,8 @@ class PolicyGradient(RLLecture):
             agent: the actor (and, for mc_critic / td_critic, the critic) networks.
             gamma: discount factor in [0, 1] (version 1, ``cumulative``, uses 1 whatever this says).
             advantage: the lecture's version: cumulative, discounted, baseline, mc_critic or td_critic.
-            normalize_advantage: standardise the advantages over each rollout (mean 0, std 1).
+            normalize_advantage: standardise the advantages over each rollout (mean 0, std 1); this subtracts a
+                mean itself, so with it version 3 (``baseline``) is version 2.
             value_coef: weight of the critic's squared error (mc_critic, td_critic).
             entropy_coef: weight of the entropy bonus (0: none).
         """
