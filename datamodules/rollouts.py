@@ -258,13 +258,11 @@ class RolloutDataModule(L.LightningDataModule):
 
     def start_epoch(self) -> tuple[Any, np.ndarray]:
         """Build the vector environment once, reset it with this epoch's seeds; returns it and the first obs."""
-        import gymnasium as gym
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
         if self.envs is None:
             env_fns = [lambda: make_env(self.env_id, self.max_episode_steps) for _ in range(self.num_envs)]
             self.envs = SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
-            gym.logger.min_level = 40  # our own reset handling: no warnings about stepping after a done
         obs, _ = self.envs.reset(seed=self.env_seeds(self.epoch))
         self.episode_tracker = EpisodeTracker(self.num_envs)
         self.epoch += 1

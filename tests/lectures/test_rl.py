@@ -179,6 +179,7 @@ def test_each_config_fits_a_few_rollouts(name, tmp_path):
     cli = run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), "--config", SMOKE,
                   "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
     assert cli.datamodule.env_steps > 0
+    assert {"rollout/env_steps", "rollout/episodes", "train/loss"} <= set(cli.trainer.callback_metrics)
     assert torch.isfinite(torch.cat([p.flatten() for p in cli.model.parameters()])).all()
 
 
