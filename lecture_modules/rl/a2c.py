@@ -26,7 +26,7 @@ __all__ = ["A2C"]
 
 
 class A2C(RLLecture):
-    """Synchronous advantage actor-critic with n-step returns or GAE (Mnih et al., arXiv 1602.01783)."""
+    """Synchronous advantage actor-critic with n-step returns or GAE (Mnih et al., arXiv 1602.01783, lecture 12)."""
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ Advantage = Literal["cumulative", "discounted", "baseline", "mc_critic", "td_cri
 
 
 class PolicyGradient(RLLecture):
-    """Policy gradient with the lecture's advantage versions 1, 2, 3, 3.5 and 4 (REINFORCE is version 2)."""
+    """Policy gradient, the advantage as lecture 12 builds it: versions 1, 2, 3, 3.5, 4 (REINFORCE is version 2)."""
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ __all__ = ["PPO"]
 
 
 class PPO(RLLecture):
-    """PPO with the clipped surrogate, GAE, minibatch epochs and an entropy bonus (arXiv 1707.06347)."""
+    """PPO: clipped surrogate, GAE, minibatch epochs and an entropy bonus (arXiv 1707.06347, lecture 12)."""
 
     def __init__(
         self,
