@@ -93,6 +93,10 @@ class RolloutDataset(IterableDataset):
     """One epoch: ``rollouts_per_epoch`` rollouts of ``rollout_steps`` steps collected with the attached policy."""
 
     def __init__(self, owner: RolloutDataModule) -> None:
+        """
+        Args:
+            owner: the DataModule that holds the environments, the policy and the counters.
+        """
         self.owner = owner
 
     def __len__(self) -> int:
@@ -112,6 +116,10 @@ class EpisodeTracker:
     """Running total reward and length of each environment's current episode."""
 
     def __init__(self, num_envs: int) -> None:
+        """
+        Args:
+            num_envs: environments tracked side by side.
+        """
         self.returns, self.lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
 
     def step(self, rewards: np.ndarray, done: np.ndarray) -> tuple[list[float], list[int]]:
@@ -159,6 +167,13 @@ class EvalEpisodes(IterableDataset):
     """Greedy evaluation episodes: yields one ``{"return", "length"}`` per episode, every rank the same ones."""
 
     def __init__(self, owner: RolloutDataModule, seed: int, episodes: int, seed_each: bool) -> None:
+        """
+        Args:
+            owner: the DataModule that names the environment and holds the greedy policy.
+            seed: seed of the first episode.
+            episodes: episodes to run.
+            seed_each: reset episode i with seed + i; otherwise seed the first reset only (HW12's notebook).
+        """
         self.owner, self.seed, self.episodes, self.seed_each = owner, seed, episodes, seed_each
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

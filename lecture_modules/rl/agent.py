@@ -83,6 +83,13 @@ class ActorCritic(nn.Module):
     """pi(a|s) as logits (B, A) and, with ``critic=True``, V(s) (B,) from a separate network."""
 
     def __init__(self, spec: AgentSpec, obs_dim: int, num_actions: int, critic: bool) -> None:
+        """
+        Args:
+            spec: widths, activation and initialisation of both networks.
+            obs_dim: size of one observation.
+            num_actions: number of discrete actions.
+            critic: build the critic V(s) too.
+        """
         super().__init__()
         self.actor = spec.mlp(obs_dim, num_actions, output_gain=0.01)
         self.critic = spec.mlp(obs_dim, 1, output_gain=1.0) if critic else None
