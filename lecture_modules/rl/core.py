@@ -1,0 +1,215 @@
+"""Pure pieces of lecture 12's algorithms: returns, advantages and the policy losses, tested without a Trainer.
+
+Every function takes a rollout laid out as (T, N): T time steps of N environments, as
+:class:`datamodules.rollouts.RolloutDataModule` collects it. Two kinds of episode end matter:
+
+* ``terminated`` (the MDP ended: the pole fell): nothing follows, the value of the next state is 0.
+* ``truncated`` (a time limit, or the rollout's end): the episode goes on beyond what we saw, so the return is
+  *bootstrapped* with the critic's estimate ``next_values`` = V(s'_t) of the true next state s'_t (the final
+  observation before an automatic reset). Without a critic, ``next_values`` is zero and a cut episode's return is
+  the sum of the rewards seen.
+
+The last step of a rollout is always treated as a cut: the returns of step T-1 never read beyond the rollout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "HW12_BRACKETS",
+    "discounted_returns",
+    "gae",
+    "hw12_bracket",
+    "n_step_returns",
+    "normalize_advantages",
+    "policy_gradient_loss",
+    "ppo_clipped_loss",
+    "value_loss",
+]
+
+
+def _cuts(terminated: torch.Tensor, truncated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(continues, bootstraps) as floats (T, N): continues_t = 1 when step t+1 is in the same episode; bootstraps_t
+    = 1 when the return of step t continues with V(s'_t) (truncated, or the rollout's last step, not terminated)."""
+    term, trunc = terminated.float(), truncated.float().clone()
+    trunc[-1] = 1.0  # the rollout's end cuts every episode still running
+    done = torch.clamp(term + trunc, max=1.0)
+    return 1.0 - done, trunc * (1.0 - term)
+
+
+def discounted_returns(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    next_values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reward-to-go G'_t = r_t + gamma r_{t+1} + ... up to the episode's end (lecture versions 1 and 2).
+
+    Args:
+        rewards: (T, N) rewards r_t.
+        terminated: (T, N) bool, the episode ended at step t (no bootstrap).
+        truncated: (T, N) bool, the episode was cut at step t (bootstrap with ``next_values``).
+        gamma: discount in [0, 1]; 1 gives the lecture's cumulative reward G_t (version 1).
+        next_values: (T, N) V(s'_t) of the true next state, or None (no critic: a cut return adds nothing).
+
+    Returns:
+        (T, N) returns.
+    """
+    continues, bootstraps = _cuts(terminated, truncated)
+    nv = torch.zeros_like(rewards) if next_values is None else next_values
+    returns = torch.zeros_like(rewards)
+    future = torch.zeros_like(rewards[0])  # G'_{t+1} of the same episode
+    for t in reversed(range(rewards.shape[0])):
+        future = rewards[t] + gamma * (continues[t] * future + bootstraps[t] * nv[t])
+        returns[t] = future
+    return returns
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimation (Schulman et al. 2016, arXiv 1506.02438).
+
+    delta_t = r_t + gamma (1 - terminated_t) V(s'_t) - V(s_t);  A_t = delta_t + gamma lam (1 - done_t) A_{t+1}.
+    lam = 0 is the one-step TD advantage (lecture version 4); lam = 1 is the Monte-Carlo return minus V(s_t).
+
+    Args:
+        rewards: (T, N) rewards.
+        values: (T, N) V(s_t).
+        next_values: (T, N) V(s'_t) of the true next state (the final observation where the episode ended).
+        terminated: (T, N) bool.
+        truncated: (T, N) bool.
+        gamma: discount.
+        lam: GAE's lambda in [0, 1].
+
+    Returns:
+        (T, N) advantages; the critic's target is advantages + values.
+    """
+    continues, _ = _cuts(terminated, truncated)
+    deltas = rewards + gamma * (1.0 - terminated.float()) * next_values - values  # (T, N)
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = deltas[t] + gamma * lam * continues[t] * running
+        advantages[t] = running
+    return advantages
+
+
+def n_step_returns(
+    rewards: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    n: int,
+) -> torch.Tensor:
+    """n-step returns G^(n)_t = r_t + ... + gamma^(k-1) r_{t+k-1} + gamma^k V(s'_{t+k-1}), k = min(n, steps to the
+    episode's end or the rollout's end); no bootstrap after a termination (A2C, Mnih et al. 2016, arXiv 1602.01783).
+
+    Args:
+        rewards: (T, N) rewards.
+        next_values: (T, N) V(s'_t).
+        terminated: (T, N) bool.
+        truncated: (T, N) bool.
+        gamma: discount.
+        n: steps before bootstrapping (1: the TD target r_t + gamma V(s'_t)).
+
+    Returns:
+        (T, N) returns.
+    """
+    continues, _ = _cuts(terminated, truncated)
+    alive = (1.0 - terminated.float()) * next_values  # V(s'_t), 0 after a termination
+    horizon = rewards.shape[0]
+    returns = torch.zeros_like(rewards)
+    for t in range(horizon):
+        acc, discount, open_ = torch.zeros_like(rewards[0]), 1.0, torch.ones_like(rewards[0])
+        for k in range(min(n, horizon - t)):
+            acc = acc + open_ * discount * rewards[t + k]
+            last = k == n - 1 or t + k == horizon - 1
+            stop = torch.ones_like(open_) if last else 1.0 - continues[t + k]  # the bootstrap happens at this step
+            acc = acc + open_ * stop * discount * gamma * alive[t + k]
+            open_ = open_ * (1.0 - stop)
+            discount *= gamma
+        returns[t] = acc
+    return returns
+
+
+def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(A - mean A) / (std A + eps) over the whole batch."""
+    if advantages.numel() < 2:
+        return advantages - advantages.mean()
+    return (advantages - advantages.mean()) / (advantages.std() + eps)
+
+
+def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """-mean_t A_t log pi(a_t | s_t): its gradient is the policy-gradient estimate mean_t A_t grad log pi (the
+    advantages are constants here, so no gradient reaches a critic through them)."""
+    return -(advantages.detach() * log_probs).mean()
+
+
+def ppo_clipped_loss(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017, arXiv 1707.06347), as a loss to minimise.
+
+    L = -mean min(rho A, clip(rho, 1 - clip, 1 + clip) A) with rho = pi(a|s) / pi_old(a|s).
+
+    Returns:
+        The loss and statistics: ``ratio`` (mean rho), ``clip_fraction`` (share of samples clipped) and
+        ``approx_kl`` (mean of (rho - 1) - log rho, an unbiased estimate of KL(pi_old || pi)).
+    """
+    log_ratio = log_probs - old_log_probs.detach()
+    ratio = log_ratio.exp()
+    adv = advantages.detach()
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv
+    loss = -torch.min(unclipped, clipped).mean()
+    with torch.no_grad():
+        stats = {
+            "ratio": ratio.mean(),
+            "clip_fraction": ((ratio - 1.0).abs() > clip).float().mean(),
+            "approx_kl": ((ratio - 1.0) - log_ratio).mean(),
+        }
+    return loss, stats
+
+
+def value_loss(
+    values: torch.Tensor,
+    targets: torch.Tensor,
+    old_values: torch.Tensor | None = None,
+    clip: float | None = None,
+) -> torch.Tensor:
+    """0.5 mean (V - target)^2; with ``clip``, PPO's clipped variant max((V - G)^2, (V_old + clip(V - V_old) - G)^2)
+    that keeps the critic near the values the rollout was collected with."""
+    targets = targets.detach()
+    squared = (values - targets) ** 2
+    if clip is not None and old_values is not None:
+        old = old_values.detach()
+        clipped = old + torch.clamp(values - old, -clip, clip)
+        squared = torch.max(squared, (clipped - targets) ** 2)
+    return 0.5 * squared.mean()
+
+
+# HW12's grading brackets of the mean total reward over its 5 test episodes (seed 543).
+HW12_BRACKETS = ("< 0", "0-99", "100-199", "200-240", ">= 241")
+
+
+def hw12_bracket(mean_reward: float) -> str:
+    """The HW12 bracket of a mean total reward: ``< 0``, ``0-99``, ``100-199``, ``200-240`` or ``>= 241``."""
+    if mean_reward < 0:
+        return HW12_BRACKETS[0]
+    if mean_reward < 100:
+        return HW12_BRACKETS[1]
+    if mean_reward < 200:
+        return HW12_BRACKETS[2]
+    if mean_reward < 241:
+        return HW12_BRACKETS[3]
+    return HW12_BRACKETS[4]

@@ -1,0 +1,259 @@
+"""Reinforcement learning (lecture 12): invariants of the pure returns and losses, the rollouts, then the lectures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules.errors import SettingError
+from datamodules.rollouts import RolloutDataModule
+from lecture_modules.rl import core
+from lecture_modules.rl.a2c import A2C
+from lecture_modules.rl.policy_gradient import PolicyGradient
+from lecture_modules.rl.ppo import PPO
+from tests.helpers import CONFIGS, QUICK, SMOKE, run_cli, run_cli_subprocess, state_dict_equal
+
+RL_CONFIGS = ["policy_gradient", "a2c", "ppo"]
+
+
+def _flags(*rows: list[int]) -> list[torch.Tensor]:
+    return [torch.tensor(r, dtype=torch.bool)[:, None] for r in rows]  # (T, 1)
+
+
+# A 4-step trajectory of one environment: step 1 terminates (the pole fell), step 2 is truncated (a time limit), step 3
+# is the rollout's last step (a cut). V(s'_t) = 10, 20, 30, 40; gamma = 0.5.
+REWARDS = torch.ones(4, 1)
+TERM, TRUNC = _flags([0, 1, 0, 0], [0, 0, 1, 0])
+NEXT_V = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
+
+
+# ------------------------------------------------------------------------------------------- returns by hand
+def test_discounted_returns_bootstrap_on_truncation_and_the_rollouts_end_but_not_on_termination():
+    returns = core.discounted_returns(REWARDS, TERM, TRUNC, 0.5, next_values=NEXT_V)
+    # G3 = 1 + .5*40 (cut); G2 = 1 + .5*30 (truncated); G1 = 1 (terminated: V(s') ignored); G0 = 1 + .5*G1
+    assert returns.flatten().tolist() == [1.5, 1.0, 16.0, 21.0]
+    no_critic = core.discounted_returns(REWARDS, TERM, TRUNC, 0.5)
+    assert no_critic.flatten().tolist() == [1.5, 1.0, 1.0, 1.0]
+    assert core.discounted_returns(REWARDS, *_flags([0, 0, 0, 0], [0, 0, 0, 0]), 1.0).flatten().tolist() == [4, 3, 2, 1]
+
+
+def test_gae_matches_hand_computed_values_with_episode_ends():
+    values = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    adv = core.gae(REWARDS, values, NEXT_V, TERM, TRUNC, gamma=0.5, lam=0.5)
+    # deltas: 1+5-1 = 5, 1+0-2 = -1 (terminated), 1+15-3 = 13, 1+20-4 = 17; A0 = 5 + .25*(-1); A1, A2 end episodes
+    assert adv.flatten().tolist() == [4.75, -1.0, 13.0, 17.0]
+
+
+def test_gae_lambda_one_is_the_bootstrapped_return_minus_v_and_lambda_zero_the_td_error():
+    torch.manual_seed(0)
+    t, n = 12, 3
+    rewards, values = torch.randn(t, n), torch.randn(t, n)
+    term, trunc = torch.rand(t, n) < 0.15, torch.rand(t, n) < 0.1
+    trunc &= ~term
+    next_values = torch.randn(t, n)
+    continues = ~(term | trunc)
+    next_values[:-1][continues[:-1]] = values[1:][continues[:-1]]  # V(s'_t) = V(s_{t+1}) inside an episode
+    returns = core.discounted_returns(rewards, term, trunc, 0.9, next_values=next_values)
+    assert torch.allclose(core.gae(rewards, values, next_values, term, trunc, 0.9, 1.0), returns - values, atol=1e-5)
+    td = core.n_step_returns(rewards, next_values, term, trunc, 0.9, n=1) - values
+    assert torch.allclose(core.gae(rewards, values, next_values, term, trunc, 0.9, 0.0), td, atol=1e-6)
+    long = core.n_step_returns(rewards, next_values, term, trunc, 0.9, n=t)
+    assert torch.allclose(long, returns, atol=1e-5)  # n >= T: bootstrapped Monte-Carlo returns
+
+
+def test_n_step_returns_match_hand_computed_values():
+    two = core.n_step_returns(REWARDS, NEXT_V, TERM, TRUNC, 0.5, n=2)
+    assert two.flatten().tolist() == [1.5, 1.0, 16.0, 21.0]  # the episode ends cut the horizon
+    rewards, nv = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[10.0], [20.0], [30.0]])
+    no_end = _flags([0, 0, 0], [0, 0, 0])
+    # t0: 1 + .5*2 + .25*V(s'_1)=20 -> 7; t1: 2 + .5*3 + .25*30 = 11; t2: 3 + .5*30 = 18 (rollout's end)
+    assert core.n_step_returns(rewards, nv, *no_end, 0.5, n=2).flatten().tolist() == [7.0, 11.0, 18.0]
+
+
+# ------------------------------------------------------------------------------------------------ the losses
+def test_policy_gradient_loss_gradient_is_the_score_function_on_a_two_action_bandit():
+    theta = torch.tensor([0.3, -0.2], requires_grad=True)
+    actions = torch.tensor([0, 1, 1, 0, 1])
+    advantages = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.5])
+    log_pi = torch.log_softmax(theta, dim=0)[actions]
+    (grad,) = torch.autograd.grad(core.policy_gradient_loss(log_pi, advantages), theta)
+    pi = torch.softmax(theta.detach(), dim=0)
+    score = torch.nn.functional.one_hot(actions, 2).float() - pi  # grad log pi(a) = e_a - pi
+    assert torch.allclose(grad, -(advantages[:, None] * score).mean(0), atol=1e-7)
+
+
+def test_ppo_ratio_is_one_and_clipped_equals_unclipped_on_the_first_minibatch():
+    torch.manual_seed(0)
+    logits = torch.randn(32, 2, requires_grad=True)
+    actions, advantages = torch.randint(0, 2, (32,)), torch.randn(32)
+    log_probs = torch.distributions.Categorical(logits=logits).log_prob(actions)
+    loss, stats = core.ppo_clipped_loss(log_probs, log_probs.detach(), advantages, clip=0.2)
+    assert stats["ratio"].item() == pytest.approx(1.0) and stats["clip_fraction"].item() == 0.0
+    assert stats["approx_kl"].item() == pytest.approx(0.0, abs=1e-7)
+    assert loss.item() == pytest.approx(-advantages.mean().item(), abs=1e-6)  # min(rho A, clip(rho) A) = A
+    (ppo_grad,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (pg_grad,) = torch.autograd.grad(core.policy_gradient_loss(log_probs, advantages), logits)
+    assert torch.allclose(ppo_grad, pg_grad, atol=1e-7)  # at rho = 1 PPO's gradient is the policy gradient
+    moved = log_probs.detach() + 0.5  # rho = e^0.5 > 1.2: the positive advantages are clipped
+    _, moved_stats = core.ppo_clipped_loss(moved, log_probs.detach(), advantages, clip=0.2)
+    assert moved_stats["clip_fraction"].item() == 1.0
+
+
+def test_the_ppo_module_sees_ratio_one_on_its_first_minibatch():
+    torch.manual_seed(0)
+    model = PPO()
+    obs, actions = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with torch.no_grad():
+        old = model.agent.dist(obs).log_prob(actions)
+    _, stats = core.ppo_clipped_loss(model.agent.dist(obs).log_prob(actions), old, torch.randn(16), clip=0.2)
+    assert stats["ratio"].item() == pytest.approx(1.0) and stats["clip_fraction"].item() == 0.0
+
+
+def test_clipped_value_loss_keeps_the_critic_near_its_old_values():
+    values, old, targets = torch.tensor([3.0]), torch.tensor([0.0]), torch.tensor([0.0])
+    assert core.value_loss(values, targets).item() == 4.5
+    assert core.value_loss(values, targets, old, clip=1.0).item() == 4.5  # max(9, 1): the pessimistic term
+    assert core.value_loss(torch.tensor([-0.5]), torch.tensor([2.0]), old, clip=0.2).item() == pytest.approx(3.125)
+
+
+def test_hw12_brackets():
+    assert [core.hw12_bracket(x) for x in (-5, 0, 99.9, 100, 199.5, 200, 240.9, 241, 300)] == [
+        "< 0", "0-99", "0-99", "100-199", "100-199", "200-240", "200-240", ">= 241", ">= 241",
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ rollouts
+def _collect(seed: int, rollouts: int = 2, **kw) -> list[dict[str, torch.Tensor]]:
+    dm = RolloutDataModule(num_envs=3, rollout_steps=40, rollouts_per_epoch=rollouts, seed=seed, **kw)
+    generator = torch.Generator().manual_seed(0)
+    policy = lambda obs: torch.randint(0, 2, (obs.shape[0],), generator=generator)  # noqa: E731
+    dm.attach_policy(sample=policy, greedy=policy)
+    return list(dm.train_dataloader())
+
+
+def test_the_same_seed_gives_the_same_rollouts_and_another_seed_others():
+    first, again, other = _collect(0), _collect(0), _collect(3)
+    assert all(state_dict_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0]["obs"], other[0]["obs"])
+    assert first[0]["obs"].shape == (40, 3, 4) and first[0]["actions"].shape == (40, 3)
+
+
+def test_next_obs_is_the_true_next_state_even_where_an_episode_ended():
+    (rollout,) = _collect(0, rollouts=1, max_episode_steps=15)
+    done = rollout["terminated"] | rollout["truncated"]
+    assert rollout["truncated"].any() and rollout["terminated"].any()
+    inside = ~done[:-1]
+    assert torch.equal(rollout["next_obs"][:-1][inside], rollout["obs"][1:][inside])
+    # where an episode ended, obs[t+1] is a fresh reset while next_obs[t] is the episode's final state
+    assert not torch.equal(rollout["next_obs"][:-1][done[:-1]], rollout["obs"][1:][done[:-1]])
+    assert rollout["episode_lengths"].max() <= 15 and len(rollout["episode_returns"]) == int(done.sum())
+
+
+# ------------------------------------------------------------------------------------------------ bad settings
+def test_bad_settings_name_their_config_keys():
+    with pytest.raises(SettingError, match=r"data\.init_args\.env_id must be a registered Gymnasium.*'NoSuchEnv-v0'"):
+        RolloutDataModule(env_id="NoSuchEnv-v0")
+    with pytest.raises(SettingError, match=r"data\.init_args\.env_id must have a discrete action space.*Pendulum"):
+        RolloutDataModule(env_id="Pendulum-v1")
+    with pytest.raises(SettingError, match=r"data\.init_args\.num_envs must be >= 1, got 0"):
+        RolloutDataModule(num_envs=0)
+    with pytest.raises(SettingError, match=r"model\.init_args\.gamma must be in \[0, 1\], got 1\.5"):
+        PolicyGradient(gamma=1.5)
+    with pytest.raises(SettingError, match=r"model\.init_args\.advantage must be one of cumulative, discounted"):
+        PolicyGradient(advantage="gae")
+    with pytest.raises(SettingError, match=r"model\.init_args\.gae_lambda must be in \[0, 1\]"):
+        A2C(gae_lambda=-0.1)
+    with pytest.raises(SettingError, match=r"model\.init_args\.clip_coef must be > 0"):
+        PPO(clip_coef=0.0)
+    with pytest.raises(SettingError, match=r"model\.init_args\.agent\.activation must be 'tanh' or 'relu'"):
+        PPO(agent={"activation": "gelu"})
+
+
+# ------------------------------------------------------------------------------------------------ the lectures
+@pytest.mark.parametrize("name", RL_CONFIGS)
+def test_each_config_fits_a_few_rollouts(name, tmp_path):
+    cli = run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), "--config", SMOKE,
+                  "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert cli.datamodule.env_steps > 0
+    assert {"rollout/env_steps", "rollout/episodes", "train/loss"} <= set(cli.trainer.callback_metrics)
+    assert torch.isfinite(torch.cat([p.flatten() for p in cli.model.parameters()])).all()
+
+
+SHORT_PPO = [
+    "--config", str(CONFIGS / "ppo.yaml"), *QUICK, "--trainer.logger", "false",
+    "--data.init_args.rollout_steps", "32", "--data.init_args.rollouts_per_epoch", "2",
+    "--data.init_args.val_episodes", "1",
+]  # fmt: skip
+
+
+def test_ppo_resumed_at_an_epoch_end_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    def fit(epochs: int, root: Path, *extra: str):
+        return run_cli("fit", *SHORT_PPO, "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(root),
+                       *extra)  # fmt: skip
+
+    straight = fit(4, tmp_path / "a")
+    fit(2, tmp_path / "b")
+    ckpt = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    counters = torch.load(ckpt, weights_only=True)["RolloutDataModule"]  # plain data only
+    assert counters["epoch"] == 2 and counters["env_steps"] == 2 * 2 * 32 * 4 and counters["episodes"] > 0
+    resumed = fit(4, tmp_path / "b", "--ckpt_path", str(ckpt))
+    assert state_dict_equal(resumed.model.state_dict(), straight.model.state_dict())
+    assert resumed.datamodule.state_dict() == straight.datamodule.state_dict()
+    assert list((tmp_path / "a").rglob("val_return_curve-step*.png"))  # the lecture's own figure
+    tested = run_cli("test", *SHORT_PPO, "--trainer.default_root_dir", str(tmp_path / "c"), "--ckpt_path", str(ckpt))
+    assert "test/return" in tested.trainer.callback_metrics and tested.model.last_test_bracket in core.HW12_BRACKETS
+
+
+def test_the_test_episodes_follow_hw12s_protocol_one_environment_seeded_once_with_543():
+    import gymnasium as gym
+
+    policy = lambda obs: (obs[:, 2] > 0).long()  # noqa: E731  (push towards the pole's lean)
+    dm = RolloutDataModule()
+    dm.attach_policy(sample=policy, greedy=policy)
+    ours = [(float(e["return"]), float(e["length"])) for e in dm.test_dataloader()]
+    env = gym.make("CartPole-v1")
+    expected = []
+    for i in range(5):
+        obs, _ = env.reset(seed=543 if i == 0 else None)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(int(obs[2] > 0))
+            total, done = total + reward, terminated or truncated
+        expected.append(total)
+    assert [r for r, _ in ours] == expected and len(set(expected)) > 1
+
+
+class DumpRanks(L.Callback):
+    """Test-only: each rank writes its environments' seeds, a CartPole state and its final weights."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        dump = {
+            "seeds": dm.env_seeds(0),
+            "cartpole_state": [float(x) for x in dm.envs.envs[0].unwrapped.state],
+            "weights": torch.cat([p.detach().flatten() for p in pl_module.parameters()]).tolist(),
+        }
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(dump))
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_run_different_environments_and_keep_identical_weights(tmp_path):
+    result = run_cli_subprocess(
+        "fit", *SHORT_PPO, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.callbacks+=tests.lectures.test_rl.DumpRanks", "--trainer.callbacks.out_dir", str(tmp_path / "dump"),
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "dump" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert set(ranks[0]["seeds"]).isdisjoint(ranks[1]["seeds"])
+    assert ranks[0]["cartpole_state"] != ranks[1]["cartpole_state"]  # the environments differ
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # the reduced gradients agree: identical updates
