@@ -34,7 +34,7 @@ import pickle
 import re
 import struct
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "hparam_differences",
     "lecture_from_checkpoint",
+    "load_classifier",
     "load_lecture",
     "read_checkpoint",
     "require_config_lecture",
@@ -159,6 +160,37 @@ def load_lecture(
     """
     ckpt = read_checkpoint(resolve_checkpoint_path(path), map_location=map_location)
     return lecture_from_checkpoint(ckpt, source=str(path), lecture=lecture, overrides=overrides)
+
+
+def load_classifier(path: str | Path, *, input_shape: Sequence[int], num_classes: int, label: str) -> LectureModule:
+    """A classifier lecture from its checkpoint (:func:`load_lecture`), frozen in eval mode, checked to take the
+    data's images and to give one logit per class: what a lecture that evaluates other lectures' models loads.
+
+    Args:
+        path: the checkpoint, or ``builtin:<name>``.
+        input_shape: the data's (C, H, W); the model's ``logits`` must take a batch of them.
+        num_classes: the data's number of classes; the model must give as many logits.
+        label: how messages name the model and its setting, e.g. ``model.init_args.checkpoint (a.ckpt)``.
+
+    Raises:
+        CheckpointError: the file cannot be loaded, or the model does not fit the data (the message names
+            ``label``).
+    """
+    try:
+        lecture = load_lecture(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CheckpointError(f"{label}: {exc}") from exc
+    lecture.eval().requires_grad_(False)
+    try:
+        with torch.no_grad():
+            out = lecture.logits(torch.zeros(2, *input_shape))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{label} does not take the data's images of shape {tuple(input_shape)}: {str(exc).splitlines()[0]}"
+        ) from exc
+    if out.shape[-1] != num_classes:
+        raise CheckpointError(f"{label} has {out.shape[-1]} classes; the data has {num_classes}")
+    return lecture
 
 
 def lecture_from_checkpoint(

@@ -47,7 +47,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
-from datamodules.errors import CheckpointError, SettingError
+from datamodules.errors import SettingError
 from lecture_modules.adversarial.core import (
     ATTACKS,
     Ensemble,
@@ -62,7 +62,7 @@ from lecture_modules.adversarial.defences import DEFENCES, InputTransformDefence
 from lecture_modules.adversarial.pgd_at import check_budget
 from lecture_modules.adversarial.report import examples_figure, robustness_curve_figure, transfer_figure
 from lecture_modules.base import LectureModule
-from lecture_modules.checkpoints import load_lecture
+from lecture_modules.checkpoints import load_classifier
 from lecture_modules.nets import NetSpec, Spec
 
 __all__ = ["AttackEvaluation", "ZooSpec"]
@@ -316,27 +316,11 @@ class AttackEvaluation(LectureModule):
             )
 
     def _load(self, spec: ZooSpec) -> nn.Module:
-        """A checkpoint (or ``builtin:<name>``, resolved by :func:`load_lecture`), frozen, checked against the data."""
-        try:
-            model = load_lecture(spec.path)
-        except (FileNotFoundError, ValueError) as exc:
-            raise CheckpointError(f"model {spec.name!r} ({spec.path}): {exc}") from exc
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
-            with torch.no_grad():
-                out = model.logits(self.example_input_array)
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"model {spec.name!r} ({spec.path}) does not take the data's images of shape "
-                f"{tuple(self.hparams.input_shape)}: {str(exc).splitlines()[0]}"
-            ) from exc
-        if out.shape[-1] != self.hparams.num_classes:
-            raise CheckpointError(
-                f"model {spec.name!r} ({spec.path}) has {out.shape[-1]} classes; the data has "
-                f"{self.hparams.num_classes}"
-            )
+        """A checkpoint (or ``builtin:<name>``) frozen and checked against the data (:func:`load_classifier`), fed its
+        own standardisation when its zoo entry states one."""
+        hp = self.hparams
+        label = f"model {spec.name!r} ({spec.path})"
+        model = load_classifier(spec.path, input_shape=hp.input_shape, num_classes=hp.num_classes, label=label)
         own = spec.standardisation(self.hparams.input_shape[0], owner=f"model {spec.name!r}")
         return _Logits(model) if own is None else _Restandardised(_Logits(model), data=self.normalize, own=own)
 

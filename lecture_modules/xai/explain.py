@@ -35,9 +35,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.errors import CheckpointError, SettingError
+from datamodules.errors import SettingError
 from lecture_modules.base import LectureModule, bad_setting, check_shapes, figure_dir, free_name
-from lecture_modules.checkpoints import load_lecture
+from lecture_modules.checkpoints import load_classifier
 from lecture_modules.xai import core, report
 from lecture_modules.xai.methods import METHODS, MethodSettings, attribute, infidelity, sensitivity
 
@@ -162,25 +162,9 @@ class Explain(LectureModule):
 
     def _load(self, checkpoint: str) -> nn.Module:
         """The checkpoint's lecture, frozen, in eval mode, checked against the data's shapes."""
-        try:
-            lecture = load_lecture(checkpoint)
-        except (FileNotFoundError, ValueError) as exc:
-            raise CheckpointError(f"model.init_args.checkpoint ({checkpoint}): {exc}") from exc
-        lecture.eval().requires_grad_(False)
-        try:
-            with torch.no_grad():
-                out = lecture.logits(torch.zeros(2, *self.hparams.input_shape))
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"model.init_args.checkpoint ({checkpoint}) does not take the data's images of shape "
-                f"{tuple(self.hparams.input_shape)}: {str(exc).splitlines()[0]}"
-            ) from exc
-        if out.shape[-1] != self.hparams.num_classes:
-            raise CheckpointError(
-                f"model.init_args.checkpoint ({checkpoint}) has {out.shape[-1]} classes; the data has "
-                f"{self.hparams.num_classes}"
-            )
-        return lecture
+        hp = self.hparams
+        label = f"model.init_args.checkpoint ({checkpoint})"
+        return load_classifier(checkpoint, input_shape=hp.input_shape, num_classes=hp.num_classes, label=label)
 
     def _convolutions(self) -> list[str]:
         return [n for n, m in self.layers.items() if isinstance(m, nn.Conv2d)]
