@@ -3,7 +3,8 @@
 Each method is its shipped config at that config's step budget, run through the CLI in this process:
 ``configs/policy_gradient.yaml`` with each of the lecture's five advantage versions as written (advantages not
 standardised; version 4 with short rollouts, see ``SHORT_ROLLOUTS``) and as shipped (``pg_shipped``: version 3,
-standardised), ``configs/a2c.yaml``, ``configs/ppo.yaml``. For every (method, seed) piece it records, at each
+standardised), ``configs/a2c.yaml``, ``configs/ppo.yaml``, ``configs/dqn.yaml`` (``dqn``) and the same with
+``double: true`` (``dqn_double``). For every (method, seed) piece it records, at each
 epoch's end, the environment steps so far and ``val/return`` (5 greedy episodes at fixed seeds), then runs
 ``test`` on the final weights: HW12's protocol (one environment seeded once with 543, 5 greedy episodes), mean
 total reward and its bracket. One JSON per piece; the merge prints one markdown table (mean ± std over seeds)
@@ -47,10 +48,13 @@ METHODS = {  # name -> (config, overrides)
     "pg_shipped": ("policy_gradient.yaml", []),  # the config as shipped: version 3, advantages standardised
     "a2c": ("a2c.yaml", []),
     "ppo": ("ppo.yaml", []),
+    "dqn": ("dqn.yaml", []),
+    "dqn_double": ("dqn.yaml", ["--model.init_args.double", "true"]),
 }
 SOLVED = 475.0  # CartPole-v1's "solved" threshold (its reward_threshold)
 REFERENCE = (
-    "CleanRL ppo.py on CartPole-v1: 492.4 ± 13.1 (500k steps, 3 seeds, episodic return during training). "
+    "CleanRL ppo.py on CartPole-v1: 492.4 ± 13.1 (500k steps, 3 seeds, episodic return during training); "
+    "RL Baselines3 Zoo DQN on CartPole-v1: 500 ± 0 (50k steps, one run, ± over evaluation episodes). "
     "CartPole-v1 caps an episode at 500 steps; 475 is its solved threshold."
 )
 

@@ -10,21 +10,34 @@ Every function takes a rollout laid out as (T, N): T time steps of N environment
   the sum of the rewards seen.
 
 The last step of a rollout is always treated as a cut: the returns of step T-1 never read beyond the rollout.
+
+DQN's pieces (:class:`ReplayBuffer`, :func:`dqn_targets`, :func:`td_loss`, :func:`soft_update`,
+:func:`linear_schedule`) work on single transitions (s, a, r, s', terminated) instead: a truncated transition
+bootstraps from max_a Q(s', a) like any other, a terminated one does not.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 __all__ = [
     "HW12_BRACKETS",
+    "ReplayBuffer",
     "discounted_returns",
+    "dqn_targets",
     "gae",
     "hw12_bracket",
+    "linear_schedule",
     "n_step_returns",
     "normalize_advantages",
     "policy_gradient_loss",
     "ppo_clipped_loss",
+    "soft_update",
+    "td_loss",
     "value_loss",
 ]
 
@@ -213,3 +226,109 @@ def hw12_bracket(mean_reward: float) -> str:
     if mean_reward < 241:
         return HW12_BRACKETS[3]
     return HW12_BRACKETS[4]
+
+
+# ------------------------------------------------------------------------------------------------------- DQN
+class ReplayBuffer:
+    """A ring buffer of transitions (s, a, r, s', terminated) as plain CPU tensors, sampled uniformly.
+
+    Its :meth:`state_dict` holds tensors and ints only (the filled part), so it travels in a ``weights_only``
+    checkpoint; :meth:`load_state_dict` restores contents, write position and size exactly.
+    """
+
+    KEYS = ("obs", "actions", "rewards", "next_obs", "terminated")
+
+    def __init__(self, capacity: int, obs_dim: int) -> None:
+        """
+        Args:
+            capacity: transitions kept; the oldest is overwritten first once full.
+            obs_dim: size of one observation.
+        """
+        self.capacity, self.obs_dim = capacity, obs_dim
+        self.obs = torch.zeros(capacity, obs_dim)  # (C, D)
+        self.actions = torch.zeros(capacity, dtype=torch.long)  # (C,)
+        self.rewards = torch.zeros(capacity)  # (C,)
+        self.next_obs = torch.zeros(capacity, obs_dim)  # (C, D)
+        self.terminated = torch.zeros(capacity, dtype=torch.bool)  # (C,)
+        self.pos, self.size = 0, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **transitions: torch.Tensor) -> None:
+        """Append B transitions given as ``obs`` (B, D), ``actions`` (B,), ``rewards`` (B,), ``next_obs`` (B, D),
+        ``terminated`` (B,) (truncation is not stored: a truncated transition bootstraps like a running one)."""
+        count = transitions["actions"].shape[0]
+        idx = (self.pos + torch.arange(count)) % self.capacity  # (B,) wraps around
+        for key in self.KEYS:
+            getattr(self, key)[idx] = transitions[key].detach().to("cpu", getattr(self, key).dtype)
+        self.pos = (self.pos + count) % self.capacity
+        self.size = min(self.size + count, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``batch_size`` transitions drawn uniformly with replacement from the filled part (CleanRL, SB3)."""
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator)  # (B,)
+        return {key: getattr(self, key)[idx] for key in self.KEYS}
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        state: dict[str, torch.Tensor | int] = {key: getattr(self, key)[: self.size].clone() for key in self.KEYS}
+        state.update(pos=self.pos, size=self.size, capacity=self.capacity)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"replay buffer of capacity {state['capacity']} cannot load into one of {self.capacity}")
+        self.pos, self.size = int(state["pos"]), int(state["size"])
+        for key in self.KEYS:
+            getattr(self, key).zero_()
+            getattr(self, key)[: self.size] = state[key]
+
+
+def dqn_targets(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q_target: torch.Tensor,
+    gamma: float,
+    next_q_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TD targets y = r + gamma (1 - terminated) Q_target(s', a*), without gradient.
+
+    DQN (Mnih et al. 2015): a* = argmax_a Q_target(s', a), so y uses max_a Q_target(s', a). Double DQN (van
+    Hasselt et al. 2016, arXiv 1509.06461): a* = argmax_a Q_online(s', a), evaluated by the target network.
+
+    Args:
+        rewards: (B,) rewards.
+        terminated: (B,) bool; a terminated transition adds nothing after r (a truncated one bootstraps).
+        next_q_target: (B, A) Q_target(s', .).
+        gamma: discount.
+        next_q_online: (B, A) Q_online(s', .) for Double DQN; None for DQN.
+
+    Returns:
+        (B,) targets.
+    """
+    chooser = next_q_target if next_q_online is None else next_q_online
+    best = chooser.argmax(dim=-1, keepdim=True)  # (B, 1)
+    next_value = next_q_target.gather(-1, best).squeeze(-1)  # (B,)
+    return (rewards + gamma * (1.0 - terminated.float()) * next_value).detach()
+
+
+def td_loss(q_taken: torch.Tensor, targets: torch.Tensor, kind: Literal["huber", "mse"] = "huber") -> torch.Tensor:
+    """Mean Huber loss (delta 1: Mnih et al.'s error clipping to [-1, 1]) or mean squared error of Q(s, a) - y."""
+    targets = targets.detach()
+    if kind == "huber":
+        return F.smooth_l1_loss(q_taken, targets)
+    return F.mse_loss(q_taken, targets)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """theta_target <- tau theta_online + (1 - tau) theta_target (tau = 1: a hard copy, Mnih et al.)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, tau) if tau < 1.0 else t.copy_(o)
+
+
+def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
+    """``start`` at step 0 moving linearly to ``end`` at ``duration``, then ``end`` (epsilon-greedy's schedule)."""
+    if duration <= 0:
+        return end
+    return start + (end - start) * min(1.0, step / duration)
