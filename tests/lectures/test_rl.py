@@ -13,11 +13,12 @@ from datamodules.errors import SettingError
 from datamodules.rollouts import RolloutDataModule
 from lecture_modules.rl import core
 from lecture_modules.rl.a2c import A2C
+from lecture_modules.rl.dqn import DQN
 from lecture_modules.rl.policy_gradient import PolicyGradient
 from lecture_modules.rl.ppo import PPO
 from tests.helpers import CONFIGS, QUICK, SMOKE, run_cli, run_cli_subprocess, state_dict_equal
 
-RL_CONFIGS = ["policy_gradient", "a2c", "ppo"]
+RL_CONFIGS = ["policy_gradient", "a2c", "ppo", "dqn"]
 
 
 def _flags(*rows: list[int]) -> list[torch.Tensor]:
@@ -176,7 +177,8 @@ def test_bad_settings_name_their_config_keys():
 # ------------------------------------------------------------------------------------------------ the lectures
 @pytest.mark.parametrize("name", RL_CONFIGS)
 def test_each_config_fits_a_few_rollouts(name, tmp_path):
-    cli = run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), "--config", SMOKE,
+    early = ["--model.init_args.learning_starts", "256"] if name == "dqn" else []  # learn within 2 rollouts
+    cli = run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), "--config", SMOKE, *early,
                   "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
     assert cli.datamodule.env_steps > 0
     assert {"rollout/env_steps", "rollout/episodes", "train/loss"} <= set(cli.trainer.callback_metrics)
@@ -257,3 +259,106 @@ def test_ddp_two_ranks_run_different_environments_and_keep_identical_weights(tmp
     assert set(ranks[0]["seeds"]).isdisjoint(ranks[1]["seeds"])
     assert ranks[0]["cartpole_state"] != ranks[1]["cartpole_state"]  # the environments differ
     assert ranks[0]["weights"] == ranks[1]["weights"]  # the reduced gradients agree: identical updates
+
+
+# ------------------------------------------------------------------------------------------------ DQN
+def _transitions(rewards, terminated, next_obs=None) -> dict[str, torch.Tensor]:
+    b = len(rewards)
+    return {
+        "obs": torch.zeros(b, 4), "actions": torch.zeros(b, dtype=torch.long), "rewards": torch.tensor(rewards),
+        "next_obs": torch.ones(b, 4) if next_obs is None else next_obs,
+        "terminated": torch.tensor(terminated, dtype=torch.bool),
+    }  # fmt: skip
+
+
+def test_dqn_target_is_max_of_the_target_network_and_double_dqn_evaluates_the_online_argmax_with_it():
+    next_q_target = torch.tensor([[1.0, 5.0, 3.0], [2.0, 0.0, 4.0]])
+    next_q_online = torch.tensor([[9.0, 0.0, 0.0], [0.0, 7.0, 1.0]])  # argmax 0 and 1
+    rewards, term = torch.tensor([1.0, 2.0]), torch.tensor([False, False])
+    assert core.dqn_targets(rewards, term, next_q_target, 0.5).tolist() == [1 + 0.5 * 5, 2 + 0.5 * 4]
+    double = core.dqn_targets(rewards, term, next_q_target, 0.5, next_q_online=next_q_online)
+    assert double.tolist() == [1 + 0.5 * 1, 2 + 0.5 * 0]  # Q_target(s', argmax Q_online(s', .))
+    ended = core.dqn_targets(rewards, torch.tensor([True, False]), next_q_target, 0.5)
+    assert ended.tolist() == [1.0, 4.0]  # termination: no bootstrap
+
+
+def test_dqn_loss_uses_the_target_network_and_does_not_update_it():
+    torch.manual_seed(0)
+    model = DQN(agent={"widths": [8]}, gamma=0.5)
+    with torch.no_grad():
+        for p in model.q_target.parameters():
+            p.add_(torch.randn_like(p))  # the target network now differs from the online one
+    before = [p.clone() for p in model.q_target.parameters()]
+    sample = _transitions([1.0, 2.0], [False, True], next_obs=torch.randn(2, 4))
+    expected = 1.0 + 0.5 * model.q_target(sample["next_obs"][:1]).max().item()
+    targets = model.targets(sample)
+    assert targets[0].item() == pytest.approx(expected) and targets[1].item() == 2.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.loss_of(sample).backward()
+    optimizer.step()
+    assert all(p.grad is None and not p.requires_grad for p in model.q_target.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.q_target.parameters(), strict=True))
+    assert all(p.grad is not None for p in model.q.parameters())
+    core.soft_update(model.q_target, model.q, tau=1.0)
+    assert state_dict_equal(model.q_target.state_dict(), model.q.state_dict())
+
+
+def test_truncation_bootstraps_in_dqn_targets_from_collected_rollouts():
+    (rollout,) = _collect(0, rollouts=1, max_episode_steps=15)
+    term, trunc = rollout["terminated"].flatten(), rollout["truncated"].flatten()
+    assert trunc.any() and term.any()
+    next_q = torch.ones(term.numel(), 2)
+    targets = core.dqn_targets(torch.zeros_like(next_q[:, 0]), term, next_q, 0.9)
+    assert targets[term].eq(0.0).all() and targets[trunc].eq(0.9).all() and targets[~term].eq(0.9).all()
+
+
+def test_replay_sampling_is_uniform_and_the_buffer_survives_a_weights_only_checkpoint(tmp_path):
+    buffer = core.ReplayBuffer(capacity=10, obs_dim=2)
+    for start in (0, 6):  # 12 transitions into 10 slots: the first two are overwritten
+        idx = torch.arange(start, start + 6).float()
+        buffer.add(**_transitions(idx.tolist(), [False] * 6, next_obs=idx[:, None].repeat(1, 2)) | {
+            "obs": idx[:, None].repeat(1, 2), "actions": idx.long()})  # fmt: skip
+    assert (len(buffer), buffer.pos) == (10, 2) and sorted(buffer.rewards.tolist()) == [float(i) for i in range(2, 12)]
+    draws = buffer.sample(20_000, generator=torch.Generator().manual_seed(0))["rewards"]
+    counts = torch.bincount(draws.long() - 2, minlength=10).float()
+    chi2 = ((counts - 2000) ** 2 / 2000).sum().item()
+    assert chi2 < 27.9  # chi-square, 9 degrees of freedom: p = 0.001
+    torch.save({"replay_buffer": buffer.state_dict()}, tmp_path / "b.pt")
+    restored = core.ReplayBuffer(capacity=10, obs_dim=2)
+    restored.load_state_dict(torch.load(tmp_path / "b.pt", weights_only=True)["replay_buffer"])
+    assert (restored.pos, restored.size) == (buffer.pos, buffer.size)
+    assert all(torch.equal(getattr(restored, k), getattr(buffer, k)) for k in core.ReplayBuffer.KEYS)
+
+
+def test_epsilon_falls_linearly_then_stays():
+    values = [core.linear_schedule(1.0, 0.05, 100, step) for step in (0, 50, 100, 1000)]
+    assert values == pytest.approx([1.0, 0.525, 0.05, 0.05])
+    assert core.linear_schedule(0.3, 0.1, 0, 0) == 0.1
+
+
+def test_dqn_bad_settings_name_their_config_keys():
+    for kwargs, pattern in (
+        ({"buffer_size": 10, "batch_size": 64}, r"model\.init_args\.buffer_size must be >= batch_size \(64\)"),
+        ({"epsilon_start": 1.5}, r"model\.init_args\.epsilon_start must be in \[0, 1\]"),
+        ({"epsilon_end": -0.1}, r"model\.init_args\.epsilon_end must be in \[0, 1\]"),
+        ({"tau": 0.0}, r"model\.init_args\.tau must be in \(0, 1\]"),
+        ({"train_frequency": 0}, r"model\.init_args\.train_frequency must be >= 1"),
+        ({"learning_starts": 200_000}, r"model\.init_args\.learning_starts must be in \[0, buffer_size"),
+        ({"loss": "l1"}, r"model\.init_args\.loss must be 'huber' or 'mse'"),
+    ):
+        with pytest.raises(SettingError, match=pattern):
+            DQN(**kwargs)
+
+
+def test_dqn_checkpoint_holds_the_replay_buffer_and_loads_weights_only(tmp_path):
+    args = ["--config", str(CONFIGS / "dqn.yaml"), *QUICK, "--trainer.logger", "false",
+            "--data.init_args.rollout_steps", "16", "--data.init_args.rollouts_per_epoch", "4",
+            "--data.init_args.val_episodes", "1", "--model.init_args.learning_starts", "64",
+            "--model.init_args.train_frequency", "16", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    cli = run_cli("fit", *args, "--trainer.max_epochs", "2")
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["replay_buffer"]["size"] == 2 * 4 * 16 * 4 == len(cli.model.buffer)
+    assert ckpt["dqn_counters"]["updates"] == cli.model.updates == 2 * 4 * 16 * 4 // 16  # learning from step 1
+    resumed = run_cli("fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", str(tmp_path / "checkpoints" /
+                      "last.ckpt"))  # fmt: skip
+    assert torch.equal(resumed.model.buffer.obs, cli.model.buffer.obs) and resumed.model.updates == cli.model.updates
