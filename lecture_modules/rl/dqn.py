@@ -39,7 +39,7 @@ LOSSES = ("huber", "mse")
 
 
 class DQN(RLLecture):
-    """DQN with replay, a target network and epsilon-greedy; Double DQN as ``double`` (Mnih et al. 2015, lecture 12)."""
+    """DQN: replay, a target network, epsilon-greedy; Double DQN as a switch (Mnih et al. 2015, lecture 12)."""
 
     def __init__(
         self,
