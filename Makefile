@@ -13,7 +13,7 @@ NODEPS ?= torchattacks==3.5.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench teacher clean-venv
+.PHONY: setup run test test-fast lint bench teacher tiny-bert clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,8 +50,20 @@ teacher: setup
 		--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint --trainer.callbacks.dirpath runs/digits_teacher \
 		--trainer.callbacks.monitor val/acc --trainer.callbacks.mode max --trainer.callbacks.filename best \
 		--trainer.default_root_dir runs/digits_teacher
-	$(PY) -c "from lecture_modules.distillation.teachers import export_checkpoint; \
+	$(PY) -c "from lecture_modules.checkpoints import export_checkpoint; \
 		export_checkpoint('runs/digits_teacher/best.ckpt', '$(TEACHER)')"
+
+# Re-create the BERT classifier shipped for configs/xai_text.yaml (builtin:tiny_bert_sentiment): the tiny random-init
+# BERT of configs/bert_classification.yaml fine-tuned on the embedded sentiment corpus, best epoch by val/acc, weights
+# and hyper-parameters only. Refuses to overwrite: delete TINY_BERT (and runs/tiny_bert_sentiment) first.
+TINY_BERT := lecture_modules/bert/assets/tiny_bert_sentiment.ckpt
+tiny-bert: setup
+	$(PY) cli.py fit --config configs/bert_classification.yaml --seed_everything 0 --trainer.max_epochs 30 --trainer.logger false \
+		--trainer.callbacks=[] --trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint \
+		--trainer.callbacks.dirpath runs/tiny_bert_sentiment --trainer.callbacks.monitor val/acc \
+		--trainer.callbacks.mode max --trainer.callbacks.filename best --trainer.default_root_dir runs/tiny_bert_sentiment
+	$(PY) -c "from lecture_modules.checkpoints import export_checkpoint; \
+		export_checkpoint('runs/tiny_bert_sentiment/best.ckpt', '$(TINY_BERT)')"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,8 @@ What lives here is what every lecture needs the same way:
 * ``bad_setting`` / ``check_shapes``: a setting out of range as a :class:`~datamodules.errors.SettingError` naming its
   config key (``model.init_args.inner_lr``), the value and what is allowed.
 * ``log_figure``: a matplotlib figure goes to W&B as an image when a ``WandbLogger`` is attached, and is always
-  saved as a PNG in the run directory (never overwriting an existing file).
+  saved as a PNG in the run directory (never overwriting an existing file); ``log_html`` does the same for an HTML
+  fragment (``wandb.Html``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "figure_dir",
     "free_name",
     "log_figure",
+    "log_html",
     "model_setting",
 ]
 
@@ -286,6 +288,30 @@ def figure_dir(trainer: L.Trainer) -> Path:
         if getattr(logger, "log_dir", None):
             return Path(logger.log_dir) / "figures"
     return Path(trainer.default_root_dir) / "figures"
+
+
+@rank_zero_only
+def log_html(trainer: L.Trainer, key: str, html: str) -> Path | None:
+    """Save an HTML fragment in the run's figure folder and, with a ``WandbLogger``, log it as ``wandb.Html``
+    (for what reads better as text than as a picture: token attributions). Never overwrites; rank zero only.
+
+    Returns:
+        The ``.html`` path (rank zero only; other ranks return None).
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    out_dir = figure_dir(trainer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + f"-step{trainer.global_step}"
+    path = out_dir / f"{free_name(out_dir, stem, ('.html',))}.html"
+    path.write_text(html, encoding="utf-8")
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.log_metrics({key: wandb.Html(html)}, step=trainer.global_step)
+    log.info("HTML %s saved to %s", key, path)
+    return path
 
 
 @rank_zero_only

@@ -48,6 +48,7 @@ __all__ = [
     "BUILTIN_CHECKPOINTS",
     "BUILTIN_PREFIX",
     "CheckpointNotFoundError",
+    "export_checkpoint",
     "hparam_differences",
     "lecture_from_checkpoint",
     "load_classifier",
@@ -65,6 +66,9 @@ _PACKAGE = Path(__file__).resolve().parent
 BUILTIN_CHECKPOINTS: dict[str, Path] = {
     # configs/classification.yaml's CNN trained on the digits (16x16, split seed 0); shipped for distillation
     "digits_cnn": _PACKAGE / "distillation" / "assets" / "digits_cnn_teacher.ckpt",
+    # configs/bert_classification.yaml's tiny BERT fine-tuned on the embedded sentiment corpus (`make tiny-bert`);
+    # shipped for configs/xai_text.yaml
+    "tiny_bert_sentiment": _PACKAGE / "bert" / "assets" / "tiny_bert_sentiment.ckpt",
 }
 """``builtin:<name>`` -> the checkpoint file shipped in the package (found by path: nothing is imported)."""
 
@@ -115,6 +119,20 @@ def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str,
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} has no 'state_dict'; is it a Lightning checkpoint?")
     return ckpt
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write a weights-only file to ship from a Lightning checkpoint: the weights, the lecture class and its
+    hyper-parameters, and the DataModule's hyper-parameters (so the data it was trained on is on record).
+    Optimiser and loop state are dropped. Refuses to overwrite ``dst`` (``make teacher``, ``make tiny-bert``)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists; remove it first to replace it")
+    ckpt = read_checkpoint(src)
+    keep = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", "pytorch-lightning_version")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: ckpt[k] for k in keep if k in ckpt}, dst)
+    return dst
 
 
 def _refusal(exc: pickle.UnpicklingError) -> str:

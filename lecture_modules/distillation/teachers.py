@@ -21,6 +21,7 @@ from datamodules.errors import CheckpointError, DataPathError, SettingError
 from lecture_modules.checkpoints import (
     BUILTIN_CHECKPOINTS,
     CheckpointNotFoundError,
+    export_checkpoint,  # re-exported: it lived here before the second shipped checkpoint
     lecture_from_checkpoint,
     read_checkpoint,
     resolve_checkpoint_path,
@@ -169,17 +170,3 @@ def load_teacher(spec: TeacherSpec | dict[str, Any]) -> nn.Module:
     else:
         model = _load_huggingface(spec)
     return freeze(model)
-
-
-def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Write a weights-only teacher file from a Lightning checkpoint: the weights, the lecture class and its
-    hyper-parameters, and the DataModule's hyper-parameters (so the data it was trained on is on record).
-    Optimiser and loop state are dropped. Refuses to overwrite ``dst``."""
-    src, dst = Path(src), Path(dst)
-    if dst.exists():
-        raise FileExistsError(f"{dst} exists; remove it first to replace it")
-    ckpt = _safe_load(src, "checkpoint")
-    keep = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", "pytorch-lightning_version")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: ckpt[k] for k in keep if k in ckpt}, dst)
-    return dst

@@ -13,11 +13,17 @@ The experiment on a checkpoint of a registered BERT classification lecture (rebu
    test sentences, after the embeddings and after each encoder layer, projected per layer on its first two
    principal components and coloured by the sentence's label.
 
-Everything is done by ``test``; every process computes the same (few) sentences, rank zero draws them. There is
-nothing to train: ``fit`` stops with a message.
+5. The data randomisation test (Adebayo et al. 2018, arXiv 1810.03292) for the token attributions: with a network
+   of the checkpoint's architecture trained by ``fit`` on randomised labels, the Spearman rank correlation of its
+   token attributions with the checkpoint's, per sentence (signed and absolute).
 
-Run: ``python cli.py fit --config configs/bert_classification.yaml`` (the classifier), then
-``python cli.py test --config configs/xai_text.yaml --model.init_args.checkpoint <that run's last.ckpt>``.
+Everything else is done by ``test``; every process computes the same (few) sentences, rank zero draws them. ``fit``
+trains only the randomised-labels network (from a fresh initialisation, labels drawn from each sentence's tokens),
+which a later ``test --ckpt_path <that run's checkpoint>`` compares against.
+
+Run: ``python cli.py test --config configs/xai_text.yaml`` (default: the shipped tiny BERT fine-tuned on the embedded
+sentiment corpus, ``builtin:tiny_bert_sentiment``; ``make tiny-bert`` re-creates it), or with
+``--model.init_args.checkpoint <a bert_classification run's checkpoint>``.
 """
 
 from __future__ import annotations
@@ -25,17 +31,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.errors import CheckpointError, SettingError
-from lecture_modules.base import LectureModule, bad_setting, figure_dir, free_name
+from lecture_modules.base import LectureModule, bad_setting, figure_dir, free_name, log_html
 from lecture_modules.checkpoints import load_lecture
 from lecture_modules.xai import report, text
 
 __all__ = ["ExplainText"]
-
-NOTHING_TO_TRAIN = "ExplainText has nothing to train: run `python cli.py test` with this config, not fit"
 
 
 class ExplainText(LectureModule):
@@ -44,7 +50,7 @@ class ExplainText(LectureModule):
     def __init__(
         self,
         num_classes: int = 2,
-        checkpoint: str | None = None,
+        checkpoint: str = "builtin:tiny_bert_sentiment",
         model_name_or_path: str = "tiny-bert",
         select: Literal["first", "indices", "mistakes"] = "first",
         count: int = 8,
@@ -54,11 +60,14 @@ class ExplainText(LectureModule):
         attention_sentences: int = 1,
         pca_token: str | None = None,
         pca_sentences: int = 64,
+        seed: int = 0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
     ) -> None:
         """
         Args:
             num_classes: number of labels (linked from the DataModule by the CLI).
-            checkpoint: the classifier to explain: a checkpoint of a registered BERT classification lecture.
+            checkpoint: the classifier to explain: a checkpoint of a registered BERT classification lecture, or
+                ``builtin:tiny_bert_sentiment`` (shipped: the tiny BERT fine-tuned on the embedded sentiment corpus).
             model_name_or_path: the checkpoint's ``model_name_or_path`` (the CLI hands it to the DataModule, which
                 tokenises with it); checked against the checkpoint.
             select: which test sentences: the ``first`` ``count``, ``indices``, or the ``count`` most confident
@@ -70,11 +79,10 @@ class ExplainText(LectureModule):
             attention_sentences: selected sentences whose attention maps are drawn (one figure each).
             pca_token: the token followed across layers, as the tokenizer writes it (null: [CLS]).
             pca_sentences: test sentences (those holding the token) whose representations the PCA shows.
+            seed: seed of the randomised-labels network's initialisation and of its labels.
+            optimizer: optimiser factory of the randomised-labels network that ``fit`` trains.
         """
         super().__init__()
-        if checkpoint is None:
-            hint = "train one: python cli.py fit --config configs/bert_classification.yaml"
-            raise bad_setting("checkpoint", checkpoint, "the path of a BERT classifier's checkpoint", hint=hint)
         counts = {"count": count, "ig_steps": ig_steps, "ig_internal_batch_size": ig_internal_batch_size}
         for name, value in {**counts, "pca_sentences": pca_sentences}.items():
             if value < 1:
@@ -83,8 +91,12 @@ class ExplainText(LectureModule):
             raise bad_setting("attention_sentences", attention_sentences, ">= 0")
         if select == "indices" and not indices:
             raise bad_setting("indices", indices, "a non-empty list of test indices when select is 'indices'")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
         self._frozen: dict[str, LectureModule] = {}  # the checkpoint's lecture (loaded by setup), not a submodule
+        self.random_labels: torch.nn.Module | None = None  # built by setup, from the checkpoint's architecture
+        self.register_buffer("fitted", torch.tensor(False))
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     @property
@@ -128,9 +140,8 @@ class ExplainText(LectureModule):
         return self.lecture.logits(batch)  # (B, num_classes)
 
     def setup(self, stage: str) -> None:
-        """Nothing to fit; the data must be tokenised with the checkpoint's tokenizer."""
-        if stage == "fit":
-            raise SettingError(NOTHING_TO_TRAIN)
+        """Load the checkpoint and build the randomised-labels network; the data must be tokenised with the
+        checkpoint's tokenizer."""
         self.lecture.to(self.device)  # loads the checkpoint
         wanted = self.lecture.hparams.get("model_name_or_path")
         if wanted is not None and wanted != self.hparams.model_name_or_path:
@@ -138,9 +149,36 @@ class ExplainText(LectureModule):
                 f"model.init_args.model_name_or_path is {self.hparams.model_name_or_path!r} but the checkpoint's "
                 f"model is {wanted!r}: set model.init_args.model_name_or_path: {wanted} (the data is tokenised with it)"
             )
+        if self.random_labels is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.hparams.seed + 1000)
+                fresh = type(self.encoder)(self.encoder.config)  # the architecture, freshly initialised
+            self.random_labels = fresh.to(self.device).train()
 
-    def training_step(self, batch, batch_idx: int) -> None:
-        raise SettingError(NOTHING_TO_TRAIN)
+    # ------------------------------------------------------------------ fit: the randomised-labels network
+    lr_setting = "model.init_args.optimizer.init_args.lr"
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.random_labels.parameters())
+
+    def random_label(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """A label per sentence drawn from its tokens and ``seed`` (the same in every epoch and batch, whatever the
+        padding): a multiplicative hash of the token ids at real positions."""
+        positions = torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device)
+        mixed = (input_ids.long() * 2654435761 + positions * 40503) % (2**31)
+        total = (mixed * attention_mask.long()).sum(1) + self.hparams.seed * 12345
+        return ((total * 2654435761) % (2**31) >> 7) % self.hparams.num_classes
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        labels = self.random_label(batch["input_ids"], batch["attention_mask"])
+        logits = self.random_labels(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        ).logits  # fmt: skip
+        self.fitted.fill_(True)
+        self.train_acc(logits, labels)
+        self.log("train/acc_random_labels", self.train_acc, on_step=False, on_epoch=True)
+        return self.combine_losses({"random_labels": F.cross_entropy(logits, labels)})
 
     # ------------------------------------------------------------------ test
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -157,6 +195,9 @@ class ExplainText(LectureModule):
         results = self.explain(batch)
         error = (results["delta"].abs() / results["gap"].abs().clamp_min(1e-12)).mean()
         self.log("test/ig_completeness_error", float(error), sync_dist=True)  # equal on every process already
+        for key in ("random_labels_spearman", "random_labels_spearman_abs"):
+            if key in results:
+                self.log(f"test/{key}", float(results[key].nanmean()), sync_dist=True)
         points, explained, groups = self._token_across_layers(features, collate)
         self.log("test/pca_explained_variance_last_layer", float(explained[-1].sum()), sync_dist=True)
         if self.trainer.is_global_zero:
@@ -184,21 +225,36 @@ class ExplainText(LectureModule):
         return wrong[confidence[wrong].argsort(descending=True, stable=True)][: hp.count].tolist()
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Steps 2-3 for a padded batch: predictions, token attributions, attention maps (N, L, H, T, T)."""
-        tokenizer = self.trainer.datamodule.tokenizer
+        """Steps 2, 3 and 5 for a padded batch: predictions, token attributions, attention maps (N, L, H, T, T),
+        and (after ``fit``) the data randomisation similarities (N,)."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
         with torch.no_grad():
             probs = self(batch).softmax(-1)  # (N, K)
         target = probs.argmax(-1)
+        ig = self._token_attributions(self.encoder, batch, target)
+        attention = text.attention_maps(self.encoder, ids, mask)  # (N, L, H, T, T)
+        out = {**ig, "pred": target, "prob": probs.max(-1).values, "attention": attention}
+        if bool(self.fitted):
+            other = self._token_attributions(self.random_labels.eval(), batch, target)["attributions"]
+            real = mask.bool() & ~torch.isin(ids, torch.tensor(self._special_ids(), device=ids.device))
+            out["random_labels_spearman"] = text.token_spearman(ig["attributions"], other, real)
+            out["random_labels_spearman_abs"] = text.token_spearman(ig["attributions"].abs(), other.abs(), real)
+        return out
+
+    def _special_ids(self) -> list[int]:
+        tokenizer = self.trainer.datamodule.tokenizer
+        return [tokenizer.cls_token_id, tokenizer.sep_token_id]
+
+    def _token_attributions(self, model, batch: dict[str, torch.Tensor], target: torch.Tensor) -> dict:
+        """Layer integrated gradients of ``model``'s ``target`` logit on its word embeddings, per token."""
+        tokenizer = self.trainer.datamodule.tokenizer
         with torch.inference_mode(False), torch.enable_grad():  # Lightning's test loop runs under inference_mode
-            ig = text.token_attributions(
-                self.encoder, ids.clone(), mask.clone(), target.clone(),
-                special_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id], pad_id=tokenizer.pad_token_id,
+            return text.token_attributions(
+                model, batch["input_ids"].clone(), batch["attention_mask"].clone(), target.clone(),
+                special_ids=self._special_ids(), pad_id=tokenizer.pad_token_id,
                 token_type_ids=batch["token_type_ids"].clone() if "token_type_ids" in batch else None,
                 steps=self.hparams.ig_steps, internal_batch_size=self.hparams.ig_internal_batch_size,
             )  # fmt: skip
-        attention = text.attention_maps(self.encoder, ids, mask)  # (N, L, H, T, T)
-        return {**ig, "pred": target, "prob": probs.max(-1).values, "attention": attention}
 
     def _token_across_layers(self, features: list[dict], collate) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Step 4: (L + 1, N, 2) projections, (L + 1, 2) explained variance, N label names."""
@@ -224,6 +280,7 @@ class ExplainText(LectureModule):
         labels, preds, probs = batch["labels"].tolist(), results["pred"].tolist(), results["prob"].tolist()
         titles = [f"#{idx} label {labels[i]} pred {preds[i]} ({100 * probs[i]:.0f}%)" for i, idx in enumerate(selected)]
         self.log_figure("test/token_attributions", report.token_figure(tokens, attributions, titles))
+        log_html(self.trainer, "test/token_attributions_html", report.token_html(tokens, attributions, titles))
         for i in range(min(self.hparams.attention_sentences, len(selected))):
             n = lengths[i]
             maps = results["attention"][i, :, :, :n, :n].cpu()

@@ -16,6 +16,7 @@ __all__ = [
     "mosaic_figure",
     "similarity_figure",
     "token_figure",
+    "token_html",
 ]
 
 
@@ -158,6 +159,28 @@ def token_figure(sentences: Sequence[Sequence[str]], attributions: Sequence[torc
             x += 0.012 * (len(token) + 2)  # monospace-ish advance: the figure is a sketch of the sentence
     fig.tight_layout()
     return fig
+
+
+def token_html(sentences: Sequence[Sequence[str]], attributions: Sequence[torch.Tensor], titles: Sequence[str]) -> str:
+    """The same as :func:`token_figure` as an HTML fragment (W&B renders it as text, searchable and selectable):
+    each token on a background from blue (against the class) through white to red (for it), scaled per sentence;
+    the value on hover."""
+    from html import escape
+
+    rows = []
+    for tokens, values, title in zip(sentences, attributions, titles):
+        limit = float(values.abs().max()) or 1.0
+        spans = []
+        for token, value in zip(tokens, values.tolist()):
+            share = min(abs(value) / limit, 1.0)
+            fade = round(255 * (1 - share))
+            colour = f"rgb(255,{fade},{fade})" if value >= 0 else f"rgb({fade},{fade},255)"
+            spans.append(
+                f'<span title="{value:+.4f}" style="background:{colour};padding:1px 3px;margin:1px;'
+                f'border-radius:3px;font-family:monospace">{escape(token)}</span>'
+            )
+        rows.append(f"<p><b>{escape(title)}</b><br>{''.join(spans)}</p>")
+    return "<div>" + "\n".join(rows) + "</div>"
 
 
 def attention_figure(maps: torch.Tensor, tokens: Sequence[str]):

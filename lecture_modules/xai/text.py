@@ -7,6 +7,8 @@ attention_mask=...).logits``), no Trainer:
   dimensions. Returned with captum's completeness gap.
 * Attention maps per layer and head (Vig 2019, arXiv 1906.05714; Clark et al. 2019, arXiv 1906.04341), with the
   model switched to its eager attention for the call (fused attention does not return the weights).
+* The data randomisation test's similarity of two attributions of the same sentences: the Spearman rank correlation
+  over each sentence's real tokens (Adebayo et al. 2018, arXiv 1810.03292).
 * A token's representation across layers (the embedding output, then every encoder layer; HW9's PCA): the hidden
   states at chosen positions, and a per-layer 2-d PCA of those points (Ethayarajh 2019, arXiv 1909.00512, studies
   how contextual the layers are).
@@ -21,7 +23,14 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["attention_maps", "eager_attention", "hidden_states", "layer_pca", "token_attributions"]
+__all__ = [
+    "attention_maps",
+    "eager_attention",
+    "hidden_states",
+    "layer_pca",
+    "token_attributions",
+    "token_spearman",
+]
 
 
 def token_attributions(
@@ -115,3 +124,21 @@ def layer_pca(points: torch.Tensor, components: int = 2) -> tuple[torch.Tensor, 
     variance = singular.pow(2)
     explained = variance[:, :components] / variance.sum(dim=1, keepdim=True).clamp_min(1e-30)
     return (centred @ axes.transpose(1, 2)).float(), explained.float()
+
+
+def token_spearman(a: torch.Tensor, b: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of two attributions (B, T) of the same sentences over each sentence's ``real``
+    (B, T) positions (words: not [CLS], [SEP] or padding); NaN for a sentence with fewer than 3 such tokens, 0 where
+    either attribution is constant there."""
+    from torchmetrics.functional.regression import spearman_corrcoef
+
+    out = []
+    for i in range(len(a)):
+        x, y = a[i][real[i]].double(), b[i][real[i]].double()
+        if len(x) < 3:
+            out.append(torch.tensor(float("nan"), dtype=torch.float64))
+        elif x.std() == 0 or y.std() == 0:
+            out.append(torch.tensor(0.0, dtype=torch.float64))
+        else:
+            out.append(spearman_corrcoef(x, y).cpu())
+    return torch.stack(out).float()

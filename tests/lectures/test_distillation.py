@@ -15,6 +15,7 @@ from torch import nn
 from benchmarks.investigations.distillation_scratch import DistillationWithScratch
 from cli import main
 from datamodules.errors import SettingError
+from lecture_modules.checkpoints import export_checkpoint
 from lecture_modules.classification import Classification
 from lecture_modules.distillation import Distillation, ParameterBudgetError, StudentSpec, TeacherSpec
 from lecture_modules.distillation.losses import HintAdapter, distillation_terms, kd_loss, soft_targets
@@ -25,7 +26,7 @@ from lecture_modules.distillation.students import (
     count_parameters,
     separable_ratio,
 )
-from lecture_modules.distillation.teachers import export_checkpoint, load_teacher
+from lecture_modules.distillation.teachers import load_teacher
 from tests.helpers import (
     CONFIGS,
     CPU,

@@ -434,6 +434,64 @@ def test_explain_text_attributes_tokens_draws_attention_and_follows_cls_across_l
     saved = torch.load(tmp_path / "run" / "explanations_text.pt", weights_only=True)
     assert saved["index"].tolist() == [0, 1, 2] and saved["tokens"][0][0] == "[CLS]"
     assert saved["attributions"].shape[0] == 3 and saved["pca"].shape[0] == 3  # embeddings + 2 encoder layers
+    (html,) = (tmp_path / "run" / "figures").glob("test_token_attributions_html-*.html")
+    spans = html.read_text().count("<span ")
+    assert spans == sum(len(tokens) for tokens in saved["tokens"])  # one coloured span per token of each sentence
+    assert "test/random_labels_spearman" not in metrics  # no randomised-labels network was trained
+
+
+def test_token_html_colours_by_sign_and_size_and_escapes_tokens():
+    from lecture_modules.xai.report import token_html
+
+    html = token_html([["<b>", "good", "bad"]], [torch.tensor([0.0, 2.0, -1.0])], ["#0 & co"])
+    assert "&lt;b&gt;" in html and "#0 &amp; co" in html and "<b><b>" not in html
+    assert "background:rgb(255,255,255)" in html  # zero: white
+    assert "background:rgb(255,0,0)" in html  # the largest |value|, for the class: full red
+    assert "background:rgb(128,128,255)" in html  # half the largest, against: half blue
+
+
+def test_token_spearman_uses_only_the_real_tokens_of_each_sentence():
+    from lecture_modules.xai.text import token_spearman
+
+    a = torch.tensor([[9.0, 1.0, 2.0, 3.0, 4.0, -9.0], [0.0, 1.0, 2.0, 3.0, 0.0, 0.0]])
+    b = torch.tensor([[-5.0, 4.0, 3.0, 2.0, 1.0, 7.0], [0.0, 1.0, 2.0, 3.0, 0.0, 0.0]])
+    real = torch.tensor([[0, 1, 1, 1, 1, 0], [0, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    out = token_spearman(a, b, real)
+    assert out[0] == pytest.approx(-1.0) and torch.isnan(out[1])  # specials ignored; 2 tokens: undefined
+    assert token_spearman(a, a, real.fill_(True))[0] == pytest.approx(1.0)
+
+
+def test_explain_text_random_labels_depend_on_the_tokens_not_the_padding_and_only_that_network_trains(tmp_path):
+    from lecture_modules.xai.explain_text import ExplainText
+
+    model = ExplainText(checkpoint=_bert_checkpoint(tmp_path / "bert.ckpt"))
+    ids = torch.tensor([[2, 10, 11, 12, 3, 0, 0], [2, 10, 11, 13, 3, 0, 0]])
+    mask = (ids != 0).long()
+    labels = model.random_label(ids, mask)
+    assert torch.equal(labels, model.random_label(ids[:, :5], mask[:, :5]))  # less padding: the same labels
+    many = torch.randint(4, 500, (400, 12))
+    drawn = model.random_label(many, torch.ones_like(many))
+    assert set(drawn.tolist()) == {0, 1} and 0.35 < drawn.float().mean() < 0.65  # both labels, roughly balanced
+    model.random_labels = type(model.encoder)(model.encoder.config)
+    optimised = {id(p) for group in model.configure_optimizers().param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in model.random_labels.parameters()}
+    assert not any(p.requires_grad for p in model.lecture.parameters())
+    assert all(not k.startswith("lecture.") for k in model.state_dict())  # the checkpoint is not copied in
+
+
+def test_the_shipped_sentiment_bert_is_explained_and_a_random_labels_fit_is_compared(tmp_path):
+    """configs/xai_text.yaml on the shipped checkpoint: accurate on the embedded test split; a short randomised-labels
+    fit, then test with its checkpoint, logs the data randomisation correlations."""
+    config = ["--config", str(CONFIGS / "xai_text.yaml"), *OFFLINE, "--model.init_args.count", "2",
+              "--model.init_args.ig_steps", "8", "--model.init_args.pca_sentences", "8"]  # fmt: skip
+    fit = run_cli("fit", *config, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(tmp_path / "fit"))
+    assert fit.trainer.global_step == 3 and bool(fit.model.fitted)
+    (ckpt,) = (tmp_path / "fit").rglob("last.ckpt")
+    cli = run_cli("test", *config, "--trainer.default_root_dir", str(tmp_path / "test"), "--ckpt_path", str(ckpt))
+    metrics = cli.trainer.callback_metrics
+    assert metrics["test/acc"] >= 0.9  # the shipped classifier (0.99 on this split)
+    for key in ("test/random_labels_spearman", "test/random_labels_spearman_abs"):
+        assert -1 <= float(metrics[key]) <= 1, key
 
 
 @pytest.mark.parametrize(
