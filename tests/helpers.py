@@ -138,3 +138,12 @@ class NaNAfterSteps(Classification):
         ce = torch.nn.functional.cross_entropy(self(x), y)
         blowup = ce * (float("nan") if self.global_step >= self.nan_at else 0.0)
         return self.combine_losses({"ce": ce, "blowup": blowup})
+
+
+def digits_8x8() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled digits as images (N, 1, 8, 8) in [0, 1] and labels (N,): the raw data of the small
+    models that the attribution and attack tests train in a second."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0, torch.tensor(digits.target)

@@ -24,6 +24,7 @@ from tests.helpers import (
     QUICK,
     SMOKE,
     crash_after_checkpoint,
+    digits_8x8,
     run_cli,
     run_cli_subprocess,
     state_dict_equal,
@@ -33,19 +34,11 @@ from tests.helpers import (
 LINF_SIGN_ATTACKS = ["fgsm", "ifgsm", "pgd", "mifgsm", "difgsm"]
 
 
-def _digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    return x, torch.tensor(digits.target)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """A small MLP trained on the 8x8 digits (pixels standardised by the model's Normalize), in under a second."""
     torch.manual_seed(0)
-    x, y = _digits()
+    x, y = digits_8x8()
     normalize = core.Normalize(x.mean().reshape(1), x.std().reshape(1))
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -144,7 +137,7 @@ def test_eps_zero_gives_clean_accuracy_in_eval_mode_and_restores_train_mode():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Dropout(0.5), nn.Linear(32, 10))
     model.train()
-    x, y = _digits()
+    x, y = digits_8x8()
     x, y = x[:64], y[:64]
     running = model[2].running_mean.clone()
     for name in LINF_SIGN_ATTACKS:

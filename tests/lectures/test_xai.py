@@ -14,6 +14,7 @@ from tests.helpers import (
     CONFIGS,
     QUICK,
     crash_after_checkpoint,
+    digits_8x8,
     run_cli,
     run_cli_subprocess,
     state_dict_equal,
@@ -29,19 +30,11 @@ FAST = [
 ]  # fmt: skip
 
 
-def _digits() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    return x, torch.tensor(digits.target)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """A small CNN trained on the 8x8 digits (inputs in [0, 1]) in about a second."""
     torch.manual_seed(0)
-    x, y = _digits()
+    x, y = digits_8x8()
     model = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 10),
@@ -189,7 +182,7 @@ def test_activation_maximisation_beats_real_inputs_on_its_unit_and_is_determinis
     captured = {}
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
     with torch.no_grad():
-        model(_digits()[0][:500])
+        model(digits_8x8()[0][:500])
     handle.remove()
     real = core.unit_activation(captured["out"], unit).max().item()
     runs = [
