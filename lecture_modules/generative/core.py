@@ -68,8 +68,10 @@ class GANSpec(Spec):
 
 
 class Generator(nn.Module):
-    """z (B, latent_dim) [+ label] -> Linear -> (B, C0, base, base) -> [ConvT 4x4 stride 2 -> BN -> ReLU] ... ->
-    ConvT -> tanh: images (B, C, size, size) in [-1, 1] (Radford et al. 2015, arXiv 1511.06434)."""
+    """z (B, latent_dim) [+ label] -> Linear -> (B, C0, base, base) -> [upsample x2 -> Conv 3x3 -> BN -> ReLU] ... ->
+    Conv 3x3 -> tanh: images (B, C, size, size) in [-1, 1] (Radford et al. 2015, arXiv 1511.06434, with DCGAN's
+    strided transposed convolutions replaced by resize-convolutions, which avoid their checkerboard speckle:
+    Odena et al. 2016, distill.pub/2016/deconv-checkerboard)."""
 
     def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], width: int, num_classes: int = 0) -> None:
         super().__init__()
@@ -85,11 +87,12 @@ class Generator(nn.Module):
         )
         layers: list[nn.Module] = []
         ch = top
-        for _ in range(doublings - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
-            ch //= 2
-        stride, kernel = (2, 4) if doublings else (1, 3)
-        layers += [nn.ConvTranspose2d(ch, channels, kernel, stride, 1), nn.Tanh()]
+        for i in range(doublings):
+            out = ch // 2 if i < doublings - 1 else ch
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, out, 3, 1, 1, bias=False),
+                       nn.BatchNorm2d(out), nn.ReLU(True)]  # fmt: skip
+            ch = out
+        layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

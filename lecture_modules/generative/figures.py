@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["curve_figure", "grid_figure"]
+__all__ = ["curve_figure", "grid_figure", "latent_figure"]
 
 
 def grid_figure(images: torch.Tensor, title: str, ncols: int = 8):
@@ -41,4 +41,17 @@ def curve_figure(steps: Sequence[int], values: Sequence[float], title: str, ylab
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def latent_figure(codes: torch.Tensor, labels: torch.Tensor, title: str):
+    """A 2-D code (N, 2) as a scatter plot coloured by class."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    points = ax.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c=labels.numpy(), cmap="tab10", s=6)
+    fig.colorbar(points, ax=ax, label="class")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    ax.set_title(title, fontsize=9)
     return fig

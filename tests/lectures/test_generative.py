@@ -167,15 +167,25 @@ def test_the_shipped_digits_cnn_recognises_real_digits_and_rejects_noise_in_its_
 
 
 # ------------------------------------------------------------------------------------------- the lectures
-@pytest.mark.parametrize("name", GAN_CONFIGS)
-def test_every_gan_config_runs_and_logs_its_metrics_and_figures(name, tmp_path):
+OWN_FIGURES = {"ddpm": {"val_trajectory"}, "vae": {"val_reconstructions", "val_latent_2d"}}
+QUICK_SAMPLING = {"ddpm": ["--model.init_args.sample_steps", "4", "--model.init_args.metrics_every_n_epochs", "1",
+                           "--trainer.callbacks+=callbacks.ema.EMA"],
+                  "vae": ["--model.init_args.latent_dim", "2", "--model.init_args.iwae_samples", "4"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*GAN_CONFIGS, "ddpm", "vae"])
+def test_every_config_runs_and_logs_its_metrics_and_figures(name, tmp_path):
     cli = run_cli("fit", "--config", _config(name), *SHORT, "--trainer.default_root_dir", str(tmp_path),
-                  "--model.init_args.num_eval_samples", "200")  # fmt: skip
+                  "--model.init_args.num_eval_samples", "100", *QUICK_SAMPLING.get(name, []))  # fmt: skip
     logged = cli.trainer.callback_metrics
     assert {"val/fid", "val/kid", "val/precision", "val/recall", "val/recognisable"} <= set(logged)
     assert cli.model.feature_space == "digits-cnn-128d"
     figures = {p.name.split("-step")[0] for p in tmp_path.rglob("*.png")}
-    assert {"val_samples", "val_interpolation", "val_fid_curve"} <= figures
+    assert {"val_samples", "val_interpolation", "val_fid_curve", *OWN_FIGURES.get(name, ())} <= figures
+    if name == "wgan":
+        assert all(p.abs().max() <= 0.01 for p in cli.model.critic.parameters())
+    if name == "vae":
+        assert logged["val/iwae"] >= logged["val/elbo"] - 1.0 and logged["val/elbo"] < 0  # nats per image
     if name == "wgan":
         assert all(p.abs().max() <= 0.01 for p in cli.model.critic.parameters())
 
@@ -228,21 +238,26 @@ def test_predict_writes_hw6s_numbered_jpegs_and_a_tgz_never_overwriting(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("extra", "named"),
+    ("config", "extra", "named"),
     [
-        (["--model.init_args.n_critic", "0"], "model.init_args.n_critic"),
-        (["--model.init_args.clip", "0"], "model.init_args.clip"),
-        (["--model.init_args.gp_weight", "-1"], "model.init_args.gp_weight"),
-        (["--model.init_args.tau", "1.5"], "model.init_args.tau"),
-        (["--data.init_args.source", "datamodules.generation.FlatImageFolderSource",
-          "--data.init_args.source.init_args.root", "/no/such/faces"], "data.init_args.source.init_args.root"),
-        (["--model.init_args.metric_classifier", "builtin:no_such"], "model.init_args.metric_classifier"),
+        ("wgan", ["--model.init_args.n_critic", "0"], "model.init_args.n_critic"),
+        ("wgan", ["--model.init_args.clip", "0"], "model.init_args.clip"),
+        ("wgan_gp", ["--model.init_args.gp_weight", "-1"], "model.init_args.gp_weight"),
+        ("wgan", ["--model.init_args.tau", "1.5"], "model.init_args.tau"),
+        ("wgan", ["--data.init_args.source", "datamodules.generation.FlatImageFolderSource",
+                  "--data.init_args.source.init_args.root", "/no/such/faces"], "data.init_args.source.init_args.root"),
+        ("wgan", ["--model.init_args.metric_classifier", "builtin:no_such"], "model.init_args.metric_classifier"),
+        ("ddpm", ["--model.init_args.eta", "1.5"], "model.init_args.eta"),
+        ("ddpm", ["--model.init_args.sample_steps", "1001"], "model.init_args.sample_steps"),
+        ("ddpm", ["--model.init_args.net.channels", "12"], "model.init_args.net.channels"),
+        ("vae", ["--model.init_args.beta", "-1"], "model.init_args.beta"),
+        ("vae", ["--data.init_args.image_size", "18"], "model.init_args.input_shape"),
     ],
 )  # fmt: skip
-def test_bad_settings_end_in_one_line_naming_the_setting(extra, named, capsys):
+def test_bad_settings_end_in_one_line_naming_the_setting(config, extra, named, capsys):
     from cli import main
 
-    assert main(["fit", "--config", _config("wgan"), "--config", SMOKE, *extra]) == 2
+    assert main(["fit", "--config", _config(config), "--config", SMOKE, *extra]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0] and "Traceback" not in err
@@ -273,3 +288,97 @@ def test_ddp_gan_training_agrees_across_ranks_on_every_metric(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (json.loads((tmp_path / "dump" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
     assert {"val/fid", "val/precision", "val/recognisable"} <= set(rank0) and rank0 == rank1
+
+
+# ------------------------------------------------------------------------------------------- diffusion
+def test_the_closed_form_q_xt_given_x0_matches_t_sequential_noising_steps_in_mean_and_variance():
+    from lecture_modules.generative.noising import NoiseSchedule
+
+    schedule = NoiseSchedule()
+    torch.manual_seed(0)
+    x0 = torch.tensor([0.8, -0.5, 0.0], dtype=torch.float64).repeat(20000, 1)  # (N, 3): three pixels, many draws
+    x = x0.clone()
+    for t in range(schedule.num_steps):  # x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps_t
+        x = (1 - schedule.betas[t]).sqrt() * x + schedule.betas[t].sqrt() * torch.randn_like(x)
+        if t in (9, 299, 999):
+            closed = schedule.q_sample(x0, torch.full((len(x0),), t), torch.randn_like(x0))
+            abar = schedule.alpha_bars[t]
+            for draws in (x, closed):
+                torch.testing.assert_close(draws.mean(0), abar.sqrt() * x0[0], atol=0.02, rtol=0)
+                torch.testing.assert_close(draws.var(0), (1 - abar).expand(3), atol=0.02 * (1 - abar), rtol=0.03)
+
+
+def test_ddim_with_eta_zero_is_deterministic_and_with_eta_one_over_all_steps_is_ddpms_posterior():
+    from lecture_modules.generative.noising import NoiseSchedule
+
+    schedule = NoiseSchedule(clip_sample=False)
+    torch.manual_seed(0)
+    x_t, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    a = schedule.ddim_step(x_t, 500, 480, eps, eta=0.0, noise=torch.randn_like(x_t))
+    b = schedule.ddim_step(x_t, 500, 480, eps, eta=0.0, noise=torch.randn_like(x_t))
+    assert torch.equal(a, b)
+    for t in (999, 500, 10, 1):
+        x0 = schedule.predict_x0(x_t, t, eps)
+        mean, variance = schedule.posterior(x0, x_t, t)
+        torch.testing.assert_close(schedule.ddim_step(x_t, t, t - 1, eps, eta=1.0, noise=None), mean)
+        noise = torch.randn_like(x_t)
+        spread = schedule.ddim_step(x_t, t, t - 1, eps, eta=1.0, noise=noise) - mean
+        torch.testing.assert_close(spread, variance**0.5 * noise)  # sigma_t^2 = beta~_t
+        torch.testing.assert_close(schedule.ddpm_step(x_t, t, eps, noise), mean + variance**0.5 * noise)
+
+
+def test_our_samplers_equal_diffusers_ddpm_and_ddim_schedulers():
+    diffusers = pytest.importorskip("diffusers")
+    from lecture_modules.generative.noising import NoiseSchedule, ddim_timesteps
+
+    ours = NoiseSchedule()
+    torch.manual_seed(0)
+    x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    ddpm = diffusers.DDPMScheduler(num_train_timesteps=1000)
+    t = torch.tensor([3, 100, 500, 999])
+    torch.testing.assert_close(ours.q_sample(x, t, eps), ddpm.add_noise(x, eps, t))
+    for step in (999, 500, 1, 0):
+        theirs = ddpm.step(eps, step, x, generator=torch.Generator().manual_seed(5)).prev_sample
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(ours.ddpm_step(x, step, eps, noise), theirs, atol=1e-4, rtol=1e-4)
+    ddim = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    for steps in (10, 50):
+        ddim.set_timesteps(steps)
+        times = ddim_timesteps(1000, steps)
+        assert ddim.timesteps.tolist() == times
+        for i in (0, 1, steps - 2, steps - 1):
+            t_prev = times[i + 1] if i + 1 < steps else -1
+            for eta in (0.0, 0.5, 1.0):
+                noise = torch.randn_like(x)
+                theirs = ddim.step(eps, times[i], x, eta=eta, variance_noise=noise).prev_sample
+                torch.testing.assert_close(ours.ddim_step(x, times[i], t_prev, eps, eta, noise), theirs,
+                                           atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+def test_the_unet_predicts_noise_of_the_images_shape_and_uses_its_labels():
+    from lecture_modules.generative.unet import UNet, UNetSpec
+
+    torch.manual_seed(0)
+    net = UNet((1, 16, 16), UNetSpec(channels=8, multipliers=(1, 2)), num_classes=10)
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([5, 900])
+    out = net(x, t, torch.tensor([1, 2]))
+    assert out.shape == x.shape
+    assert not torch.allclose(out, net(x, t, torch.tensor([3, 4])))  # the class changes the prediction
+    assert not torch.allclose(out, net(x, t))  # "no label" is its own embedding
+
+
+# ------------------------------------------------------------------------------------------- VAE
+def test_the_elbo_is_below_the_iwae_bound_for_k_above_one_and_the_kl_is_the_closed_form():
+    from lecture_modules.generative.vae import VAE, gaussian_kl, iwae_bound
+
+    torch.manual_seed(0)
+    model = VAE(input_shape=(1, 16, 16), latent_dim=4, width=8, metric_classifier=None)
+    x01 = torch.bernoulli(torch.rand(64, 1, 16, 16))
+    mu, logvar = model.encoder(x01 * 2 - 1)
+    args = (x01, mu, logvar, model.decoder, "bernoulli", model.log_scale)
+    with torch.no_grad():
+        bounds = {k: torch.stack([iwae_bound(*args, k=k).mean() for _ in range(20)]).mean() for k in (1, 5, 50)}
+    assert bounds[1] < bounds[5] < bounds[50]  # log-mean-exp of more importance weights: tighter
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    expected = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1)
+    torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
