@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from lecture_modules.base import bad_setting
 from lecture_modules.generative import core
@@ -109,6 +110,15 @@ class GAN(GenerativeModule):
             self.check_finite({"g": g_loss})
             self._step(opt_g, g_loss)
             self.log("train/loss_g", g_loss.detach(), on_step=True, on_epoch=False)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) if self._trainer is not None else None
+        if ddp_kwargs is not None and not ddp_kwargs.get("find_unused_parameters"):
+            # Before DDP wraps the module (strategy.setup runs after this hook): the critic step's backward leaves G
+            # unused, so plain `strategy: ddp` would stop at the next step (as ddp_find_unused_parameters_true).
+            ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info("GAN under DDP: find_unused_parameters=True (the critic step does not use the generator)")
 
     def _step(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad()
