@@ -44,8 +44,9 @@ DDIM_STEPS = [10, 50, 100]
 REFERENCE = (
     "Lucic et al. 2018 (arXiv 1711.10337): best-case MNIST FIDs ~6-20 in Inception space across GAN losses, no loss "
     "consistently best; DDIM paper (arXiv 2010.02502), CIFAR-10: FID 4.67 with 50 DDIM steps vs 3.17 for DDPM-1000 "
-    "(its stated variance); Kingma & Welling / IWAE (arXiv 1509.00519), binarised MNIST: VAE test log-likelihood "
-    "about -86.8 nats (k = 5000), IWAE -85.3. Ours: digits CNN feature space, 16x16 digits: rankings only."
+    "(its stated variance); IWAE paper (arXiv 1509.00519, Table 1), binarised MNIST, one stochastic layer, test "
+    "log-likelihood estimated with k = 5000: VAE -86.76 nats, IWAE (k = 50) -84.78. Ours: 16x16 digits (256 "
+    "binarised pixels, not 784), digits CNN feature space: rankings and trends only."
 )
 
 
@@ -121,15 +122,18 @@ def merge(folder: Path) -> str:
         "",
     ]
     lines += ["| method | seeds | samples | " + " | ".join(KEYS) + " |", "|---|---|---:|" + "---:|" * len(KEYS)]
-    for name, runs in rows.items():
+    order = {m: i for i, m in enumerate(METHODS)}
+    family = lambda name: "ddpm" if name.startswith(("ddim", "ddpm")) else name  # noqa: E731
+    for name, runs in sorted(rows.items(), key=lambda item: (order.get(family(item[0]), 99), len(item[0]), item[0])):
         cells = [fmt([r[k] for r in runs]) for k in KEYS]
         lines.append(
             f"| {name} | {sorted(r['seed'] for r in runs)} | {runs[0]['samples']} | " + " | ".join(cells) + " |"
         )
     vae = rows.get("vae")
     if vae and "test_elbo_nats" in vae[0]:
-        lines += ["", f"VAE test bounds (binarised digits, nats): ELBO {fmt([r['test_elbo_nats'] for r in vae])}, "
-                  f"IWAE k=50 {fmt([r['test_iwae50_nats'] for r in vae])}"]  # fmt: skip
+        elbo, iwae = ([r[k] for r in vae] for k in ("test_elbo_nats", "test_iwae50_nats"))
+        bounds = f"ELBO {statistics.mean(elbo):.2f}, IWAE k=50 {statistics.mean(iwae):.2f} (seeds: {len(vae)})"
+        lines += ["", f"VAE test bounds (stochastically binarised 16x16 digits, nats per image): {bounds}"]
     return "\n".join([*lines, "", "Runs: " + "; ".join(meta), "", "Reference: " + REFERENCE, ""])
 
 

@@ -47,7 +47,8 @@ class GenerativeModule(LectureModule):
             num_eval_samples: samples generated for the metrics each time (split across ranks).
             tau: confidence above which a sample counts as recognisable (HW6's detection rate, offline).
             pr_neighbours: k of the k-NN manifolds of precision/recall (Kynkaanniemi et al.: 3).
-            metrics_every_n_epochs: compute the metrics every n-th validation epoch (figures every epoch).
+            metrics_every_n_epochs: compute the metrics every n-th validation epoch, counting so that a run of a
+                multiple of n epochs ends with them (figures every epoch).
         """
         super().__init__()
         if num_eval_samples < 10:
@@ -123,7 +124,7 @@ class GenerativeModule(LectureModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        if self._judge and self.current_epoch % self.hparams.metrics_every_n_epochs == 0:
+        if self._judge and (self.current_epoch + 1) % self.hparams.metrics_every_n_epochs == 0:  # the last epoch too
             self.log_quality(stage="val")
         if self.trainer.is_global_zero:
             self.log_figure("val/samples", grid_figure(self.sample(self.fixed_noise, self.fixed_labels), "samples at "

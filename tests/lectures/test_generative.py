@@ -382,3 +382,19 @@ def test_the_elbo_is_below_the_iwae_bound_for_k_above_one_and_the_kl_is_the_clos
     q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
     expected = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(1)
     torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
+
+
+def test_classifier_free_guidance_mixes_the_conditional_and_unconditional_predictions():
+    from lecture_modules.generative.diffusion import DDPM
+
+    torch.manual_seed(0)
+    model = DDPM(conditional=True, guidance_scale=3.0, net={"channels": 8, "multipliers": [1, 2]},
+                 metric_classifier=None).eval()  # fmt: skip
+    x, labels = torch.randn(3, 1, 16, 16), torch.tensor([1, 5, 9])
+    t = torch.full((3,), 400)
+    with torch.no_grad():
+        cond, uncond = model.model(x, t, labels), model.model(x, t, torch.full_like(labels, 10))
+        torch.testing.assert_close(model.predict_eps(x, 400, labels), uncond + 3.0 * (cond - uncond))
+        torch.testing.assert_close(model.predict_eps(x, 400, None), uncond)  # no labels: the unconditional model
+    first, again = model.sample(x, labels, steps=5), model.sample(x, labels, steps=5)
+    assert torch.equal(first, again) and first.abs().max() <= 1.0 + 1e-5  # DDIM eta 0: deterministic
