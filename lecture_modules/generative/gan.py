@@ -93,6 +93,8 @@ class GAN(GenerativeModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         hp = self.hparams
         x, y = batch  # (B, C, H, W) in [-1, 1], (B,)
+        if len(x) < 2:  # an epoch's last batch of one (N % batch_size == 1): batch norm cannot normalise it
+            return
         labels = y if hp.conditional else None
         opt_g, opt_d = self.optimizers()
         # 1. critic step

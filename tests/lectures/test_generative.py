@@ -398,3 +398,22 @@ def test_classifier_free_guidance_mixes_the_conditional_and_unconditional_predic
         torch.testing.assert_close(model.predict_eps(x, 400, None), uncond)  # no labels: the unconditional model
     first, again = model.sample(x, labels, steps=5), model.sample(x, labels, steps=5)
     assert torch.equal(first, again) and first.abs().max() <= 1.0 + 1e-5  # DDIM eta 0: deterministic
+
+
+def test_hw6s_face_folder_trains_without_a_metric_classifier_and_hands_in_rgb_jpegs(tmp_path):
+    from PIL import Image
+
+    from tests.datamodules.test_generation import _write_images
+
+    _write_images(tmp_path / "faces", 24, (40, 40))  # 17 training images: batches 8, 8 and 1 (skipped: batch norm)
+    faces = ["--config", _config("sngan"), "--config", CPU, *OFFLINE, "--trainer.default_root_dir", str(tmp_path),
+             "--data.init_args.source", "datamodules.generation.FlatImageFolderSource",
+             "--data.init_args.source.init_args.root", str(tmp_path / "faces"), "--data.init_args.image_size", "32",
+             "--data.init_args.batch_size", "8", "--model.init_args.metric_classifier", "null"]  # fmt: skip
+    fit = run_cli("fit", *faces, "--trainer.max_epochs", "1")
+    assert fit.model.feature_space is None and "val/fid" not in fit.trainer.callback_metrics
+    assert fit.model.generator(torch.randn(2, 100)).shape == (2, 3, 32, 32)
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    run_cli("predict", *faces, "--data.init_args.num_generate", "3", "--ckpt_path", str(ckpt))
+    with Image.open(tmp_path / "generated" / "3.jpg") as image:
+        assert image.mode == "RGB" and image.size == (32, 32)
