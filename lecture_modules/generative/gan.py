@@ -168,8 +168,9 @@ class DCGAN(GAN):
 
 
 class WGAN(GAN):
-    """WGAN with weight clipping (Arjovsky et al. 2017, arXiv 1701.07875; HW6 medium): RMSprop, clip 0.01,
-    n_critic 5."""
+    """WGAN with weight clipping (Arjovsky et al. 2017, arXiv 1701.07875; HW6 medium): RMSprop, clip 0.01.
+
+    The critic takes 5 steps per generator step (n_critic)."""
 
     def __init__(
         self,
@@ -193,8 +194,9 @@ class WGAN(GAN):
 
 
 class WGANGP(GAN):
-    """WGAN-GP (Gulrajani et al. 2017, arXiv 1704.00028): gradient penalty 10, no batch norm in the critic, Adam
-    1e-4 with betas (0, 0.9), n_critic 5."""
+    """WGAN-GP (Gulrajani et al. 2017, arXiv 1704.00028): gradient penalty 10, no batch norm in the critic.
+
+    Adam 1e-4 with betas (0, 0.9), n_critic 5."""
 
     def __init__(
         self,
@@ -218,8 +220,9 @@ class WGANGP(GAN):
 
 
 class SNGAN(GAN):
-    """SN-GAN (Miyato et al. 2018, arXiv 1802.05957; HW6 strong): spectral normalisation of every critic layer,
-    hinge loss, Adam 2e-4 / beta1 0.5."""
+    """SN-GAN (Miyato et al. 2018, arXiv 1802.05957; HW6 strong): spectral norm on every critic layer, hinge loss.
+
+    Adam 2e-4 / beta1 0.5."""
 
     def __init__(
         self,

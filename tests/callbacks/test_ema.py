@@ -51,3 +51,38 @@ def test_the_warmup_ramps_the_decay_and_the_state_is_plain_tensors_that_round_tr
 def test_a_decay_outside_zero_to_one_is_refused():
     with pytest.raises(SettingError, match=r"EMA\.decay"):
         EMA(decay=1.0)
+
+
+def test_predict_from_a_checkpoint_samples_with_the_checkpoints_average(tmp_path):
+    """A fresh EMA at `predict --ckpt_path` swaps in the average saved in the checkpoint (Lightning 2.6 restores
+    callback states in every stage) and puts the trained weights back after."""
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def predict_step(self, batch, batch_idx):
+            return self.layer.weight.detach().clone()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 2)), batch_size=4)
+    common = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    trained = EMA(decay=0.5, warmup=False)
+    trainer = L.Trainer(max_steps=4, callbacks=[trained], default_root_dir=tmp_path, **common)
+    model = Tiny()
+    trainer.fit(model, data)
+    ckpt = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    average = trained.shadow["layer.weight"].clone()
+    assert not torch.allclose(average, model.layer.weight.detach())  # the average lags the trained weights
+    fresh = Tiny()
+    predicted = L.Trainer(callbacks=[EMA(decay=0.5)], **common).predict(fresh, data, ckpt_path=ckpt)
+    torch.testing.assert_close(predicted[0], average)
+    torch.testing.assert_close(fresh.layer.weight.detach(), model.layer.weight.detach())  # swapped back
