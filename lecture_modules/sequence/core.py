@@ -19,10 +19,12 @@ from typing import Any, Protocol
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import Metric
 
 from datamodules.errors import SettingError
 
 __all__ = [
+    "CorpusScore",
     "InverseSqrtLR",
     "StepDecoder",
     "beam_search",
@@ -193,3 +195,32 @@ def chrf(hypotheses: list[str], references: list[str]) -> float:
     import sacrebleu
 
     return float(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+
+
+class CorpusScore(Metric):
+    """sacrebleu's corpus BLEU or chrF from sufficient statistics summed over batches and ranks (a corpus score is
+    not a mean of batch scores), so it is exact under DDP."""
+
+    full_state_update = False
+
+    def __init__(self, kind: str = "bleu", tokenize: str = "13a") -> None:
+        """
+        Args:
+            kind: 'bleu' or 'chrf'.
+            tokenize: sacrebleu's BLEU tokeniser ('zh' for Chinese, 'none' for pre-tokenised text).
+        """
+        super().__init__()
+        from sacrebleu.metrics import BLEU, CHRF
+
+        self.scorer = BLEU(tokenize=tokenize) if kind == "bleu" else CHRF()
+        size = len(self.scorer._extract_corpus_statistics(["a"], [["a"]])[0])
+        self.add_state("stats", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, hypotheses: list[str], references: list[str]) -> None:
+        if hypotheses:
+            stats = self.scorer._extract_corpus_statistics(hypotheses, [references])
+            self.stats += torch.tensor(stats, dtype=torch.float64, device=self.stats.device).sum(0)
+
+    def compute(self) -> torch.Tensor:
+        stats = [int(v) if float(v).is_integer() else float(v) for v in self.stats.tolist()]
+        return torch.tensor(self.scorer._compute_score_from_stats(stats).score, dtype=torch.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -13,6 +14,16 @@ from torch import nn
 from lecture_modules.sequence import attention as att
 from lecture_modules.sequence import core
 from lecture_modules.sequence.models import Seq2SeqSpec
+from tests.helpers import (
+    CONFIGS,
+    CPU,
+    QUICK,
+    SMOKE,
+    crash_after_checkpoint,
+    run_cli,
+    run_cli_subprocess,
+    state_dict_equal,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -208,3 +219,147 @@ def test_a_seq2seq_spec_names_the_setting_it_refuses():
         Seq2SeqSpec.of({"d_model": 16, "heads": 3})
     with pytest.raises(SettingError, match=r"model\.init_args\.net\.positional must be one of"):
         Seq2SeqSpec.of({"positional": "alibi"})
+
+
+# ------------------------------------------------------------------------------------------------ the lectures
+TRANSFORMER, RNN = str(CONFIGS / "seq2seq_transformer.yaml"), str(CONFIGS / "seq2seq_rnn.yaml")
+OFFLINE = ["--trainer.logger", "false", *QUICK]
+TINY = ["--data.init_args.limit_pairs", "300", "--data.init_args.batch_size", "32", "--model.init_args.net.d_model",
+        "32", "--model.init_args.net.d_ff", "64", "--model.init_args.net.max_len", "24"]  # fmt: skip
+
+
+@pytest.mark.parametrize("config", [TRANSFORMER, RNN], ids=["transformer", "rnn"])
+def test_seq2seq_configs_run_and_log_bleu_attention_maps_and_the_bleu_curve(config, tmp_path):
+    cli = run_cli("fit", "--config", config, "--config", SMOKE, *TINY, "--trainer.default_root_dir", str(tmp_path))
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss", "val/loss", "val/bleu", "val/chrf"} <= set(metrics)
+    assert 0.0 <= float(metrics["val/bleu"]) <= 100.0
+    assert list(tmp_path.rglob("val_attention-step*.png")) and list(tmp_path.rglob("val_bleu_curve-step*.png"))
+    assert cli.model.hparams.net["kind"] == ("rnn" if config == RNN else "transformer")
+
+
+def test_test_stage_decodes_with_the_beam_and_scheduled_sampling_trains(tmp_path):
+    args = ["--config", TRANSFORMER, "--config", CPU, *OFFLINE, *TINY, "--trainer.callbacks=[]",
+            "--trainer.max_epochs", "1", "--model.init_args.scheduled_sampling", "0.3", "--model.init_args.beam", "3",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    cli = run_cli("fit", *args)
+    [result] = cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    assert {"test/bleu", "test/chrf", "test/loss"} <= set(result)
+
+
+def test_an_interrupted_run_resumes_to_the_weights_and_averaged_snapshots_of_an_uninterrupted_one(tmp_path):
+    """Scheduled sampling and dropout draw from the global RNG and the averaging callback keeps end-of-epoch
+    snapshots: the checkpoint carries both, so the resumed run ends bit-identical."""
+    base = ["fit", "--config", TRANSFORMER, "--config", CPU, *OFFLINE, *TINY, "--trainer.max_epochs", "2",
+            "--model.init_args.scheduled_sampling", "0.2", "--trainer.limit_val_batches", "1"]  # fmt: skip
+    full = run_cli(*base, "--trainer.default_root_dir", str(tmp_path / "full"))
+    reference = {k: v.clone() for k, v in full.model.state_dict().items()}
+    ckpt = crash_after_checkpoint(base, 12, tmp_path / "ckpt")  # epoch 2 of 9 batches each, mid-epoch
+    resumed = run_cli(*base, "--seed_everything", "123", "--trainer.default_root_dir", str(tmp_path / "resumed"),
+                      "--ckpt_path", str(ckpt))  # fmt: skip
+    assert resumed.trainer.global_step == full.trainer.global_step == 18
+    assert state_dict_equal(resumed.model.state_dict(), reference), "resumed weights differ from the full run"
+    assert resumed.model.bleu_history == full.model.bleu_history and len(full.model.bleu_history) == 2
+    assert list((tmp_path / "full").rglob("averaged.ckpt"))  # the callback wrote the averaged weights
+    loaded = torch.load(ckpt, weights_only=True)
+    assert loaded["hyper_parameters"]["net"]["kind"] == "transformer"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.init_args.net.heads", "3"], r"model\.init_args\.net\.d_model must be divisible by"),
+        (["--model.init_args.beam", "0"], r"model\.init_args\.beam must be >= 1"),
+        (["--model.init_args.net.kind", "lstm"], r"net\.kind"),
+        (["--model.init_args.label_smoothing", "1.0"], r"model\.init_args\.label_smoothing must be in \[0, 1\)"),
+        (["--data.init_args.ted2020_dir", "/nonexistent/ted"], r"data\.init_args\.ted2020_dir does not exist"),
+        (["--data.init_args.tsv_file", "/nonexistent.tsv"], r"data\.init_args\.tsv_file does not exist"),
+    ],
+)
+def test_bad_settings_end_in_one_line_naming_them(args, message, capsys):
+    from cli import main
+
+    assert main(["fit", "--config", TRANSFORMER, "--config", SMOKE, *args]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]) and "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_report_the_same_corpus_bleu(tmp_path):
+    import json
+
+    result = run_cli_subprocess(
+        "fit", "--config", TRANSFORMER, "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp",
+        "--trainer.devices", "2", *OFFLINE, *TINY, "--trainer.max_epochs", "1", "--trainer.callbacks=[]",
+        "--trainer.callbacks+=tests.helpers.MetricsDump", "--trainer.callbacks.out_dir", str(tmp_path / "dump"),
+        "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / "dump" / f"fit-rank{r}.json").read_text()) for r in (0, 1))
+    assert {"val/bleu", "val/chrf", "val/loss"} <= set(rank0) and rank0 == rank1
+
+
+# ------------------------------------------------------------------------------------------------ classification
+SPEAKER, CONFORMER = str(CONFIGS / "speaker_transformer.yaml"), str(CONFIGS / "speaker_conformer.yaml")
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "transformer", "conformer"])
+def test_every_encoder_ignores_padding_frames(kind):
+    from lecture_modules.sequence.encoders import EncoderSpec, SequenceEncoder
+
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(EncoderSpec.of({"kind": kind, "d_model": 16, "heads": 2, "d_ff": 32, "kernel_size": 3,
+                                              "dropout": 0.0}), input_dim=5).eval()  # fmt: skip
+    x = torch.randn(1, 6, 5)
+    alone = encoder(x, torch.ones(1, 6, dtype=torch.bool))
+    padded = torch.cat([x, 100 * torch.randn(1, 4, 5)], dim=1)
+    out = encoder(padded, att.padding_mask(torch.tensor([6]), 10))
+    assert torch.allclose(out[:, :6], alone, atol=1e-5)
+
+
+def test_attention_pooling_weights_only_real_frames_and_mean_pooling_is_masked():
+    from lecture_modules.sequence.encoders import AttentionPooling, masked_mean
+
+    h, mask = torch.randn(2, 5, 4), att.padding_mask(torch.tensor([5, 2]), 5)
+    pooled, weights = AttentionPooling(4)(h, mask)
+    assert torch.allclose(pooled, (weights[:, :, None] * h).sum(1))
+    assert torch.allclose(weights.sum(-1), torch.ones(2)) and (weights[1, 2:] == 0).all()
+    assert torch.allclose(masked_mean(h, mask)[1], h[1, :2].mean(0))
+
+
+def test_am_softmax_subtracts_the_margin_from_the_true_class_only_in_training():
+    from lecture_modules.sequence.encoders import AMSoftmaxHead
+
+    head = AMSoftmaxHead(4, 3, margin=0.35, scale=30.0)
+    z, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 1, 0])
+    plain, margined = head(z), head(z, y)
+    diff = plain - margined
+    assert torch.allclose(diff.gather(1, y[:, None]), torch.full((5, 1), 30 * 0.35), atol=1e-5)
+    assert torch.allclose(diff.sum(1), torch.full((5,), 30 * 0.35), atol=1e-5)  # other classes unchanged
+    assert plain.abs().max() <= 30.0 + 1e-4
+
+
+@pytest.mark.parametrize("config", [SPEAKER, CONFORMER], ids=["transformer", "conformer"])
+def test_speaker_configs_run_and_plot_a_confusion_matrix(config, tmp_path):
+    cli = run_cli("fit", "--config", config, "--config", SMOKE, "--data.init_args.num_sequences", "200",
+                  "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert {"train/loss", "val/loss", "val/acc"} <= set(cli.trainer.callback_metrics)
+    assert list(tmp_path.rglob("val_confusion_matrix-step*.png"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.init_args.net.kind", "wavenet"], r"model\.init_args\.net\.kind.*'wavenet'"),
+        (["--model.init_args.pooling", "max"], r"model\.init_args\.pooling must be 'mean' or 'attention'"),
+        (["--data.init_args.data_dir", "/nonexistent/hw4"], r"data\.init_args\.data_dir does not exist"),
+    ],
+)
+def test_bad_classification_settings_end_in_one_line(args, message, capsys):
+    from cli import main
+
+    assert main(["fit", "--config", SPEAKER, "--config", SMOKE, *args]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]) and "Traceback" not in err, err[-2000:]
