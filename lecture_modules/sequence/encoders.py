@@ -41,6 +41,8 @@ class EncoderSpec(Spec):
         d_ff: feed-forward hidden width (transformer, conformer).
         kernel_size: depthwise convolution kernel (conformer; odd).
         dropout: dropout rate in [0, 1).
+        positional: positions of the transformer and conformer attention: ``rope`` (relative offsets),
+            ``sinusoidal`` (added absolute positions) or ``none`` (attention alone is order-blind).
     """
 
     kind: Literal["rnn", "lstm", "gru", "transformer", "conformer"] = "transformer"
@@ -50,6 +52,7 @@ class EncoderSpec(Spec):
     d_ff: int = 256
     kernel_size: int = 15
     dropout: float = 0.1
+    positional: Literal["rope", "sinusoidal", "none"] = "rope"
 
     def validate(self, owner: str = "net") -> None:
         if self.kind not in ENCODERS:
@@ -65,6 +68,10 @@ class EncoderSpec(Spec):
             raise bad_setting(f"{owner}.kernel_size", self.kernel_size, "odd and >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise bad_setting(f"{owner}.dropout", self.dropout, "in [0, 1)")
+        if self.positional not in ("rope", "sinusoidal", "none"):
+            raise bad_setting(f"{owner}.positional", self.positional, "'rope', 'sinusoidal' or 'none'")
+        if self.positional == "rope" and (self.d_model // self.heads) % 2:
+            raise bad_setting(f"{owner}.d_model", self.d_model, "such that d_model / heads is even (RoPE)")
 
 
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -139,7 +146,7 @@ class ConvModule(nn.Module):
 class ConformerBlock(nn.Module):
     """x + FFN/2, + MHSA, + Conv, + FFN/2, LayerNorm (Gulati et al. 2020, equation 1)."""
 
-    def __init__(self, d_model: int, heads: int, d_ff: int, kernel_size: int, dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, d_ff: int, kernel_size: int, dropout: float, rope: bool) -> None:
         """
         Args:
             d_model: frame width.
@@ -147,10 +154,11 @@ class ConformerBlock(nn.Module):
             d_ff: feed-forward hidden width.
             kernel_size: depthwise convolution kernel.
             dropout: dropout rate.
+            rope: rotary positions in the attention (the paper uses Transformer-XL's relative positions).
         """
         super().__init__()
         self.ff1, self.ff2 = (nn.Sequential(nn.LayerNorm(d_model), _feed_forward(d_model, d_ff, dropout)) for _ in "12")
-        self.attn_norm, self.attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, heads, dropout)
+        self.attn_norm, self.attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, heads, dropout, rope)
         self.conv, self.norm, self.drop = (
             ConvModule(d_model, kernel_size, dropout),
             nn.LayerNorm(d_model),
@@ -175,17 +183,18 @@ class SequenceEncoder(nn.Module):
             input_dim: feature size F of one frame.
         """
         super().__init__()
-        self.kind, d = spec.kind, spec.d_model
+        self.kind, d, rope = spec.kind, spec.d_model, spec.positional == "rope"
+        self.sinusoidal = spec.positional == "sinusoidal"
         self.proj = nn.Linear(input_dim, d)
         if spec.kind in ("rnn", "lstm", "gru"):
             cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[spec.kind]
             self.rnn = cls(d, d // 2, spec.layers, batch_first=True, bidirectional=True,
                            dropout=spec.dropout if spec.layers > 1 else 0.0)  # fmt: skip
         elif spec.kind == "conformer":
-            self.blocks = nn.ModuleList(ConformerBlock(d, spec.heads, spec.d_ff, spec.kernel_size, spec.dropout)
+            self.blocks = nn.ModuleList(ConformerBlock(d, spec.heads, spec.d_ff, spec.kernel_size, spec.dropout, rope)
                                         for _ in range(spec.layers))  # fmt: skip
         else:
-            self.blocks = nn.ModuleList(EncoderLayer(d, spec.heads, spec.d_ff, spec.dropout, False, True)
+            self.blocks = nn.ModuleList(EncoderLayer(d, spec.heads, spec.d_ff, spec.dropout, rope, True)
                                         for _ in range(spec.layers))  # fmt: skip
             self.final_norm = nn.LayerNorm(d)
 
@@ -195,11 +204,12 @@ class SequenceEncoder(nn.Module):
             packed = nn.utils.rnn.pack_padded_sequence(h, mask.sum(1).cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.rnn(packed)
             return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+        if self.sinusoidal:  # absolute positions added; RoPE rotates inside the attention instead
+            h = h + sinusoidal_encoding(x.shape[1], h.shape[-1]).to(h)
         if self.kind == "transformer":
-            h = h + sinusoidal_encoding(x.shape[1], h.shape[-1]).to(h)  # order enters through the positions
             for block in self.blocks:
                 h = block(h, key_mask=mask)[0]
             return self.final_norm(h)
-        for block in self.blocks:  # conformer: order enters through the depthwise convolution
+        for block in self.blocks:  # conformer: order also enters through the depthwise convolution
             h = block(h, mask)
         return h
