@@ -46,10 +46,10 @@ REFERENCE = (
     "(Transformer), strong 29.32 (Transformer-base + back-translation). This corpus (software messages) differs: "
     "compare the ordering, not the numbers."
 )
-TRANSLATION_MODELS = (  # name, net, peak lr, warm-up steps: the two configs' settings at d_model 256
-    ("rnn", {"kind": "rnn", "d_model": 256, "layers": 1}, 2e-3, 200),
-    ("transformer", {"kind": "transformer", "d_model": 256, "d_ff": 512}, 1e-3, 500),
-)
+TRANSLATION_MODELS = {  # name: net, peak lr, warm-up steps (the two configs' settings, the Transformer at d 256)
+    "rnn": ({"kind": "rnn", "d_model": 256, "layers": 1}, 2e-3, 200),
+    "transformer": ({"kind": "transformer", "d_model": 256, "d_ff": 512}, 1e-3, 500),
+}
 SPEED_SIZES = {"d_model": 256, "heads": 4, "layers": 3, "d_ff": 1024, "dropout": 0.1}
 
 
@@ -142,35 +142,34 @@ def _decode_speed(model, src, reps: int, steps: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ translation
-def translation(tsv: str, seed: int, split_seed: int, epochs: int, vocab: int, limit: int | None) -> dict:
-    """RNN + attention and the Transformer on the TSV, test BLEU/chrF with beam 5 and greedy."""
+def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: int, vocab: int,
+                limit: int | None) -> dict:  # fmt: skip
+    """One model of TRANSLATION_MODELS on the TSV: test BLEU/chrF with beam 5 and greedy."""
     import lightning as L
 
     from datamodules.translation import TranslationDataModule
     from lecture_modules.sequence.core import InverseSqrtLR
     from lecture_modules.sequence.seq2seq import Seq2Seq
 
-    row = {}
-    for name, net, lr, warmup in TRANSLATION_MODELS:
-        L.seed_everything(seed, verbose=False)
-        dm = TranslationDataModule(tsv_file=tsv, tsv_columns=["en", "zh_tw"], vocab_size=vocab, limit_pairs=limit,
-                                   bleu_tokenize="zh", max_tokens=48, seed=split_seed)  # fmt: skip
-        model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96},
-                        samples=0)  # fmt: skip
-        model.configure_optimizers = lambda m=model, lr=lr, w=warmup: _optim(m, lr, w, InverseSqrtLR)
-        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
-                            default_root_dir=f"runs/bench/sequence/{name}-seed{seed}")  # fmt: skip
-        start = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
-        row[f"{name}: train minutes"] = (time.perf_counter() - start) / 60
-        row[f"{name}: val BLEU (greedy, last epoch)"] = float(trainer.callback_metrics["val/bleu"])
-        for beam in (1, 5):
-            model.hparams.beam = beam
-            [result] = trainer.test(model, datamodule=dm, verbose=False)
-            row[f"{name}: test BLEU, beam {beam}"] = result["test/bleu"]
-            row[f"{name}: test chrF, beam {beam}"] = result["test/chrf"]
-        row["pairs train/val/test"] = "/".join(str(len(dm.pairs[s])) for s in ("train", "val", "test"))
+    net, lr, warmup = TRANSLATION_MODELS[model_name]
+    L.seed_everything(seed, verbose=False)
+    dm = TranslationDataModule(tsv_file=tsv, columns=["en", "zh_tw"], vocab_size=vocab, limit_pairs=limit,
+                               bleu_tokenize="zh", max_tokens=48, seed=split_seed)  # fmt: skip
+    model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96}, samples=0)
+    model.configure_optimizers = lambda: _optim(model, lr, warmup, InverseSqrtLR)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
+                        default_root_dir=f"runs/bench/sequence/{model_name}-seed{seed}")  # fmt: skip
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    row = {"train minutes": (time.perf_counter() - start) / 60, "epochs": float(epochs),
+           "val BLEU (greedy, last epoch)": float(trainer.callback_metrics["val/bleu"])}  # fmt: skip
+    for beam in (1, 5):
+        model.hparams.beam = beam
+        [result] = trainer.test(model, datamodule=dm, verbose=False)
+        row[f"test BLEU, beam {beam}"] = result["test/bleu"]
+        row[f"test chrF, beam {beam}"] = result["test/chrf"]
+    row["pairs train/val/test"] = "/".join(str(len(dm.pairs[s])) for s in ("train", "val", "test"))
     return row
 
 
@@ -244,6 +243,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["translation", "classification", "speed"], nargs="+", default=["speed"])
     parser.add_argument("--tsv", help="translation pairs (columns en, zh_tw)")
+    parser.add_argument("--models", nargs="+", choices=list(TRANSLATION_MODELS), default=list(TRANSLATION_MODELS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--split-seed", type=int, default=0, help="translation: the random split's seed")
     parser.add_argument("--epochs", type=int, default=4, help="translation epochs per model")
@@ -264,18 +264,22 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for part in args.part:
-            if part == "speed":
-                row = speed(args.reps)
-            elif part == "translation":
-                row = translation(args.tsv, seed, args.split_seed, args.epochs, args.vocab, args.limit)
-            else:
-                row = classification(seed, args.cls_epochs)
-            settings = {k: str(v) for k, v in vars(args).items()}
-            piece = {"part": part, "seed": seed, "machine": cpu_name(), "threads": args.threads,
-                     "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
-            path = args.out_dir / f"{part}-seed{seed}.json"
-            path.write_text(json.dumps(piece, indent=1))
-            print(f"wrote {path}", flush=True)
+            for name in args.models if part == "translation" else [None]:
+                row = run_part(part, name, seed, args)
+                settings = {k: str(v) for k, v in vars(args).items()}
+                piece = {"part": part if name is None else f"{part}: {name}", "seed": seed, "machine": cpu_name(),
+                         "threads": args.threads, "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
+                path = args.out_dir / f"{part}{'' if name is None else '-' + name}-seed{seed}.json"
+                path.write_text(json.dumps(piece, indent=1))
+                print(f"wrote {path}", flush=True)
+
+
+def run_part(part: str, name: str | None, seed: int, args) -> dict:
+    if part == "speed":
+        return speed(args.reps)
+    if part == "translation":
+        return translation(args.tsv, name, seed, args.split_seed, args.epochs, args.vocab, args.limit)
+    return classification(seed, args.cls_epochs)
 
 
 if __name__ == "__main__":

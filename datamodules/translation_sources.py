@@ -8,6 +8,7 @@ Sources (each returns ``(source, target)`` string pairs):
 * :func:`read_aligned`: any two aligned text files, one sentence per line (HW5's TED2020 ``train_dev.raw.en`` /
   ``train_dev.raw.zh`` are such a pair; :func:`read_ted2020` reads the folder).
 * :func:`read_tsv`: a tab-separated file, columns by header name or position.
+* :func:`read_hf_translation`: a Hugging Face translation dataset (saved folder or hub name), every split pooled.
 
 Tokenisers share one id layout: 0 padding, 1 BOS, 2 EOS, 3 unknown, then the vocabulary.
 :class:`CharTokenizer` (characters) and :class:`SpaceTokenizer` (whitespace tokens: the phonemes) are built from
@@ -40,6 +41,7 @@ __all__ = [
     "cmudict_pairs",
     "make_tokenizer",
     "read_aligned",
+    "read_hf_translation",
     "read_ted2020",
     "read_tsv",
 ]
@@ -117,7 +119,7 @@ def read_tsv(path: str | Path, columns: list[str] | None, setting: str) -> list[
         header = rows[0] if rows else []
         missing = [c for c in columns if c not in header]
         if len(columns) != 2 or missing:
-            raise DataFileError(f"{path}: header {header} lacks the columns {columns} (data.init_args.tsv_columns)")
+            raise DataFileError(f"{path}: header {header} lacks the columns {columns} (data.init_args.columns)")
         index, first = (header.index(columns[0]), header.index(columns[1])), 1
     pairs = []
     for line, row in enumerate(rows[first:], start=first + 1):
@@ -128,6 +130,27 @@ def read_tsv(path: str | Path, columns: list[str] | None, setting: str) -> list[
     return pairs
 
 
+def read_hf_translation(dataset: str, config: str | None, columns: list[str] | None) -> list[tuple[str, str]]:
+    """Pairs from every split of a Hugging Face dataset: rows ``{"translation": {src: ..., tgt: ...}}`` (WMT, OPUS)
+    or flat columns; ``columns`` names the source and target languages or columns."""
+    from datamodules.text_sources import load_hf_split
+
+    if columns is None or len(columns) != 2:
+        raise SettingError(
+            f"data.init_args.columns must name the source and target (e.g. [en, zh]) for hf_dataset, got {columns}"
+        )
+    src, tgt = columns
+    pairs = []
+    for split in ("train", "validation", "test"):
+        for i, row in enumerate(load_hf_split(dataset, config, split, "data.init_args.hf_dataset") or []):
+            fields = row.get("translation", row)
+            if src not in fields or tgt not in fields:
+                raise DataFileError(f"{dataset} split {split} row {i}: no {columns} among {sorted(fields)}")
+            if str(fields[src]).strip() and str(fields[tgt]).strip():
+                pairs.append((str(fields[src]).strip(), str(fields[tgt]).strip()))
+    return pairs
+
+
 # ------------------------------------------------------------------------------------------------ tokenisers
 class _VocabTokenizer:
     """Token strings <-> ids with the shared specials; tokens from the training text, most frequent first."""
@@ -135,6 +158,10 @@ class _VocabTokenizer:
     joiner = ""
 
     def __init__(self, texts: Iterable[str]) -> None:
+        """
+        Args:
+            texts: the training split's sentences of this side.
+        """
         counts = Counter(tok for text in texts for tok in self.split(text))
         self.tokens = [*SPECIALS, *sorted(counts, key=lambda t: (-counts[t], t))]
         self.ids = {t: i for i, t in enumerate(self.tokens)}
@@ -176,6 +203,12 @@ class SentencePieceTokenizer:
     """A SentencePiece model trained in memory on ``texts``; ``model_proto`` is the bytes of its ``.model`` file."""
 
     def __init__(self, texts: list[str], vocab_size: int, model_type: str = "unigram") -> None:
+        """
+        Args:
+            texts: the training split's sentences of this side.
+            vocab_size: the vocabulary size (a soft limit: smaller when the text has fewer pieces).
+            model_type: SentencePiece's model type ('unigram' or 'bpe').
+        """
         import sentencepiece as spm
 
         buffer = io.BytesIO()

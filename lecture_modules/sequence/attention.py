@@ -300,6 +300,17 @@ class _Stack(nn.Module):
     """Token embedding scaled by sqrt(d), positions, and a stack of layers."""
 
     def __init__(self, vocab_size, d_model, layers, positional, max_len, dropout, norm_first, layer_fn) -> None:
+        """
+        Args:
+            vocab_size: vocabulary size.
+            d_model: model width.
+            layers: number of layers.
+            positional: 'sinusoidal', 'learned' or 'rope'.
+            max_len: longest sequence for learned positions.
+            dropout: dropout on the embeddings.
+            norm_first: pre-LN layers (then a final layer norm).
+            layer_fn: builds one layer.
+        """
         super().__init__()
         if positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {positional!r}")

@@ -13,7 +13,8 @@ y = (y_1 .. y_T), :meth:`Seq2Seq.training_step` does:
    step (the YAML's optimiser, Vaswani's inverse-square-root warm-up from ``lr_scheduler``).
 
 Validation decodes greedily and logs corpus BLEU and chrF (sacrebleu; ``val/bleu``, ``val/chrf``) next to the
-teacher-forced loss; test decodes with beam search and the GNMT length penalty (``test/bleu``). At the end of
+teacher-forced loss; test decodes with beam search and the GNMT length penalty (``test/bleu``); ``predict``
+writes ``translations.txt`` (one line per source line: HW5's hand-in for ``test.raw.en``). At the end of
 fitting, the lecture plots cross-attention (and the Transformer's encoder self-attention) for validation
 examples and BLEU over training, and logs a W&B table of sample translations. Checkpoint averaging is a
 callback (:mod:`callbacks.checkpoint_averaging`).
@@ -23,12 +24,14 @@ Run: ``python cli.py fit --config configs/seq2seq_transformer.yaml`` (or ``confi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
-from lecture_modules.base import LectureModule, bad_setting
+from lecture_modules.base import LectureModule, bad_setting, free_name
 from lecture_modules.sequence.core import (
     CorpusScore,
     beam_search,
@@ -166,6 +169,30 @@ class Seq2Seq(LectureModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
+
+    def on_predict_epoch_start(self) -> None:
+        self._predictions: list[tuple[int, str]] = []
+
+    def predict_step(self, batch, batch_idx: int) -> None:
+        """Translate with the test beam; the rows and texts are collected and written once the epoch ends."""
+        hyp_ids = self.decode(batch["src"], batch["src_mask"], beam=self.hparams.beam)
+        tok = self._datamodule().target_tok
+        self._predictions += [(int(r), tok.decode(ids)) for r, ids in zip(batch["index"], hyp_ids, strict=True)]
+
+    def on_predict_epoch_end(self) -> None:
+        """Write ``translations.txt`` in the run folder, one line per source line in file order (HW5's hand-in);
+        under DDP the ranks' rows are gathered first. Never overwrites."""
+        rows = self._predictions
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        if self.trainer.is_global_zero:
+            folder = Path(self.trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{free_name(folder, 'translations', ('.txt',))}.txt"
+            path.write_text("".join(f"{text}\n" for _, text in sorted(rows)), encoding="utf-8")
+            rank_zero_info(f"{len(rows)} translations written to {path}")
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking and "val/bleu" in self.trainer.callback_metrics:

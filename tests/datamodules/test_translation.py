@@ -77,7 +77,7 @@ def test_aligned_files_and_a_tsv_give_the_same_pairs(tmp_path):
     (tmp_path / "p.tsv").write_text("id\tzh\ten\n" + rows, encoding="utf-8")
     common = dict(source_tokenizer="space", target_tokenizer="char")
     files = TranslationDataModule(source_file=str(tmp_path / "a.en"), target_file=str(tmp_path / "a.zh"), **common)
-    tsv = TranslationDataModule(tsv_file=str(tmp_path / "p.tsv"), tsv_columns=["en", "zh"], **common)
+    tsv = TranslationDataModule(tsv_file=str(tmp_path / "p.tsv"), columns=["en", "zh"], **common)
     assert files.pairs == tsv.pairs and files.bleu_tokenize == "13a"
 
 
@@ -95,8 +95,34 @@ def test_bad_data_names_the_file_or_setting(tmp_path):
     with pytest.raises(SettingError, match=r"source_file and data\.init_args\.target_file go together"):
         TranslationDataModule(source_file=str(tmp_path / "a.en"))
     with pytest.raises(DataFileError, match=r"p\.tsv line 2: 1 column\(s\), need 2"):
-        TranslationDataModule(tsv_file=str(tmp_path / "p.tsv"), tsv_columns=["en", "zh"])
+        TranslationDataModule(tsv_file=str(tmp_path / "p.tsv"), columns=["en", "zh"])
     with pytest.raises(DataFileError, match=r"lacks the columns \['en', 'zh_tw'\]"):
-        TranslationDataModule(tsv_file=str(tmp_path / "p.tsv"), tsv_columns=["en", "zh_tw"])
+        TranslationDataModule(tsv_file=str(tmp_path / "p.tsv"), columns=["en", "zh_tw"])
     with pytest.raises(SettingError, match=r"data\.init_args\.val_fraction must be in \(0, 0\.5\), got 0\.0"):
         TranslationDataModule(val_fraction=0.0)
+
+
+def test_a_saved_hugging_face_translation_dataset_is_read_by_languages(tmp_path):
+    import datasets
+
+    rows = [{"translation": {"en": e, "zh": z}} for e, z in zip(EN, ZH)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
+    common = dict(source_tokenizer="space", target_tokenizer="char")
+    dm = TranslationDataModule(hf_dataset=str(tmp_path / "hf"), columns=["en", "zh"], **common)
+    assert sorted(p for split in dm.pairs.values() for p in split) == sorted(zip(EN, ZH))
+    with pytest.raises(SettingError, match=r"data\.init_args\.columns must name the source and target"):
+        TranslationDataModule(hf_dataset=str(tmp_path / "hf"), **common)
+    with pytest.raises(DataFileError, match=r"row 0: no \['en', 'de'\]"):
+        TranslationDataModule(hf_dataset=str(tmp_path / "hf"), columns=["en", "de"], **common)
+
+
+def test_extra_training_pairs_go_to_the_training_split_only(tmp_path):
+    (tmp_path / "a.en").write_text("\n".join(EN), encoding="utf-8")
+    (tmp_path / "a.zh").write_text("\n".join(ZH), encoding="utf-8")
+    (tmp_path / "bt.tsv").write_text("a synthetic source\t合成的\nanother one\t另一個\n", encoding="utf-8")
+    common = dict(source_file=str(tmp_path / "a.en"), target_file=str(tmp_path / "a.zh"), source_tokenizer="space",
+                  target_tokenizer="char")  # fmt: skip
+    plain = TranslationDataModule(**common)
+    more = TranslationDataModule(extra_train_tsv=str(tmp_path / "bt.tsv"), **common)
+    assert more.pairs["train"] == [*plain.pairs["train"], ("a synthetic source", "合成的"), ("another one", "另一個")]
+    assert more.pairs["val"] == plain.pairs["val"] and more.pairs["test"] == plain.pairs["test"]

@@ -236,6 +236,23 @@ def test_seq2seq_configs_run_and_log_bleu_attention_maps_and_the_bleu_curve(conf
     assert 0.0 <= float(metrics["val/bleu"]) <= 100.0
     assert list(tmp_path.rglob("val_attention-step*.png")) and list(tmp_path.rglob("val_bleu_curve-step*.png"))
     assert cli.model.hparams.net["kind"] == ("rnn" if config == RNN else "transformer")
+    assert type(cli.model).__name__ == ("RNNAttentionSeq2Seq" if config == RNN else "Seq2Seq")
+
+
+def test_offline_wandb_run_has_bleu_the_attention_figure_and_the_translation_table(tmp_path):
+    from tests.wandb_reader import read_run
+
+    run_cli("fit", "--config", TRANSFORMER, "--config", CPU, *QUICK, *TINY, "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "3", "--trainer.callbacks=[]",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))  # fmt: skip
+    [log_file] = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    logged = {key for row in read_run(log_file)["history"] for key in row}
+    assert {"val/bleu", "val/chrf"} <= logged, logged
+    for media in ("val/attention", "val/bleu_curve", "val/translations"):  # logged as nested media records
+        assert f"{media}/_type" in logged, logged
+    types = {row["val/translations/_type"] for row in read_run(log_file)["history"] if "val/translations/_type" in row}
+    assert types == {"table-file"}
+    assert list((log_file.parent / "files" / "figures").glob("val_attention-*.png"))
 
 
 def test_test_stage_decodes_with_the_beam_and_scheduled_sampling_trains(tmp_path):
@@ -245,6 +262,21 @@ def test_test_stage_decodes_with_the_beam_and_scheduled_sampling_trains(tmp_path
     cli = run_cli("fit", *args)
     [result] = cli.trainer.test(cli.model, datamodule=cli.datamodule)
     assert {"test/bleu", "test/chrf", "test/loss"} <= set(result)
+
+
+def test_predict_translates_ted2020_test_raw_en_line_by_line_into_the_run_folder(tmp_path):
+    from tests.datamodules.test_translation import _ted2020
+
+    ted = _ted2020(tmp_path / "ted")
+    args = ["--config", TRANSFORMER, "--config", CPU, *OFFLINE, *TINY, "--trainer.callbacks=[]",
+            "--data.init_args.ted2020_dir", str(ted), "--data.init_args.vocab_size", "40",
+            "--model.init_args.beam", "2", "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    run_cli("predict", *args)
+    run_cli("predict", *args)  # a second run never overwrites the first's file
+    first, second = (tmp_path / "run" / name for name in ("translations.txt", "translations-1.txt"))
+    lines = first.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len((ted / "test.raw.en").read_text().splitlines()) == 5 and second.exists()
+    assert (tmp_path / "run" / "sentencepiece" / "target.model").exists()
 
 
 def test_an_interrupted_run_resumes_to_the_weights_and_averaged_snapshots_of_an_uninterrupted_one(tmp_path):
