@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 
@@ -142,11 +143,10 @@ def _decode_speed(model, src, reps: int, steps: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ translation
-def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: int, vocab: int,
-                limit: int | None) -> dict:  # fmt: skip
-    """One model of TRANSLATION_MODELS on the TSV: test BLEU/chrF with beam 5 and greedy."""
-    import lightning as L
-
+def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: int, vocab: int, limit: int | None,
+                minutes: float, test_sentences: int) -> dict:  # fmt: skip
+    """One model of TRANSLATION_MODELS on the TSV, trained for ``epochs`` or ``minutes`` of wall clock, whichever
+    ends first; test BLEU/chrF with beam 5 and greedy on the first ``test_sentences`` of the test split."""
     from datamodules.translation import TranslationDataModule
     from lecture_modules.sequence.core import InverseSqrtLR
     from lecture_modules.sequence.seq2seq import Seq2Seq
@@ -157,13 +157,28 @@ def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: i
                                bleu_tokenize="zh", max_tokens=48, seed=split_seed)  # fmt: skip
     model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96}, samples=0)
     model.configure_optimizers = lambda: _optim(model, lr, warmup, InverseSqrtLR)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
-                        default_root_dir=f"runs/bench/sequence/{model_name}-seed{seed}")  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        max_time={"minutes": minutes},
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        num_sanity_val_steps=0,
+        limit_test_batches=-(-test_sentences // dm.eval_batch_size),
+        callbacks=[Progress()],
+        default_root_dir=f"runs/bench/sequence/{model_name}-seed{seed}",
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    row = {"train minutes": (time.perf_counter() - start) / 60, "epochs": float(epochs),
-           "val BLEU (greedy, last epoch)": float(trainer.callback_metrics["val/bleu"])}  # fmt: skip
+    row = {
+        "train minutes": (time.perf_counter() - start) / 60,
+        "epochs done": float(trainer.current_epoch),
+        "optimiser steps": float(trainer.global_step),
+        "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+        "val BLEU (greedy, last validation)": float(trainer.callback_metrics.get("val/bleu", float("nan"))),
+    }
     for beam in (1, 5):
         model.hparams.beam = beam
         [result] = trainer.test(model, datamodule=dm, verbose=False)
@@ -171,6 +186,18 @@ def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: i
         row[f"test chrF, beam {beam}"] = result["test/chrf"]
     row["pairs train/val/test"] = "/".join(str(len(dm.pairs[s])) for s in ("train", "val", "test"))
     return row
+
+
+class Progress(L.Callback):
+    """Prints each validation's BLEU with the elapsed time, so a long run shows where it is."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        bleu = float(trainer.callback_metrics.get("val/bleu", float("nan")))
+        print(f"epoch {trainer.current_epoch} step {trainer.global_step} val/bleu {bleu:.2f} "
+              f"{(time.perf_counter() - self.start) / 60:.1f} min", flush=True)  # fmt: skip
 
 
 def _optim(model, lr: float, warmup: int, schedule):
@@ -249,6 +276,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="translation epochs per model")
     parser.add_argument("--vocab", type=int, default=4000, help="SentencePiece vocabulary per side")
     parser.add_argument("--limit", type=int, help="translation: use this many pairs (default: all)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="translation: wall-clock training cap per model")
+    parser.add_argument("--test-sentences", type=int, default=100000, help="translation: test on the first N")
     parser.add_argument("--cls-epochs", type=int, default=8, help="classification epochs per model")
     parser.add_argument("--reps", type=int, default=5, help="speed: timed repetitions")
     parser.add_argument("--threads", type=int, default=2)
@@ -278,7 +307,8 @@ def run_part(part: str, name: str | None, seed: int, args) -> dict:
     if part == "speed":
         return speed(args.reps)
     if part == "translation":
-        return translation(args.tsv, name, seed, args.split_seed, args.epochs, args.vocab, args.limit)
+        return translation(args.tsv, name, seed, args.split_seed, args.epochs, args.vocab, args.limit, args.minutes,
+                           args.test_sentences)  # fmt: skip
     return classification(seed, args.cls_epochs)
 
 

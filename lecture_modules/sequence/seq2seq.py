@@ -48,7 +48,7 @@ PAD, BOS, EOS = 0, 1, 2  # the DataModule's id layout (datamodules.translation_s
 
 
 class Seq2Seq(LectureModule):
-    """Translation with a Transformer or an RNN with attention: teacher forcing, label smoothing, beam search, BLEU."""
+    """Transformer translation (arXiv 1706.03762, HW5): teacher forcing, label smoothing, beam search, BLEU."""
 
     def __init__(
         self,
