@@ -315,6 +315,9 @@ class _Stack(nn.Module):
         if positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {positional!r}")
         self.embed = nn.Embedding(vocab_size, d_model)
+        # std d^-1/2, so the sqrt(d)-scaled embeddings are about unit-sized like the positions (fairseq's init);
+        # PyTorch's N(0, 1) would make them sqrt(d) times larger and drown the sinusoidal positions
+        nn.init.normal_(self.embed.weight, mean=0.0, std=d_model**-0.5)
         self.positional, self.d_model = positional, d_model
         self.learned = LearnedPositions(max_len, d_model) if positional == "learned" else None
         self.layers = nn.ModuleList(layer_fn() for _ in range(layers))
