@@ -1,0 +1,316 @@
+"""Self-attention and the Transformer (lectures 4-5, issue 26): translation BLEU, sequence classification, speed.
+
+Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` prints the markdown tables):
+
+* ``translation``: English -> zh-TW on a TSV of pairs (``--tsv``; the benchmark corpus is
+  ``../shared/data/gettext_en_zh_tw/en_zh_tw.tsv``, columns ``en`` and ``zh_tw``), split at random with
+  ``--split-seed`` (default 0: 5% validation, 5% test), SentencePiece (unigram, ``--vocab`` per side) trained on
+  the training split. RNN with Bahdanau attention and the Transformer, the lecture's own classes through a
+  Lightning ``Trainer``, ``--epochs`` epochs each, then test BLEU (sacrebleu, ``tokenize='zh'``) and chrF with
+  beam 5 (length penalty 1.0), and greedy, on the test split.
+* ``classification``: the embedded ordered-motif task (:mod:`datamodules.sequences`): encoders with mean and
+  attention pooling, ``--cls-epochs`` epochs, test accuracy.
+* ``speed``: (1) training tokens per second of our Transformer encoder-decoder against ``torch.nn.Transformer``
+  with the same sizes (embeddings, pre-LN, output layer, AdamW), alternating the two in each repetition; (2)
+  greedy decoding of the same batch with the key/value cache against recomputing the prefix at every step (and a
+  check that both give the same tokens).
+
+    .venv/bin/python benchmarks/sequence.py --part speed --threads 1
+    .venv/bin/python benchmarks/sequence.py --part translation --tsv ../shared/data/gettext_en_zh_tw/en_zh_tw.tsv \\
+        --seeds 0 --threads 1
+    .venv/bin/python benchmarks/sequence.py --part classification --seeds 0 1 2
+    .venv/bin/python benchmarks/sequence.py --merge runs/bench/sequence
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, so it runs from anywhere
+
+from machine import cpu_name  # benchmarks/ is on sys.path when a script runs
+from torch import nn
+
+from lecture_modules.sequence.models import Seq2SeqSpec, TransformerSeq2Seq
+
+REFERENCE = (
+    "HW5 (TED2020 en->zh-TW, BLEU tokenize zh) public-board tiers: simple 18.43 (RNN + attention), medium 24.04 "
+    "(Transformer), strong 29.32 (Transformer-base + back-translation). This corpus (software messages) differs: "
+    "compare the ordering, not the numbers."
+)
+TRANSLATION_MODELS = {  # name: net, peak lr, warm-up steps (the two configs' settings, the Transformer at d 256)
+    "rnn": ({"kind": "rnn", "d_model": 256, "layers": 1}, 2e-3, 200),
+    "transformer": ({"kind": "transformer", "d_model": 256, "d_ff": 512}, 1e-3, 500),
+}
+SPEED_SIZES = {"d_model": 256, "heads": 4, "layers": 3, "d_ff": 1024, "dropout": 0.1}
+
+
+# ------------------------------------------------------------------------------------------------ speed
+class TorchTransformer(nn.Module):
+    """``torch.nn.Transformer`` with the same embeddings, positions and output layer as ours."""
+
+    def __init__(self, vocab: int, d_model: int, heads: int, layers: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.src_embed, self.tgt_embed = nn.Embedding(vocab, d_model), nn.Embedding(vocab, d_model)
+        self.core = nn.Transformer(d_model, heads, layers, layers, d_ff, dropout, batch_first=True, norm_first=True)
+        self.output, self.d_model = nn.Linear(d_model, vocab), d_model
+
+    def forward(self, src, src_mask, tgt_in):
+        from lecture_modules.sequence.attention import sinusoidal_encoding
+
+        scale = self.d_model**0.5
+        s = self.src_embed(src) * scale + sinusoidal_encoding(src.shape[1], self.d_model)
+        t = self.tgt_embed(tgt_in) * scale + sinusoidal_encoding(tgt_in.shape[1], self.d_model)
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1])
+        out = self.core(s, t, tgt_mask=causal, src_key_padding_mask=~src_mask, memory_key_padding_mask=~src_mask,
+                        tgt_is_causal=True)  # fmt: skip
+        return self.output(out), None
+
+
+def _train_steps(model, batch, steps: int) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        logits, _ = model(batch["src"], batch["src_mask"], batch["tgt_in"])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def speed(reps: int, batch_size: int = 32, length: int = 32, vocab: int = 8000, steps: int = 5) -> dict:
+    """Training tokens/s ours vs torch.nn.Transformer; greedy decoding ms with and without the KV cache."""
+    torch.manual_seed(0)
+    ours = TransformerSeq2Seq(vocab, vocab, Seq2SeqSpec(**SPEED_SIZES, norm_first=True))
+    theirs = TorchTransformer(vocab, **SPEED_SIZES)
+    src = torch.randint(4, vocab, (batch_size, length))
+    tgt = torch.randint(4, vocab, (batch_size, length))
+    batch = {"src": src, "src_mask": torch.ones_like(src, dtype=torch.bool), "tgt_in": tgt, "tgt_out": tgt}
+    _train_steps(ours, batch, 1), _train_steps(theirs, batch, 1)  # warm-up
+    times = {"ours": [], "torch": []}
+    for _ in range(reps):  # alternate, so both see the same machine load
+        times["ours"].append(_train_steps(ours, batch, steps))
+        times["torch"].append(_train_steps(theirs, batch, steps))
+    tokens = steps * batch_size * length
+    row = {f"train tokens/s, {k}": tokens / statistics.median(v) for k, v in times.items()}
+    row["train speed ours / torch.nn.Transformer"] = row["train tokens/s, ours"] / row["train tokens/s, torch"]
+    row.update(_decode_speed(ours, src[:8], reps, steps=length * 2))
+    row["sizes"] = f"d_model {SPEED_SIZES['d_model']}, {SPEED_SIZES['layers']}+{SPEED_SIZES['layers']} layers, " \
+                   f"d_ff {SPEED_SIZES['d_ff']}, vocab {vocab}, batch {batch_size} x {length} tokens"  # fmt: skip
+    return row
+
+
+def _greedy_steps(model, src, steps: int) -> tuple[float, torch.Tensor]:
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        state = model.start(src, torch.ones_like(src, dtype=torch.bool))
+        tokens, out = torch.full((src.shape[0],), 1), []
+        for _ in range(steps):  # a fixed number of steps, EOS ignored: the same work with and without the cache
+            logp, state = model.step(tokens, state)
+            tokens = logp.argmax(-1)
+            out.append(tokens)
+    return time.perf_counter() - start, torch.stack(out, 1)
+
+
+def _decode_speed(model, src, reps: int, steps: int) -> dict:
+    times = {True: [], False: []}
+    outputs = {}
+    for _ in range(reps):
+        for cache in (True, False):
+            model.use_cache = cache
+            seconds, outputs[cache] = _greedy_steps(model, src, steps)
+            times[cache].append(seconds)
+    model.use_cache = True
+    with_cache, without = (1000 * statistics.median(times[c]) for c in (True, False))
+    return {
+        f"greedy decoding ms ({len(src)} sources x {steps} tokens), KV cache": with_cache,
+        f"greedy decoding ms ({len(src)} sources x {steps} tokens), no cache": without,
+        "decoding speed-up from the cache": without / with_cache,
+        "cache and no cache give the same tokens": float(torch.equal(outputs[True], outputs[False])),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ translation
+def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: int, vocab: int, limit: int | None,
+                minutes: float, test_sentences: int) -> dict:  # fmt: skip
+    """One model of TRANSLATION_MODELS on the TSV, trained for ``epochs`` or ``minutes`` of wall clock, whichever
+    ends first; test BLEU/chrF with beam 5 and greedy on the first ``test_sentences`` of the test split."""
+    from datamodules.translation import TranslationDataModule
+    from lecture_modules.sequence.core import InverseSqrtLR
+    from lecture_modules.sequence.seq2seq import Seq2Seq
+
+    net, lr, warmup = TRANSLATION_MODELS[model_name]
+    L.seed_everything(seed, verbose=False)
+    dm = TranslationDataModule(tsv_file=tsv, columns=["en", "zh_tw"], vocab_size=vocab, limit_pairs=limit,
+                               bleu_tokenize="zh", max_tokens=48, seed=split_seed)  # fmt: skip
+    model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96}, samples=0)
+    model.configure_optimizers = lambda: _optim(model, lr, warmup, InverseSqrtLR)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        max_time={"minutes": minutes},
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        num_sanity_val_steps=0,
+        limit_test_batches=-(-test_sentences // dm.eval_batch_size),
+        callbacks=[Progress()],
+        default_root_dir=f"runs/bench/sequence/{model_name}-seed{seed}",
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    row = {
+        "train minutes": (time.perf_counter() - start) / 60,
+        "epochs done": float(trainer.current_epoch),
+        "optimiser steps": float(trainer.global_step),
+        "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+        "val BLEU (greedy, last validation)": float(trainer.callback_metrics.get("val/bleu", float("nan"))),
+    }
+    for beam in (1, 5):
+        model.hparams.beam = beam
+        [result] = trainer.test(model, datamodule=dm, verbose=False)
+        row[f"test BLEU, beam {beam}"] = result["test/bleu"]
+        row[f"test chrF, beam {beam}"] = result["test/chrf"]
+    row["pairs train/val/test"] = "/".join(str(len(dm.pairs[s])) for s in ("train", "val", "test"))
+    return row
+
+
+class Progress(L.Callback):
+    """Prints each validation's BLEU with the elapsed time, so a long run shows where it is."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        bleu = float(trainer.callback_metrics.get("val/bleu", float("nan")))
+        print(f"epoch {trainer.current_epoch} step {trainer.global_step} val/bleu {bleu:.2f} "
+              f"{(time.perf_counter() - self.start) / 60:.1f} min", flush=True)  # fmt: skip
+
+
+def _optim(model, lr: float, warmup: int, schedule):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule(optimizer, warmup), "interval": "step"}}
+
+
+# ------------------------------------------------------------------------------------------------ classification
+def classification(seed: int, epochs: int) -> dict:
+    """Test accuracy on the embedded ordered-motif task: encoders x poolings, a plain loop on the lecture's parts."""
+    from datamodules.sequences import SequenceDataModule
+    from lecture_modules.sequence.classification import SequenceClassifier
+
+    dm, row = SequenceDataModule(seed=0), {}
+    for kind, positional, layers in (("lstm", "none", 2), ("transformer", "rope", 2), ("transformer", "sinusoidal", 2),
+                                     ("conformer", "rope", 1)):  # fmt: skip
+        for pooling in ("mean", "attention"):
+            torch.manual_seed(seed)
+            model = SequenceClassifier(net={"kind": kind, "positional": positional, "layers": layers}, pooling=pooling)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            for epoch in range(epochs):
+                model.train()
+                loader = dm.train_dataloader()
+                loader.sampler.set_epoch(epoch)
+                for b in loader:
+                    loss = F.cross_entropy(model(b["x"], b["mask"], b["y"]), b["y"])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                hits = [(model(b["x"], b["mask"]).argmax(1) == b["y"]).float() for b in dm.test_dataloader()]
+            row[f"{kind} ({positional} positions), {pooling} pooling: test acc %"] = 100 * torch.cat(hits).mean().item()
+    return row
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def fmt(values: list) -> str:
+    if isinstance(values[0], str):
+        return values[0]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def merge(folder: Path) -> str:
+    pieces: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("*.json")):
+        piece = json.loads(path.read_text())
+        pieces.setdefault(piece["part"], []).append(piece)
+    lines = []
+    for part, runs in sorted(pieces.items()):
+        seeds = sorted(r["seed"] for r in runs)
+        machines = sorted({f"{r['machine']}, {r['threads']} thread(s), torch {r['torch']}" for r in runs})
+        lines += [
+            f"## {part} (seeds {seeds})",
+            "",
+            f"machine: {'; '.join(machines)}",
+            "",
+            f"args: {runs[0]['args']}",
+            "",
+        ]
+        lines += ["| measurement | value (mean ± std over seeds) |", "|---|---:|"]
+        lines += [f"| {key} | {fmt([r['row'][key] for r in runs])} |" for key in runs[0]["row"]]
+        lines.append("")
+    return "\n".join([*lines, "Reference: " + REFERENCE, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["translation", "classification", "speed"], nargs="+", default=["speed"])
+    parser.add_argument("--tsv", help="translation pairs (columns en, zh_tw)")
+    parser.add_argument("--models", nargs="+", choices=list(TRANSLATION_MODELS), default=list(TRANSLATION_MODELS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--split-seed", type=int, default=0, help="translation: the random split's seed")
+    parser.add_argument("--epochs", type=int, default=4, help="translation epochs per model")
+    parser.add_argument("--vocab", type=int, default=4000, help="SentencePiece vocabulary per side")
+    parser.add_argument("--limit", type=int, help="translation: use this many pairs (default: all)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="translation: wall-clock training cap per model")
+    parser.add_argument("--test-sentences", type=int, default=100000, help="translation: test on the first N")
+    parser.add_argument("--cls-epochs", type=int, default=8, help="classification epochs per model")
+    parser.add_argument("--reps", type=int, default=5, help="speed: timed repetitions")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out-dir", type=Path, default=Path("runs/bench/sequence"), help="one JSON per piece")
+    parser.add_argument("--merge", type=Path, help="only merge the JSON pieces in this folder into markdown")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.merge:
+        print(merge(args.merge))
+        return
+    if "translation" in args.part and not args.tsv:
+        parser.error("--part translation needs --tsv FILE")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for part in args.part:
+            for name in args.models if part == "translation" else [None]:
+                row = run_part(part, name, seed, args)
+                settings = {k: str(v) for k, v in vars(args).items()}
+                piece = {"part": part if name is None else f"{part}: {name}", "seed": seed, "machine": cpu_name(),
+                         "threads": args.threads, "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
+                path = args.out_dir / f"{part}{'' if name is None else '-' + name}-seed{seed}.json"
+                path.write_text(json.dumps(piece, indent=1))
+                print(f"wrote {path}", flush=True)
+
+
+def run_part(part: str, name: str | None, seed: int, args) -> dict:
+    if part == "speed":
+        return speed(args.reps)
+    if part == "translation":
+        return translation(args.tsv, name, seed, args.split_seed, args.epochs, args.vocab, args.limit, args.minutes,
+                           args.test_sentences)  # fmt: skip
+    return classification(seed, args.cls_epochs)
+
+
+if __name__ == "__main__":
+    main()
