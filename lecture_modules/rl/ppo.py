@@ -19,12 +19,13 @@ configs/ppo.yaml``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from lecture_modules.base import bad_setting
 from lecture_modules.rl import core
-from lecture_modules.rl.agent import AgentSpec, RLLecture, check_unit_interval
+from lecture_modules.rl.agent import RLLecture, check_non_negative, check_unit_interval
 
 __all__ = ["PPO"]
 
@@ -34,10 +35,6 @@ class PPO(RLLecture):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        input_shape: tuple[int, ...] = (4,),
-        agent: AgentSpec = AgentSpec(),
-        gamma: float = 0.99,
         gae_lambda: float = 0.95,
         update_epochs: int = 4,
         num_minibatches: int = 4,
@@ -48,13 +45,10 @@ class PPO(RLLecture):
         entropy_coef: float = 0.01,
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
-            num_classes: number of discrete actions (linked from the DataModule by the CLI).
-            input_shape: shape of one observation (linked from the DataModule by the CLI).
-            agent: the actor and critic networks (orthogonal init is ``agent.orthogonal_init``).
-            gamma: discount factor in [0, 1].
             gae_lambda: GAE's lambda in [0, 1].
             update_epochs: passes over each rollout.
             num_minibatches: minibatches per pass (the rollout's T*N samples split evenly).
@@ -66,7 +60,7 @@ class PPO(RLLecture):
             max_grad_norm: clip the global gradient norm to this (null: no clipping).
             target_kl: stop a rollout's passes once a minibatch's approximate KL exceeds this (null: never).
         """
-        super().__init__(num_classes=num_classes, input_shape=input_shape, agent=agent, gamma=gamma)
+        super().__init__(**kwargs)
         check_unit_interval(gae_lambda=gae_lambda)
         for name, value in (("update_epochs", update_epochs), ("num_minibatches", num_minibatches)):
             if value < 1:
@@ -74,9 +68,7 @@ class PPO(RLLecture):
         for name, value in (("clip_coef", clip_coef), ("clip_value", clip_value), ("max_grad_norm", max_grad_norm)):
             if value is not None and not value > 0:
                 raise bad_setting(name, value, "> 0" + ("" if name == "clip_coef" else " or null"))
-        for name, value in (("value_coef", value_coef), ("entropy_coef", entropy_coef)):
-            if not value >= 0:
-                raise bad_setting(name, value, ">= 0")
+        check_non_negative(value_coef=value_coef, entropy_coef=entropy_coef)
         self.automatic_optimization = False  # several optimiser steps per rollout
         self.agent = self.build_agent(critic=True)
 
