@@ -351,6 +351,7 @@ class DumpRanks(L.Callback):
             "seeds": dm.env_seeds(0),
             "cartpole_state": [float(x) for x in dm.envs.envs[0].unwrapped.state],
             "weights": torch.cat([p.detach().flatten() for p in pl_module.parameters()]).tolist(),
+            "obs_norm": [pl_module.obs_norm.mean.tolist(), pl_module.obs_norm.count.item()],
         }
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(dump))
 
@@ -358,7 +359,8 @@ class DumpRanks(L.Callback):
 @pytest.mark.slow
 def test_ddp_two_ranks_run_different_environments_and_keep_identical_weights(tmp_path):
     result = run_cli_subprocess(
-        "fit", *SHORT_PPO, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "fit", *SHORT_PPO, *NORM_ANNEAL, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
         "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.callbacks+=tests.lectures.test_rl.DumpRanks", "--trainer.callbacks.out_dir", str(tmp_path / "dump"),
         env={"OMP_NUM_THREADS": "1"},
@@ -368,6 +370,8 @@ def test_ddp_two_ranks_run_different_environments_and_keep_identical_weights(tmp
     assert set(ranks[0]["seeds"]).isdisjoint(ranks[1]["seeds"])
     assert ranks[0]["cartpole_state"] != ranks[1]["cartpole_state"]  # the environments differ
     assert ranks[0]["weights"] == ranks[1]["weights"]  # the reduced gradients agree: identical updates
+    # the observation statistics merge both ranks' rollouts: the same on each, counting every environment step
+    assert ranks[0]["obs_norm"] == ranks[1]["obs_norm"] and ranks[0]["obs_norm"][1] == pytest.approx(2 * 2 * 2 * 32 * 4)
 
 
 # ------------------------------------------------------------------------------------------------ DQN
