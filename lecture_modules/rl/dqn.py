@@ -117,11 +117,12 @@ class DQN(RLLecture):
             return
         for _ in range(updates):  # step 3
             self.update(self.buffer.sample(hp.batch_size))  # global torch RNG: restored on resume
+        self.log_step_means()  # the rollout's mean TD loss
 
     def update(self, sample: dict[str, torch.Tensor]) -> None:
         """Steps 3a-3c on one sampled minibatch."""
         hp = self.hparams
-        loss = self.combine_losses({"td": self.loss_of(sample)})  # 3a, 3b
+        loss = self.step_loss({"td": self.loss_of(sample)})  # 3a, 3b
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)

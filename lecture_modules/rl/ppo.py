@@ -93,7 +93,11 @@ class PPO(RLLecture):
                 kl = self.update(obs[idx], actions[idx], old_log_probs[idx], advantages[idx], returns[idx],
                                  old_values[idx])  # fmt: skip
                 if hp.target_kl is not None and kl > hp.target_kl:
-                    return
+                    break
+            else:
+                continue
+            break  # target_kl reached: no more passes over this rollout
+        self.log_step_means()  # the rollout's mean loss terms, ratio, clip fraction and KL
 
     def update(
         self,
@@ -117,13 +121,11 @@ class PPO(RLLecture):
         }
         if hp.entropy_coef > 0:
             terms["entropy"] = -hp.entropy_coef * dist.entropy().mean()
-        loss = self.combine_losses(terms)  # 3d
+        loss = self.step_loss(terms, stats)  # 3d
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
         if hp.max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
-        for name, value in stats.items():
-            self.log(f"train/{name}", value)
         return float(stats["approx_kl"])

@@ -193,6 +193,8 @@ def test_each_config_fits_a_few_rollouts(name, tmp_path):
                   "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
     assert cli.datamodule.env_steps > 0
     assert {"rollout/env_steps", "rollout/episodes", "train/loss"} <= set(cli.trainer.callback_metrics)
+    if name.startswith("ppo"):  # the rollout's means over its minibatches
+        assert {"train/ratio", "train/approx_kl", "train/clip_fraction"} <= set(cli.trainer.callback_metrics)
     assert torch.isfinite(torch.cat([p.flatten() for p in cli.model.parameters()])).all()
 
 
