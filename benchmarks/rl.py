@@ -50,13 +50,96 @@ METHODS = {  # name -> (config, overrides)
     "ppo": ("ppo.yaml", []),
     "dqn": ("dqn.yaml", []),
     "dqn_double": ("dqn.yaml", ["--model.init_args.double", "true"]),
+    "ppo_lunarlander": ("ppo_lunarlander.yaml", []),
+    "pg_lunarlander": ("policy_gradient_lunarlander.yaml", []),
+    "a2c_lunarlander": ("a2c_lunarlander.yaml", []),
 }
-SOLVED = 475.0  # CartPole-v1's "solved" threshold (its reward_threshold)
+SOLVED = {"CartPole-v1": 475.0, "LunarLander-v3": 200.0}  # the environments' reward_threshold ("solved")
 REFERENCE = (
     "CleanRL ppo.py on CartPole-v1: 492.4 ± 13.1 (500k steps, 3 seeds, episodic return during training); "
     "RL Baselines3 Zoo DQN on CartPole-v1: 500 ± 0 (50k steps, one run, ± over evaluation episodes). "
     "CartPole-v1 caps an episode at 500 steps; 475 is its solved threshold."
 )
+REFERENCE_LUNAR = (
+    "RL Baselines3 Zoo on LunarLander-v2 (v3 fixes bugs of v2, the task is the same): PPO 242 ± 32 at 1M steps, "
+    "A2C 156 ± 80 at 200k, DQN 154 ± 79 at 100k (single runs, ± over evaluation episodes, not seeds). 200 is "
+    "LunarLander's solved threshold; HW12's brackets: < 0, 0-99, 100-199, 200-240, >= 241."
+)
+
+
+NO_VIDEO = ["--model.init_args.video_episodes", "0"]
+# The speed comparison: the same PPO in both libraries (separate 64-64 tanh actor and critic, orthogonal init, Adam,
+# GAE, clipped surrogate, entropy bonus, gradient-norm clipping, advantages normalised per minibatch).
+SPEED_SETTINGS = {  # name -> (config, env_id, num_envs, rollout_steps, minibatch, epochs, rollouts per timed run)
+    "cartpole": ("ppo.yaml", "CartPole-v1", 4, 128, 128, 4, 40),
+    "lunarlander": ("ppo_lunarlander.yaml", "LunarLander-v3", 16, 1024, 64, 4, 2),
+}
+
+
+def time_ours(setting: str, seed: int) -> float:
+    """Seconds of ``trainer.fit`` (no validation, checkpoints, logger or videos) for the setting's rollouts."""
+    config, _env_id, envs, steps, minibatch, epochs, rollouts = SPEED_SETTINGS[setting]
+    args = [
+        "--config", str(REPO / "configs" / config), *QUIET, *NO_VIDEO, "--seed_everything", str(seed),
+        "--data.init_args.num_envs", str(envs), "--data.init_args.rollout_steps", str(steps),
+        "--data.init_args.rollouts_per_epoch", str(rollouts), "--trainer.max_epochs", "1",
+        "--model.init_args.num_minibatches", str(envs * steps // minibatch),
+        "--model.init_args.update_epochs", str(epochs), "--trainer.limit_val_batches", "0",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", "runs/bench/rl-speed",
+    ]  # fmt: skip
+    cli = run(args, run=False)
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return time.perf_counter() - start
+
+
+def time_sb3(setting: str, seed: int) -> float:
+    """Seconds of Stable-Baselines3's ``PPO.learn`` with the same network, environments, rollout and updates."""
+    import torch
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    _config, env_id, envs, steps, minibatch, epochs, rollouts = SPEED_SETTINGS[setting]
+    gamma, lam = (0.999, 0.98) if setting == "lunarlander" else (0.99, 0.95)
+    vec = make_vec_env(env_id, n_envs=envs, seed=seed)  # DummyVecEnv: stepped in this process, as ours
+    model = SB3PPO(
+        "MlpPolicy", vec, n_steps=steps, batch_size=minibatch, n_epochs=epochs, gamma=gamma, gae_lambda=lam,
+        ent_coef=0.01, learning_rate=3e-4, seed=seed, device="cpu", verbose=0,
+        policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh},
+    )  # fmt: skip
+    start = time.perf_counter()
+    model.learn(total_timesteps=envs * steps * rollouts)
+    seconds = time.perf_counter() - start
+    vec.close()
+    return seconds
+
+
+def speed(setting: str, repeats: int) -> dict:
+    """Environment steps per second of both, alternating, after one warm-up run of each; medians over repeats."""
+    *_, envs, steps, _, _, rollouts = SPEED_SETTINGS[setting]
+    total = envs * steps * rollouts
+    time_ours(setting, 0), time_sb3(setting, 0)  # warm-up: imports, allocator, first-call overheads
+    ours, sb3 = [], []
+    for repeat in range(repeats):
+        ours.append(total / time_ours(setting, repeat + 1))
+        sb3.append(total / time_sb3(setting, repeat + 1))
+    ratio = statistics.median(ours) / statistics.median(sb3)
+    return {"setting": setting, "env_steps": total, "ours": ours, "sb3": sb3, "ratio": ratio}
+
+
+def profile_ours(setting: str, top: int = 25) -> str:
+    """cProfile of one of our timed runs: the functions with the most cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    time_ours(setting, 99)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
 
 
 class Curve(L.Callback):
@@ -75,7 +158,7 @@ def run_piece(method: str, seed: int, root: Path) -> dict:
     config, overrides = METHODS[method]
     curve = Curve()
     start = time.perf_counter()
-    args = ["--config", str(REPO / "configs" / config), *QUIET, *overrides, "--seed_everything", str(seed)]
+    args = ["--config", str(REPO / "configs" / config), *QUIET, *NO_VIDEO, *overrides, "--seed_everything", str(seed)]
     cli = run([*args, "--trainer.default_root_dir", str(root / f"{method}-seed{seed}")], run=False)
     cli.trainer.callbacks.append(curve)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -83,9 +166,10 @@ def run_piece(method: str, seed: int, root: Path) -> dict:
     last_epoch_rollout = float(cli.trainer.callback_metrics.get("rollout/return", float("nan")))
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     hw12 = float(cli.trainer.callback_metrics["test/return"])
-    solved_at = next((steps for steps, value in curve.points if value >= SOLVED), None)
+    env_id = cli.datamodule.env_id
+    solved_at = next((steps for steps, value in curve.points if value >= SOLVED.get(env_id, float("inf"))), None)
     return {
-        "method": method, "seed": seed, "config": config, "overrides": overrides,
+        "method": method, "seed": seed, "config": config, "overrides": overrides, "env_id": env_id,
         "env_steps": cli.datamodule.env_steps, "seconds": round(seconds, 1),
         "curve": curve.points, "final_val_return": curve.points[-1][1],
         "last_epoch_rollout_return": last_epoch_rollout, "solved_at": solved_at,
@@ -107,8 +191,10 @@ def merge(folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         piece = json.loads(path.read_text())
         pieces.setdefault(piece["method"], []).append(piece)
+    env_id = next(iter(pieces.values()))[0].get("env_id", "CartPole-v1")  # pieces before LunarLander: CartPole
     lines = [
-        "| method | seeds | env steps | first greedy val/return >= 475 at (steps) | final val/return | last epoch's "
+        f"| method | seeds | env steps | first greedy val/return >= {SOLVED[env_id]:.0f} at (steps) | final val/return "
+        "| last epoch's "
         "training episodes | HW12 test mean (bracket) | wall s | env steps/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -130,7 +216,7 @@ def merge(folder: Path) -> str:
         for r in pieces[method]:
             points = ", ".join(f"({s}, {v:.0f})" for s, v in r["curve"])
             curves.append(f"- {method} seed {r['seed']}: {points}")
-    machine = f"Machine: {cpu_name()}. Reference: {REFERENCE}"
+    machine = f"Machine: {cpu_name()}. Reference: {REFERENCE_LUNAR if env_id.startswith('Lunar') else REFERENCE}"
     return "\n".join([*lines, "", machine, *curves]) + "\n"
 
 
@@ -141,7 +227,23 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("runs/bench/rl"), help="one JSON per piece")
     parser.add_argument("--merge", type=Path, help="only merge the JSON pieces in this folder into markdown")
     parser.add_argument("--out", type=Path, help="also write the merged markdown here")
+    parser.add_argument("--speed", choices=sorted(SPEED_SETTINGS), help="only the speed comparison against SB3")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each library (speed)")
+    parser.add_argument("--profile", action="store_true", help="also cProfile one of our runs (speed)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.speed:
+        result = speed(args.speed, args.repeats)
+        result |= {"machine": cpu_name(), "threads": args.threads}
+        print(json.dumps(result, indent=1))
+        if args.profile:
+            print(profile_ours(args.speed))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1))
+        return
     if not args.merge:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         for method in args.methods:

@@ -42,13 +42,14 @@ Policy = Callable[[torch.Tensor], torch.Tensor]
 DATA_ARGS = "data.init_args"
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None) -> Any:
+def make_env(env_id: str, max_episode_steps: int | None = None, render_mode: str | None = None) -> Any:
     """``gymnasium.make(env_id)``, with :class:`~datamodules.errors.SettingError` naming ``data.init_args.env_id``
-    for an unknown id, a continuous action space or a non-vector observation."""
+    for an unknown id, a continuous action space or a non-vector observation (``render_mode="rgb_array"``: frames
+    for videos)."""
     import gymnasium as gym
 
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode)
     except gym.error.Error as error:
         raise SettingError(
             f"{DATA_ARGS}.env_id must be a registered Gymnasium environment, got {env_id!r} ({error})"
@@ -74,18 +75,26 @@ def _as_obs(obs: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(obs), dtype=torch.float32)
 
 
-def run_episodes(env: Any, policy: Policy, seeds: list[int | None]) -> list[tuple[float, int]]:
+def run_episodes(
+    env: Any, policy: Policy, seeds: list[int | None], on_step: Callable[[Any], None] | None = None
+) -> list[tuple[float, list[int]]]:
     """Run one episode per seed in ``env`` (a seed of None continues the environment's random stream, as HW12's
-    notebook does after seeding once); returns (total reward, length) per episode."""
+    notebook does after seeding once); returns (total reward, the actions taken) per episode. ``on_step(env)`` is
+    called after every reset and step (to grab a rendered frame)."""
     results = []
     for seed in seeds:
         obs, _ = env.reset(seed=seed)
-        total, length, done = 0.0, 0, False
+        total, actions, done = 0.0, [], False
         while not done:
+            if on_step is not None:
+                on_step(env)
             action = int(policy(_as_obs(obs)[None])[0])
             obs, reward, terminated, truncated, _ = env.step(action)
-            total, length, done = total + float(reward), length + 1, bool(terminated or truncated)
-        results.append((total, length))
+            total, done = total + float(reward), bool(terminated or truncated)
+            actions.append(action)
+        if on_step is not None:
+            on_step(env)
+        results.append((total, actions))
     return results
 
 
@@ -164,7 +173,8 @@ def collect(
 
 
 class EvalEpisodes(IterableDataset):
-    """Greedy evaluation episodes: yields one ``{"return", "length"}`` per episode, every rank the same ones."""
+    """Greedy evaluation episodes: yields one ``{"return", "length", "actions"}`` per episode (``actions``: (L,)
+    int64, the homework's action list), every rank the same ones."""
 
     def __init__(self, owner: RolloutDataModule, seed: int, episodes: int, seed_each: bool) -> None:
         """
@@ -183,8 +193,12 @@ class EvalEpisodes(IterableDataset):
             results = run_episodes(env, self.owner.policy(greedy=True), seeds)
         finally:
             env.close()
-        for total, length in results:
-            yield {"return": torch.tensor([total]), "length": torch.tensor([float(length)])}
+        for total, actions in results:
+            yield {
+                "return": torch.tensor([total]),
+                "length": torch.tensor([float(len(actions))]),
+                "actions": torch.tensor(actions, dtype=torch.int64),
+            }
 
 
 class RolloutDataModule(L.LightningDataModule):

@@ -15,12 +15,13 @@ Run: ``python cli.py fit --config configs/a2c.yaml``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from lecture_modules.base import bad_setting
 from lecture_modules.rl import core
-from lecture_modules.rl.agent import AgentSpec, RLLecture, check_unit_interval
+from lecture_modules.rl.agent import RLLecture, check_non_negative, check_unit_interval
 
 __all__ = ["A2C"]
 
@@ -30,22 +31,15 @@ class A2C(RLLecture):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        input_shape: tuple[int, ...] = (4,),
-        agent: AgentSpec = AgentSpec(),
-        gamma: float = 0.99,
         gae_lambda: float | None = 1.0,
         n_steps: int = 5,
         normalize_advantage: bool = False,
         value_coef: float = 0.5,
         entropy_coef: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
-            num_classes: number of discrete actions (linked from the DataModule by the CLI).
-            input_shape: shape of one observation (linked from the DataModule by the CLI).
-            agent: the actor and critic networks.
-            gamma: discount factor in [0, 1].
             gae_lambda: GAE's lambda in [0, 1] (1: Monte-Carlo to the rollout's end, SB3's default); null uses
                 n-step returns instead.
             n_steps: steps before bootstrapping when ``gae_lambda`` is null.
@@ -53,14 +47,12 @@ class A2C(RLLecture):
             value_coef: weight of the critic's loss.
             entropy_coef: weight of the entropy bonus.
         """
-        super().__init__(num_classes=num_classes, input_shape=input_shape, agent=agent, gamma=gamma)
+        super().__init__(**kwargs)
         if gae_lambda is not None:
             check_unit_interval(gae_lambda=gae_lambda)
         if n_steps < 1:
             raise bad_setting("n_steps", n_steps, ">= 1")
-        for name, value in (("value_coef", value_coef), ("entropy_coef", entropy_coef)):
-            if not value >= 0:
-                raise bad_setting(name, value, ">= 0")
+        check_non_negative(value_coef=value_coef, entropy_coef=entropy_coef)
         self.agent = self.build_agent(critic=True)
 
     def training_step(self, dataloader_iter: Iterator) -> torch.Tensor:

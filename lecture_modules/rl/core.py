@@ -27,10 +27,12 @@ from torch.nn import functional as F
 __all__ = [
     "HW12_BRACKETS",
     "ReplayBuffer",
+    "RunningMeanStd",
     "discounted_returns",
     "dqn_targets",
     "gae",
     "hw12_bracket",
+    "linear_decay",
     "linear_schedule",
     "n_step_returns",
     "normalize_advantages",
@@ -332,3 +334,53 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
     if duration <= 0:
         return end
     return start + (end - start) * min(1.0, step / duration)
+
+
+def linear_decay(rollout: int, total: int) -> float:
+    """The learning-rate factor of rollout ``rollout`` (0-based) of ``total``: 1 at the first, falling linearly
+    towards 0 (1/total at the last; CleanRL's ``frac = 1 - (iteration - 1) / num_iterations``)."""
+    return max(0.0, 1.0 - rollout / max(total, 1))
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance of observations (Chan et al.'s parallel update), and the clipped standardisation
+    (s - mean) / sqrt(var + eps) that SB3's ``VecNormalize`` and Gymnasium's ``NormalizeObservation`` apply.
+
+    The statistics are buffers (float64), so they travel in the checkpoint with the weights (``weights_only``).
+    """
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8) -> None:
+        """
+        Args:
+            shape: shape of one observation.
+            clip: standardised values are clipped to [-clip, clip] (SB3's ``clip_obs``).
+            eps: added to the variance before the square root.
+        """
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))  # SB3's epsilon prior count
+
+    @torch.no_grad()
+    def update_from_moments(self, total: torch.Tensor, total_sq: torch.Tensor, count: torch.Tensor) -> None:
+        """Merge a batch given by its sum, sum of squares (per feature) and size: moments that add over ranks."""
+        total, total_sq, count = total.double(), total_sq.double(), count.double()
+        batch_mean = total / count
+        batch_var = (total_sq / count - batch_mean**2).clamp_min(0.0)
+        delta, n = batch_mean - self.mean, self.count + count
+        m2 = self.var * self.count + batch_var * count + delta**2 * self.count * count / n
+        self.mean.add_(delta * count / n)
+        self.var.copy_(m2 / n)
+        self.count.copy_(n)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge a batch (B, *shape) of observations."""
+        x = x.double()
+        self.update_from_moments(x.sum(0), (x**2).sum(0), torch.tensor(float(x.shape[0]), device=x.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / sqrt(var + eps), clipped; in x's dtype."""
+        z = (x.double() - self.mean) / torch.sqrt(self.var + self.eps)
+        return z.clamp(-self.clip, self.clip).to(x.dtype)

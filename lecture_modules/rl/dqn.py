@@ -43,10 +43,7 @@ class DQN(RLLecture):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        input_shape: tuple[int, ...] = (4,),
         agent: AgentSpec = AgentSpec(widths=[256, 256], activation="relu", orthogonal_init=False),
-        gamma: float = 0.99,
         double: bool = False,
         buffer_size: int = 100_000,
         batch_size: int = 64,
@@ -59,13 +56,11 @@ class DQN(RLLecture):
         exploration_steps: int = 10_000,
         loss: Literal["huber", "mse"] = "huber",
         max_grad_norm: float | None = 10.0,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
-            num_classes: number of discrete actions (linked from the DataModule by the CLI).
-            input_shape: shape of one observation (linked from the DataModule by the CLI).
             agent: the Q-network Q(s, .): an MLP with one output per action (``agent.widths``, ``agent.activation``).
-            gamma: discount factor in [0, 1].
             double: Double DQN: the online network picks a*, the target network evaluates it.
             buffer_size: transitions kept in the replay buffer on each rank.
             batch_size: transitions per gradient step, drawn uniformly from the buffer.
@@ -79,7 +74,7 @@ class DQN(RLLecture):
             loss: ``huber`` (smooth L1, delta 1) or ``mse`` on Q(s, a) - y.
             max_grad_norm: clip the global gradient norm to this (null: no clipping).
         """
-        super().__init__(num_classes=num_classes, input_shape=input_shape, agent=agent, gamma=gamma)
+        super().__init__(agent=agent, **kwargs)
         check_unit_interval(epsilon_start=epsilon_start, epsilon_end=epsilon_end)
         positive = ("buffer_size", "batch_size", "train_frequency", "target_update_interval")
         for name in positive:
@@ -98,18 +93,18 @@ class DQN(RLLecture):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise bad_setting("max_grad_norm", max_grad_norm, "> 0 or null")
         self.automatic_optimization = False  # several gradient steps per rollout
-        spec = AgentSpec.of(self.hparams.agent)
-        self.q = spec.mlp(input_shape[0], num_classes, output_gain=1.0)  # Q(s, .): (B, obs_dim) -> (B, A)
+        spec, obs_dim = AgentSpec.of(self.hparams.agent), self.hparams.input_shape[0]
+        self.q = spec.mlp(obs_dim, self.hparams.num_classes, output_gain=1.0)  # Q(s, .): (B, obs_dim) -> (B, A)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)  # saved with the weights, never optimised
-        self.buffer = core.ReplayBuffer(capacity=buffer_size, obs_dim=input_shape[0])
+        self.buffer = core.ReplayBuffer(capacity=buffer_size, obs_dim=obs_dim)  # raw observations
         self.updates, self.pending = 0, 0  # gradient steps so far; transitions not yet paid with a gradient step
 
     # ------------------------------------------------------------------ the algorithm, in the paper's order
     def training_step(self, dataloader_iter: Iterator) -> None:
         hp = self.hparams
         batch = self.next_rollout(dataloader_iter)  # step 1: (T, N) tensors, collected epsilon-greedily now
-        obs, actions = self.flat(batch)  # (B, obs_dim), (B,) with B = T*N
-        self.buffer.add(  # step 2
+        obs, actions = batch["obs"].flatten(0, 1), batch["actions"].flatten()  # (B, obs_dim), (B,) with B = T*N
+        self.buffer.add(  # step 2: raw observations, standardised when sampled (``normalize_obs``)
             obs=obs,
             actions=actions,
             rewards=batch["rewards"].flatten(),
@@ -122,11 +117,12 @@ class DQN(RLLecture):
             return
         for _ in range(updates):  # step 3
             self.update(self.buffer.sample(hp.batch_size))  # global torch RNG: restored on resume
+        self.log_step_means()  # the rollout's mean TD loss
 
     def update(self, sample: dict[str, torch.Tensor]) -> None:
         """Steps 3a-3c on one sampled minibatch."""
         hp = self.hparams
-        loss = self.combine_losses({"td": self.loss_of(sample)})  # 3a, 3b
+        loss = self.step_loss({"td": self.loss_of(sample)})  # 3a, 3b
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
@@ -140,6 +136,7 @@ class DQN(RLLecture):
     def loss_of(self, sample: dict[str, torch.Tensor]) -> torch.Tensor:
         """The TD loss of a minibatch of transitions; its gradient reaches the online network only."""
         sample = {k: v.to(self.device) for k, v in sample.items()}
+        sample["obs"], sample["next_obs"] = self.observe(sample["obs"]), self.observe(sample["next_obs"])
         q_taken = self.q(sample["obs"]).gather(-1, sample["actions"][:, None]).squeeze(-1)  # Q(s, a): (b,)
         return core.td_loss(q_taken, self.targets(sample), self.hparams.loss)
 
@@ -163,7 +160,7 @@ class DQN(RLLecture):
     def sample_actions(self, obs: torch.Tensor) -> torch.Tensor:
         """Epsilon-greedy actions (N,) for (N, obs_dim) observations (global torch RNG: restored on resume)."""
         obs = obs.to(self.device)
-        greedy = self.q(obs).argmax(dim=-1)  # (N,)
+        greedy = self.q(self.observe(obs)).argmax(dim=-1)  # (N,)
         explore = torch.rand(obs.shape[0], device=self.device) < self.epsilon()  # (N,)
         random = torch.randint(0, self.hparams.num_classes, (obs.shape[0],), device=self.device)  # (N,)
         return torch.where(explore, random, greedy)
@@ -171,7 +168,7 @@ class DQN(RLLecture):
     @torch.no_grad()
     def greedy_actions(self, obs: torch.Tensor) -> torch.Tensor:
         """argmax_a Q(s, a): the deterministic policy of evaluation."""
-        return self.q(obs.to(self.device)).argmax(dim=-1)
+        return self.q(self.observe(obs.to(self.device))).argmax(dim=-1)
 
     # ------------------------------------------------------------------ resume: the buffer and the counters
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -24,13 +24,13 @@ Run: ``python cli.py fit --config configs/policy_gradient.yaml``
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from lecture_modules.base import bad_setting
 from lecture_modules.rl import core
-from lecture_modules.rl.agent import AgentSpec, RLLecture
+from lecture_modules.rl.agent import RLLecture, check_non_negative
 
 __all__ = ["ADVANTAGES", "PolicyGradient"]
 
@@ -43,33 +43,25 @@ class PolicyGradient(RLLecture):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        input_shape: tuple[int, ...] = (4,),
-        agent: AgentSpec = AgentSpec(),
-        gamma: float = 0.99,
         advantage: Advantage = "baseline",
         normalize_advantage: bool = False,
         value_coef: float = 0.5,
         entropy_coef: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
-            num_classes: number of discrete actions (linked from the DataModule by the CLI).
-            input_shape: shape of one observation (linked from the DataModule by the CLI).
-            agent: the actor (and, for mc_critic / td_critic, the critic) networks.
-            gamma: discount factor in [0, 1] (version 1, ``cumulative``, uses 1 whatever this says).
-            advantage: the lecture's version: cumulative, discounted, baseline, mc_critic or td_critic.
+            advantage: the lecture's version: cumulative (gamma 1 whatever ``gamma`` says), discounted, baseline,
+                mc_critic or td_critic.
             normalize_advantage: standardise the advantages over each rollout (mean 0, std 1); this subtracts a
                 mean itself, so with it version 3 (``baseline``) is version 2.
             value_coef: weight of the critic's squared error (mc_critic, td_critic).
             entropy_coef: weight of the entropy bonus (0: none).
         """
-        super().__init__(num_classes=num_classes, input_shape=input_shape, agent=agent, gamma=gamma)
+        super().__init__(**kwargs)
         if advantage not in ADVANTAGES:
             raise bad_setting("advantage", advantage, f"one of {', '.join(ADVANTAGES)}")
-        for name, value in (("value_coef", value_coef), ("entropy_coef", entropy_coef)):
-            if not value >= 0:
-                raise bad_setting(name, value, ">= 0")
+        check_non_negative(value_coef=value_coef, entropy_coef=entropy_coef)
         self.agent = self.build_agent(critic=advantage in ("mc_critic", "td_critic"))
 
     # ------------------------------------------------------------------ the algorithm, in the lecture's order

@@ -19,12 +19,13 @@ configs/ppo.yaml``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from lecture_modules.base import bad_setting
 from lecture_modules.rl import core
-from lecture_modules.rl.agent import AgentSpec, RLLecture, check_unit_interval
+from lecture_modules.rl.agent import RLLecture, check_non_negative, check_unit_interval
 
 __all__ = ["PPO"]
 
@@ -34,10 +35,6 @@ class PPO(RLLecture):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        input_shape: tuple[int, ...] = (4,),
-        agent: AgentSpec = AgentSpec(),
-        gamma: float = 0.99,
         gae_lambda: float = 0.95,
         update_epochs: int = 4,
         num_minibatches: int = 4,
@@ -48,13 +45,10 @@ class PPO(RLLecture):
         entropy_coef: float = 0.01,
         max_grad_norm: float | None = 0.5,
         target_kl: float | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
-            num_classes: number of discrete actions (linked from the DataModule by the CLI).
-            input_shape: shape of one observation (linked from the DataModule by the CLI).
-            agent: the actor and critic networks (orthogonal init is ``agent.orthogonal_init``).
-            gamma: discount factor in [0, 1].
             gae_lambda: GAE's lambda in [0, 1].
             update_epochs: passes over each rollout.
             num_minibatches: minibatches per pass (the rollout's T*N samples split evenly).
@@ -66,7 +60,7 @@ class PPO(RLLecture):
             max_grad_norm: clip the global gradient norm to this (null: no clipping).
             target_kl: stop a rollout's passes once a minibatch's approximate KL exceeds this (null: never).
         """
-        super().__init__(num_classes=num_classes, input_shape=input_shape, agent=agent, gamma=gamma)
+        super().__init__(**kwargs)
         check_unit_interval(gae_lambda=gae_lambda)
         for name, value in (("update_epochs", update_epochs), ("num_minibatches", num_minibatches)):
             if value < 1:
@@ -74,9 +68,7 @@ class PPO(RLLecture):
         for name, value in (("clip_coef", clip_coef), ("clip_value", clip_value), ("max_grad_norm", max_grad_norm)):
             if value is not None and not value > 0:
                 raise bad_setting(name, value, "> 0" + ("" if name == "clip_coef" else " or null"))
-        for name, value in (("value_coef", value_coef), ("entropy_coef", entropy_coef)):
-            if not value >= 0:
-                raise bad_setting(name, value, ">= 0")
+        check_non_negative(value_coef=value_coef, entropy_coef=entropy_coef)
         self.automatic_optimization = False  # several optimiser steps per rollout
         self.agent = self.build_agent(critic=True)
 
@@ -101,7 +93,11 @@ class PPO(RLLecture):
                 kl = self.update(obs[idx], actions[idx], old_log_probs[idx], advantages[idx], returns[idx],
                                  old_values[idx])  # fmt: skip
                 if hp.target_kl is not None and kl > hp.target_kl:
-                    return
+                    break
+            else:
+                continue
+            break  # target_kl reached: no more passes over this rollout
+        self.log_step_means()  # the rollout's mean loss terms, ratio, clip fraction and KL
 
     def update(
         self,
@@ -125,13 +121,11 @@ class PPO(RLLecture):
         }
         if hp.entropy_coef > 0:
             terms["entropy"] = -hp.entropy_coef * dist.entropy().mean()
-        loss = self.combine_losses(terms)  # 3d
+        loss = self.step_loss(terms, stats)  # 3d
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
         if hp.max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
         optimizer.step()
-        for name, value in stats.items():
-            self.log(f"train/{name}", value)
         return float(stats["approx_kl"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,8 @@ from lecture_modules.rl.ppo import PPO
 from tests.helpers import CONFIGS, QUICK, SMOKE, run_cli, run_cli_subprocess, state_dict_equal
 
 RL_CONFIGS = ["policy_gradient", "a2c", "ppo", "dqn"]
+LUNAR_CONFIGS = ["policy_gradient_lunarlander", "a2c_lunarlander", "ppo_lunarlander"]
+NO_VIDEO = ["--model.init_args.video_episodes", "0"]
 
 
 def _flags(*rows: list[int]) -> list[torch.Tensor]:
@@ -172,21 +175,31 @@ def test_bad_settings_name_their_config_keys():
         PPO(clip_coef=0.0)
     with pytest.raises(SettingError, match=r"model\.init_args\.agent\.activation must be 'tanh' or 'relu'"):
         PPO(agent={"activation": "gelu"})
+    for lecture in (PolicyGradient, A2C, PPO):  # one check in the shell, every variant
+        with pytest.raises(SettingError, match=r"model\.init_args\.entropy_coef must be >= 0, got -0\.1"):
+            lecture(entropy_coef=-0.1)
+    with pytest.raises(SettingError, match=r"model\.init_args\.video_episodes must be >= 0"):
+        DQN(video_episodes=-1)
 
 
 # ------------------------------------------------------------------------------------------------ the lectures
-@pytest.mark.parametrize("name", RL_CONFIGS)
+@pytest.mark.parametrize("name", RL_CONFIGS + LUNAR_CONFIGS)
 def test_each_config_fits_a_few_rollouts(name, tmp_path):
     early = ["--model.init_args.learning_starts", "256"] if name == "dqn" else []  # learn within 2 rollouts
+    if name in LUNAR_CONFIGS:  # the configs' own rollouts are 5k-16k steps: smaller ones, the settings as shipped
+        early = ["--data.init_args.num_envs", "2", "--data.init_args.rollout_steps", "64"]
+        early += ["--model.init_args.num_minibatches", "2"] if name.startswith("ppo") else []
     cli = run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"), "--config", SMOKE, *early,
                   "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
     assert cli.datamodule.env_steps > 0
     assert {"rollout/env_steps", "rollout/episodes", "train/loss"} <= set(cli.trainer.callback_metrics)
+    if name.startswith("ppo"):  # the rollout's means over its minibatches
+        assert {"train/ratio", "train/approx_kl", "train/clip_fraction"} <= set(cli.trainer.callback_metrics)
     assert torch.isfinite(torch.cat([p.flatten() for p in cli.model.parameters()])).all()
 
 
 SHORT_PPO = [
-    "--config", str(CONFIGS / "ppo.yaml"), *QUICK, "--trainer.logger", "false",
+    "--config", str(CONFIGS / "ppo.yaml"), *QUICK, "--trainer.logger", "false", *NO_VIDEO,
     "--data.init_args.rollout_steps", "32", "--data.init_args.rollouts_per_epoch", "2",
     "--data.init_args.val_episodes", "1",
 ]  # fmt: skip
@@ -224,6 +237,45 @@ def test_resumed_at_an_epoch_end_ends_with_the_weights_of_an_uninterrupted_run(n
     assert "test/return" in tested.trainer.callback_metrics and tested.model.last_test_bracket in core.HW12_BRACKETS
 
 
+NORM_ANNEAL = ["--model.init_args.normalize_obs", "true", "--model.init_args.anneal_lr", "true"]
+
+
+def test_observation_statistics_and_the_annealed_lr_travel_in_the_checkpoint_and_resume_exactly(tmp_path):
+    every_epoch = ["--trainer.callbacks.save_top_k", "-1", "--trainer.max_epochs", "4"]
+    straight = run_cli("fit", *SHORT_PPO, *NORM_ANNEAL, *every_epoch, "--trainer.default_root_dir", str(tmp_path / "a"))
+    [ckpt] = (tmp_path / "a" / "checkpoints").glob("epoch=1-*.ckpt")  # the end of epoch 2 of 4
+    state = torch.load(ckpt, weights_only=True)  # plain tensors: float64 statistics
+    assert state["state_dict"]["obs_norm.count"].item() == pytest.approx(2 * 2 * 32 * 4, abs=1e-6)
+    group = state["optimizer_states"][0]["param_groups"][0]
+    assert group["lr"] == pytest.approx(group["initial_lr"] * (1 - 3 / 8))  # rollout 3 (0-based) of 4 x 2
+    assert straight.model.hparams.anneal_lr and straight.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(
+        group["initial_lr"] / 8
+    )  # the last rollout: 1/K of the configured lr
+    resumed = run_cli("fit", *SHORT_PPO, *NORM_ANNEAL, *every_epoch, "--trainer.default_root_dir", str(tmp_path / "b"),
+                      "--ckpt_path", str(ckpt))  # fmt: skip
+    assert state_dict_equal(resumed.model.state_dict(), straight.model.state_dict())
+    # every observation of the run went into the statistics, which match a direct computation's moments
+    stats = straight.model.obs_norm
+    assert stats.count.item() == pytest.approx(straight.datamodule.env_steps, abs=1e-6)
+    before = {k: v.clone() for k, v in stats.state_dict().items()}
+    results = straight.trainer.test(straight.model, datamodule=straight.datamodule, verbose=False)
+    assert results and state_dict_equal(before, stats.state_dict())  # frozen in evaluation
+
+
+def test_running_mean_std_merges_batches_like_one_big_batch_and_clips():
+    torch.manual_seed(0)
+    batches = [torch.randn(n, 3) * torch.tensor([1.0, 5.0, 0.1]) + 2.0 for n in (7, 1, 40)]
+    stats = core.RunningMeanStd((3,), clip=5.0)
+    for batch in batches:
+        stats.update(batch)
+    whole = torch.cat(batches).double()
+    assert torch.allclose(stats.mean, whole.mean(0), atol=1e-6)
+    assert torch.allclose(stats.var, whole.var(0, unbiased=False), rtol=1e-5)
+    z = stats(torch.tensor([[2.0, 2.0, 1e6]]))
+    assert z[0, 2].item() == 5.0 and z.dtype == torch.float32  # clipped to +-clip, in the input's dtype
+    assert [core.linear_decay(k, 4) for k in range(4)] == [1.0, 0.75, 0.5, 0.25]
+
+
 def test_the_test_episodes_follow_hw12s_protocol_one_environment_seeded_once_with_543():
     import gymnasium as gym
 
@@ -243,6 +295,51 @@ def test_the_test_episodes_follow_hw12s_protocol_one_environment_seeded_once_wit
     assert [r for r, _ in ours] == expected and len(set(expected)) > 1
 
 
+def test_test_reports_hw12s_mean_and_bracket_and_exports_each_episodes_actions_without_overwriting(tmp_path, caplog):
+    cli = run_cli("fit", *SHORT_PPO, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path))
+    exports = []
+    for _ in range(2):
+        with caplog.at_level(logging.INFO):
+            cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+        exports.append(cli.model.last_actions_path)
+    assert [p.name for p in exports] == ["actions.json", "actions-1.json"] and exports[0].parent == tmp_path / "hw12"
+    export = json.loads(exports[0].read_text())  # plain JSON: environment, seed, returns, action lists
+    assert (export["env_id"], export["test_seed"], len(export["actions"])) == ("CartPole-v1", 543, 5)
+    mean = float(cli.trainer.callback_metrics["test/return"])
+    assert sum(export["returns"]) / 5 == pytest.approx(mean)
+    # CartPole pays 1 per step: an episode's total reward is its number of actions
+    assert [len(a) for a in export["actions"]] == export["returns"] and {x for a in export["actions"] for x in a} <= {
+        0,
+        1,
+    }
+    assert json.loads(exports[1].read_text()) == export  # greedy and seeded: the same episodes again
+    assert f"HW12 protocol: mean total reward {mean:.1f}" in caplog.text and core.hw12_bracket(mean) in caplog.text
+
+
+def test_a_recorded_episode_becomes_a_gif_with_one_frame_per_kept_state(tmp_path):
+    from PIL import Image
+
+    from lecture_modules.rl.video import record_episode, write_gif
+
+    policy = lambda obs: (obs[:, 2] > 0).long()  # noqa: E731
+    frames, fps, total, length = record_episode("CartPole-v1", policy, seed=0, frame_skip=3, max_width=120)
+    states = length + 1  # the reset and every step
+    kept = len(set(range(0, states, 3)) | {states - 1})
+    assert total == length > 10 and len(frames) == kept and frames[0].shape == (80, 120, 3) and fps == 50 / 3
+    gif = Image.open(write_gif(frames, tmp_path / "e.gif", fps))
+    assert gif.n_frames == kept and gif.info["duration"] == 60
+
+
+def test_fit_ends_with_an_episode_gif_in_the_run_folder_logged_to_wandb_offline(tmp_path):
+    args = [a for a in SHORT_PPO if a not in NO_VIDEO]
+    args = args[: args.index("--trainer.logger")] + args[args.index("--trainer.logger") + 2 :]  # the W&B logger
+    cli = run_cli("fit", *args, "--trainer.max_epochs", "1", "--trainer.logger.init_args.save_dir", str(tmp_path))
+    run_dir = Path(cli.trainer.logger.experiment.dir)
+    [gif] = (run_dir / "videos").glob("episode0-step*.gif")
+    assert gif.stat().st_size > 0 and cli.trainer.logger.experiment.settings.mode in ("offline", "dryrun")
+    assert list(run_dir.rglob("media/videos/val/episode_video_*.gif"))  # W&B's own copy: logged as a video
+
+
 class DumpRanks(L.Callback):
     """Test-only: each rank writes its environments' seeds, a CartPole state and its final weights."""
 
@@ -256,6 +353,7 @@ class DumpRanks(L.Callback):
             "seeds": dm.env_seeds(0),
             "cartpole_state": [float(x) for x in dm.envs.envs[0].unwrapped.state],
             "weights": torch.cat([p.detach().flatten() for p in pl_module.parameters()]).tolist(),
+            "obs_norm": [pl_module.obs_norm.mean.tolist(), pl_module.obs_norm.count.item()],
         }
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(dump))
 
@@ -263,7 +361,8 @@ class DumpRanks(L.Callback):
 @pytest.mark.slow
 def test_ddp_two_ranks_run_different_environments_and_keep_identical_weights(tmp_path):
     result = run_cli_subprocess(
-        "fit", *SHORT_PPO, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "fit", *SHORT_PPO, *NORM_ANNEAL, "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
         "--trainer.strategy", "ddp", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.callbacks+=tests.lectures.test_rl.DumpRanks", "--trainer.callbacks.out_dir", str(tmp_path / "dump"),
         env={"OMP_NUM_THREADS": "1"},
@@ -273,6 +372,8 @@ def test_ddp_two_ranks_run_different_environments_and_keep_identical_weights(tmp
     assert set(ranks[0]["seeds"]).isdisjoint(ranks[1]["seeds"])
     assert ranks[0]["cartpole_state"] != ranks[1]["cartpole_state"]  # the environments differ
     assert ranks[0]["weights"] == ranks[1]["weights"]  # the reduced gradients agree: identical updates
+    # the observation statistics merge both ranks' rollouts: the same on each, counting every environment step
+    assert ranks[0]["obs_norm"] == ranks[1]["obs_norm"] and ranks[0]["obs_norm"][1] == pytest.approx(2 * 2 * 2 * 32 * 4)
 
 
 # ------------------------------------------------------------------------------------------------ DQN
