@@ -41,10 +41,11 @@ NOISES = (0.05, 0.15, 0.3, 0.5)
 def _maps(model, x, target, noise: float | None, seed: int) -> torch.Tensor:
     """|gradient| maps (N, H, W): saliency when ``noise`` is None, else SmoothGrad with that noise level."""
     torch.manual_seed(seed)
+    black = x.new_zeros(()) + x.min()  # unused by these two methods; attribute() takes one for every method
     if noise is None:
-        return attribute("saliency", model, x, target, settings=MethodSettings(), baseline=x.new_zeros(()) + x.min()).sum(1)
+        return attribute("saliency", model, x, target, settings=MethodSettings(), baseline=black).sum(1)
     settings = MethodSettings(smoothgrad_noise=noise, smoothgrad_samples=32)
-    return attribute("smoothgrad", model, x, target, settings=settings, baseline=x.new_zeros(()) + x.min()).sum(1)
+    return attribute("smoothgrad", model, x, target, settings=settings, baseline=black).sum(1)
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
