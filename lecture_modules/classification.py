@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lecture_modules.base import LectureModule, bad_setting, check_shapes
+from lecture_modules.figures import confusion_figure  # re-exported: it lived here first
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
 
 __all__ = ["Classification", "confusion_figure"]
@@ -96,19 +97,3 @@ class Classification(LectureModule):
     def on_fit_end(self) -> None:
         if self.last_confusion is not None and self.trainer.is_global_zero:
             self.log_figure("val/confusion_matrix", confusion_figure(self.last_confusion))
-
-
-def confusion_figure(matrix: torch.Tensor):
-    """A labelled confusion-matrix heat map (rows: true class, columns: predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    im = ax.imshow(matrix.numpy(), cmap="Blues")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("validation confusion matrix")
-    fig.colorbar(im, ax=ax)
-    return fig

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from lecture_modules.figures import confusion_figure  # re-exported for this topic's lectures
+
 __all__ = ["attention_figure", "bleu_figure", "confusion_figure"]
 
 
@@ -54,16 +56,4 @@ def bleu_figure(history: list[tuple[int, float]]):
     ax.set_xlabel("training step")
     ax.set_ylabel("val BLEU (greedy)")
     ax.grid(alpha=0.3)
-    return fig
-
-
-def confusion_figure(matrix: torch.Tensor):
-    """Validation confusion matrix (rows: true class, columns: predicted)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    im = ax.imshow(matrix.numpy(), cmap="Blues")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("validation confusion matrix")
-    fig.colorbar(im, ax=ax)
     return fig
