@@ -19,13 +19,13 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lecture_modules.base import LectureModule, bad_setting, check_shapes
-from lecture_modules.figures import confusion_figure  # re-exported: it lived here first
+from lecture_modules.figures import ValidationConfusion, confusion_figure  # confusion_figure re-exported
 from lecture_modules.nets import NetSpec, fold_legacy_net_args
 
 __all__ = ["Classification", "confusion_figure"]
 
 
-class Classification(LectureModule):
+class Classification(ValidationConfusion, LectureModule):
     """Image classification with an MLP or CNN backbone and cross-entropy (lectures 1-3)."""
 
     def __init__(
@@ -56,7 +56,6 @@ class Classification(LectureModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
-        self.last_confusion: torch.Tensor | None = None
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -89,11 +88,3 @@ class Classification(LectureModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self(batch[0]).argmax(dim=-1)
-
-    def on_validation_epoch_end(self) -> None:
-        self.last_confusion = self.val_confmat.compute().cpu()  # synced across ranks
-        self.val_confmat.reset()
-
-    def on_fit_end(self) -> None:
-        if self.last_confusion is not None and self.trainer.is_global_zero:
-            self.log_figure("val/confusion_matrix", confusion_figure(self.last_confusion))

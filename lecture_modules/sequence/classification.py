@@ -23,12 +23,13 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lecture_modules.base import LectureModule, bad_setting
+from lecture_modules.figures import ValidationConfusion
 from lecture_modules.sequence.encoders import AMSoftmaxHead, AttentionPooling, EncoderSpec, SequenceEncoder, masked_mean
 
 __all__ = ["SequenceClassifier"]
 
 
-class SequenceClassifier(LectureModule):
+class SequenceClassifier(ValidationConfusion, LectureModule):
     """Sequence classification (HW4): RNN / Transformer / Conformer encoder, mean or attention pooling, (AM-)softmax."""
 
     def __init__(
@@ -71,7 +72,6 @@ class SequenceClassifier(LectureModule):
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in "123")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
-        self.last_confusion: torch.Tensor | None = None
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Steps 1-2: frames (B, T, F) -> one vector per sequence (B, d)."""
@@ -104,13 +104,3 @@ class SequenceClassifier(LectureModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self.last_confusion = self.val_confmat.compute().cpu()  # synced across ranks
-        self.val_confmat.reset()
-
-    def on_fit_end(self) -> None:
-        if self.last_confusion is not None and self.trainer.is_global_zero:
-            from lecture_modules.sequence.figures import confusion_figure
-
-            self.log_figure("val/confusion_matrix", confusion_figure(self.last_confusion))

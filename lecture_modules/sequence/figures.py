@@ -1,4 +1,5 @@
-"""Figures of the sequence lectures: attention maps, BLEU over training, a confusion matrix."""
+"""Figures of the sequence lectures: attention maps and BLEU over training (the confusion matrix is shared:
+:mod:`lecture_modules.figures`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ from typing import Any
 
 import torch
 
-from lecture_modules.figures import confusion_figure  # re-exported for this topic's lectures
-
-__all__ = ["attention_figure", "bleu_figure", "confusion_figure"]
+__all__ = ["attention_figure", "bleu_figure"]
 
 
 def _plt():
