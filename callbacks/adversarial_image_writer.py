@@ -15,15 +15,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from datamodules.errors import OutputFolderError, SettingError
-from lecture_modules.base import free_name
+from callbacks.output_folder import claim_output_folder
+from datamodules.errors import SettingError
 
 __all__ = ["AdversarialImageWriter", "png_bytes"]
-
-
-def _free_name(root: Path, stem: str) -> str:
-    """``stem``, or ``stem-1``, ``stem-2``, ...: the first for which neither the folder nor the ``.tgz`` exists."""
-    return free_name(root, stem, ("", ".tgz"))
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
@@ -59,13 +54,7 @@ class AdversarialImageWriter(BasePredictionWriter):
                 " does not name them: set data.class_path to datamodules.attack_folder.AttackFolderDataModule "
                 "(configs/attack_hw10.yaml)"
             )
-        root = Path(trainer.default_root_dir)
-        name = trainer.strategy.broadcast(_free_name(root, self.folder) if trainer.is_global_zero else None)
-        self.out, self.counts = root / name, {}
-        try:
-            self.out.mkdir(parents=True, exist_ok=not trainer.is_global_zero)
-        except OSError as exc:
-            raise OutputFolderError(f"cannot create {self.out} (trainer.default_root_dir): {exc}") from exc
+        self.out, self.counts = claim_output_folder(trainer, self.folder), {}
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         files = trainer.datamodule.files

@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from datamodules.errors import OutputFolderError, SettingError
-from lecture_modules.base import free_name
+from callbacks.output_folder import claim_output_folder
+from datamodules.errors import SettingError
 
 __all__ = ["GeneratedImageWriter", "jpeg_bytes"]
 
@@ -48,13 +48,7 @@ class GeneratedImageWriter(BasePredictionWriter):
         self.out: Path | None = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        root = Path(trainer.default_root_dir)
-        stem = free_name(root, self.folder, ("", ".tgz")) if trainer.is_global_zero else None
-        self.out = root / trainer.strategy.broadcast(stem)
-        try:
-            self.out.mkdir(parents=True, exist_ok=not trainer.is_global_zero)
-        except OSError as exc:
-            raise OutputFolderError(f"cannot create {self.out} (trainer.default_root_dir): {exc}") from exc
+        self.out = claim_output_folder(trainer, self.folder)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         for image, index in zip(prediction["images"], prediction["index"].tolist(), strict=True):
