@@ -97,9 +97,21 @@ def test_a_gan_on_mnist_scores_in_the_mnist_classifiers_space(mnist_judge, tmp_p
     assert torch.allclose(cli.model._judge["judge"].mean.flatten(), stated)
 
 
-def test_an_mnist_piece_records_its_budget_training_time_and_sampling_time(bench, mnist_judge):
-    args, _ = mnist_judge
-    result = bench.piece("sngan", 0, args)
+@pytest.fixture(scope="module")
+def mnist_pieces(bench, mnist_judge):
+    """One SN-GAN piece and one binarised-VAE piece on the tiny MNIST (1 epoch each), written as the CLI does."""
+    args, judge = mnist_judge
+    out = args.out_dir / "pieces"
+    out.mkdir(parents=True)
+    results = {"sngan": bench.piece("sngan", 0, args), "vae_binarized": bench.vae_binarized(0, args)}
+    for name, result in results.items():
+        bench.write(out / f"{name}-seed0.json", result)
+    bench.write(out / "judge.json", judge)  # other parts' files in the folder are skipped by the merge
+    return results, out
+
+
+def test_an_mnist_piece_records_its_budget_training_time_and_sampling_time(mnist_pieces):
+    result = mnist_pieces[0]["sngan"]
     row = result["rows"]["sngan"]
     assert result["space"] == "mnist-cnn-128d" and result["dataset"] == "mnist"
     assert result["train_seconds"] > 0 and row["seconds_per_1000"] > 0 and row["samples"] == 20
@@ -107,13 +119,21 @@ def test_an_mnist_piece_records_its_budget_training_time_and_sampling_time(bench
     assert {"fid", "kid", "precision", "recall", "recognisable"} <= set(row)
 
 
-def test_the_binarised_mnist_vae_piece_reports_both_bounds_in_nats_per_784_pixels(bench, mnist_judge):
-    args, _ = mnist_judge
-    result = bench.vae_binarized(0, args)
+def test_the_binarised_mnist_vae_piece_reports_both_bounds_in_nats_per_784_pixels(mnist_pieces):
+    result = mnist_pieces[0]["vae_binarized"]
     bounds = result["bounds"]
     assert bounds["pixels"] == 784 and bounds["iwae_k"] == 20 and bounds["test_images"] == 10
     assert -784 * math.log(2) * 3 < bounds["test_elbo_nats"] <= bounds["test_iwae_nats"] < 0
     assert "-86.76" in result["reference"]
+
+
+def test_the_merge_names_the_feature_space_and_lists_the_binarised_vae_bounds(bench, mnist_pieces):
+    results, folder = mnist_pieces
+    text = bench.merge(folder)
+    assert "Feature space: mnist-cnn-128d" in text and "| sngan | [0] | 20 |" in text
+    assert f"IWAE k=20 {results['vae_binarized']['bounds']['test_iwae_nats']:.2f} nats per image" in text
+    bench.write(folder / "sngan-seed0.json", results["sngan"])  # never overwritten: a second file
+    assert len(list(folder.glob("sngan-seed0*.json"))) == 2
 
 
 def _vae(latent_dim: int = 4) -> VAE:
