@@ -8,6 +8,8 @@ sample indices for the HW6 hand-in.
   model's predict step turns each into one image.
 * :class:`FlatImageFolderSource` — HW6's ``faces/*.jpg``: a flat folder of images (one class) or a class tree,
   resized while reading.
+* :class:`HFImageSource` — a Hugging Face image dataset (``save_to_disk`` folder, a folder of data files, one
+  ``.parquet``/``.arrow`` file, or a cached hub name), labelled or not (``unlabelled: true``: one class).
 
 ``real_stats`` is the per-channel mean and std of the training split in [0, 1] pixels: the standardisation a
 classifier trained on the same data by ``configs/classification.yaml`` expects, used by the quality metrics.
@@ -26,6 +28,7 @@ from datamodules.paths import require_folder
 from datamodules.samplers import ShardSampler
 from datamodules.sources import (
     IMAGE_EXTENSIONS,
+    HFDatasetSource,
     ImageFolderSource,
     ImageSource,
     ImageSplits,
@@ -33,7 +36,10 @@ from datamodules.sources import (
     stack_images,
 )
 
-__all__ = ["FlatImageFolderSource", "GenerationDataModule", "to_unit_range"]
+__all__ = ["FlatImageFolderSource", "GenerationDataModule", "HFImageSource", "to_unit_range"]
+
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # one data file -> the datasets builder that reads it
+UNLABELLED = "__generation_label__"  # the constant label column added to an unlabelled dataset
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -73,6 +79,43 @@ class FlatImageFolderSource(ImageSource):
 
     def describe(self) -> str:
         return f"image folder {self.root}"
+
+
+class HFImageSource(HFDatasetSource):
+    """A Hugging Face image dataset for generation: :class:`~datamodules.sources.HFDatasetSource`, plus unlabelled
+    data (HW6's faces: ``unlabelled: true`` makes every image class 0) and a single ``.parquet``/``.arrow`` file."""
+
+    def __init__(self, unlabelled: bool = False, **kwargs) -> None:
+        """
+        Args:
+            unlabelled: the data has no labels (HW6's faces): every image is class 0 and ``label_key`` is not read.
+            **kwargs: the :class:`~datamodules.sources.HFDatasetSource` arguments: ``name_or_path`` (also one
+                ``.parquet`` or ``.arrow`` file here), ``image_key``, ``label_key``, ...
+        """
+        super().__init__(**kwargs)
+        self.unlabelled = unlabelled
+        if unlabelled:
+            self.label_key = UNLABELLED
+
+    def _load_dict(self):
+        import datasets
+
+        path = Path(self.name_or_path).expanduser()
+        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+        if path.is_file() and builder is not None:
+            loaded = datasets.DatasetDict(
+                {"train": datasets.load_dataset(builder, data_files=str(path), split="train")}
+            )
+        elif path.is_file():
+            raise SettingError(
+                f"{self.setting('name_or_path')} = {path}: a single file must be {' or '.join(DATA_FILE_BUILDERS)}; "
+                "for other formats give the folder holding the data files"
+            )
+        else:
+            loaded = super()._load_dict()
+        if self.unlabelled:
+            loaded = datasets.DatasetDict({k: ds.add_column(UNLABELLED, [0] * len(ds)) for k, ds in loaded.items()})
+        return loaded
 
 
 class GenerationDataModule(ImageDataModule):

@@ -65,6 +65,7 @@ class DDPM(GenerativeModule):
         sampler: Literal["ddpm", "ddim"] = "ddim",
         sample_steps: int = 50,
         eta: float = 0.0,
+        clipped_eps: bool = False,
         lr: float = 2e-4,
         **kwargs: Any,
     ) -> None:
@@ -82,6 +83,9 @@ class DDPM(GenerativeModule):
             sampler: ``ddim`` (``sample_steps`` steps, noise ``eta``) or ``ddpm`` (all T ancestral steps).
             sample_steps: DDIM steps, 1..num_steps (validation and predict).
             eta: DDIM's noise scale in [0, 1] (0: deterministic).
+            clipped_eps: DDIM steps with the eps implied by the clipped x0_hat (diffusers'
+                ``use_clipped_model_output=True``); false keeps the network's eps (diffusers' default), which made
+                DDIM-100 worse than DDIM-50 on the digits (docs/lectures/generative.md).
             lr: Adam's learning rate (DDPM: 2e-4 on CIFAR-10).
             **kwargs: the sample-quality settings of :class:`~lecture_modules.generative.shell.GenerativeModule`.
         """
@@ -98,7 +102,7 @@ class DDPM(GenerativeModule):
         check_sampler(sampler, sample_steps, eta, num_steps)
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = net.as_dict()  # plain data: the checkpoint stays weights_only
-        self.schedule = NoiseSchedule(num_steps, beta_start, beta_end)
+        self.schedule = NoiseSchedule(num_steps, beta_start, beta_end, clipped_eps=clipped_eps)
         self.model = UNet(tuple(input_shape), net, num_classes=num_classes if conditional else 0)
         self.init_sampling(tuple(input_shape), num_classes)
 

@@ -18,6 +18,8 @@ not compare, and none of them compares with a published Inception FID.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,15 +27,18 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from datamodules.errors import CheckpointError
+from lecture_modules.checkpoints import read_checkpoint, resolve_checkpoint_path
 
 __all__ = [
     "FeatureClassifier",
     "class_histogram",
+    "classifier_normalisation",
     "frechet_distance",
     "kernel_distance",
     "precision_recall",
     "quality_scores",
     "recognisability",
+    "save_metric_classifier",
 ]
 
 
@@ -162,3 +167,51 @@ def quality_scores(
 def histogram_text(hist: Sequence[int]) -> str:
     """``0:12 1:9 ...``: a class histogram in one log line."""
     return " ".join(f"{i}:{int(n)}" for i, n in enumerate(hist))
+
+
+# ---------------------------------------------------------------------- a metric classifier trained once, by command
+def save_metric_classifier(
+    src: str | Path, dst: str | Path, stats: tuple[torch.Tensor, torch.Tensor], name: str
+) -> Path:
+    """Write a classifier checkpoint for the quality metrics: its weights, lecture and hyper-parameters, the data
+    module's hyper-parameters, and its input normalisation stated in the file (``pixel_stats``: per-channel mean
+    and std of its training images in [0, 1]) with the name of its feature space's classifier (``metric_name``).
+    Plain data only (``weights_only=True`` reads it); optimiser and loop state are dropped; never overwrites.
+
+    Args:
+        src: the Lightning checkpoint ``cli.py fit`` wrote.
+        dst: the file to write (its folder is created).
+        stats: (mean, std) of the classifier's training split in [0, 1] pixels, each (1, C, 1, 1) or (C,).
+        name: short name of the classifier (``mnist-cnn``); the feature space is ``<name>-<D>d``.
+    """
+    dst = Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists; remove it first to replace it")
+    ckpt = read_checkpoint(src)
+    keep = ("state_dict", "hyper_parameters", "datamodule_hyper_parameters", "pytorch-lightning_version")
+    mean, std = (t.reshape(-1).tolist() for t in stats)
+    out = {k: ckpt[k] for k in keep if k in ckpt} | {"pixel_stats": {"mean": mean, "std": std}, "metric_name": name}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, dst)
+    return dst
+
+
+def classifier_normalisation(path: str | Path, data_stats: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """How the metric classifier at ``path`` standardises its input and what its feature space is called: the
+    ``pixel_stats`` and ``metric_name`` stated in the file (:func:`save_metric_classifier`) where it has them, else
+    the data's own training statistics (right when the classifier was trained on the same split, as
+    configs/classification.yaml on the same data section) and a name from the path (``builtin:digits_cnn`` ->
+    ``digits-cnn``, ``runs/mnist_cnn.ckpt`` -> ``mnist-cnn``).
+
+    Returns:
+        ``{"mean": (1, C, 1, 1), "std": (1, C, 1, 1), "name": str, "stated": bool}``.
+    """
+    text = str(path)
+    ckpt = read_checkpoint(resolve_checkpoint_path(text))
+    stated = ckpt.get("pixel_stats")
+    default_name = text.removeprefix("builtin:") if text.startswith("builtin:") else Path(text).stem
+    name = str(ckpt.get("metric_name") or default_name).replace("_", "-")
+    if not isinstance(stated, dict) or not {"mean", "std"} <= set(stated):
+        return {"mean": data_stats[0], "std": data_stats[1], "name": name, "stated": False}
+    mean, std = (torch.tensor(stated[k], dtype=torch.float32).reshape(1, -1, 1, 1) for k in ("mean", "std"))
+    return {"mean": mean, "std": std, "name": name, "stated": True}

@@ -18,7 +18,13 @@ from datamodules.errors import CheckpointError
 from lecture_modules.base import LectureModule, bad_setting
 from lecture_modules.checkpoints import load_classifier
 from lecture_modules.generative.figures import curve_figure, grid_figure
-from lecture_modules.generative.metrics import FeatureClassifier, class_histogram, histogram_text, quality_scores
+from lecture_modules.generative.metrics import (
+    FeatureClassifier,
+    class_histogram,
+    classifier_normalisation,
+    histogram_text,
+    quality_scores,
+)
 
 __all__ = ["GenerativeModule"]
 
@@ -102,8 +108,11 @@ class GenerativeModule(LectureModule):
                 str(exc), hint="give a classifier trained on this data (configs/classification.yaml with this data "
                 "section), or set model.init_args.metric_classifier: null to train without quality metrics"
             ) from exc  # fmt: skip
-        name = str(path).removeprefix("builtin:").replace("_", "-")
-        self._judge["judge"] = FeatureClassifier(getattr(model, "net", None), *stats, name=name).to(self.device)
+        norm = classifier_normalisation(path, stats)
+        judge = FeatureClassifier(getattr(model, "net", None), norm["mean"], norm["std"], name=norm["name"])
+        self._judge["judge"] = judge.to(self.device)
+        how = "stated in the checkpoint" if norm["stated"] else "the data's training split"
+        rank_zero_info(f"metric classifier {path}: feature space {judge.space}, input standardised with {how}")
         self._reference = datamodule.reference_images(self.hparams.num_eval_samples)
 
     def _apply(self, fn, recurse: bool = True):

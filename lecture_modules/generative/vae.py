@@ -28,7 +28,7 @@ from lecture_modules.base import bad_setting
 from lecture_modules.generative.figures import grid_figure, latent_figure
 from lecture_modules.generative.shell import GenerativeModule
 
-__all__ = ["VAE", "gaussian_kl", "iwae_bound", "log_likelihood"]
+__all__ = ["VAE", "gaussian_kl", "importance_bounds", "iwae_bound", "log_likelihood"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -62,6 +62,41 @@ def iwae_bound(
     log_px = torch.stack([log_likelihood(x, out[i], likelihood, log_scale) for i in range(k)])  # (k, B)
     log_w = log_px + _log_normal(z, torch.zeros_like(mu), torch.zeros_like(logvar)) - _log_normal(z, mu, logvar)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+@torch.no_grad()
+def importance_bounds(
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    decode,
+    likelihood: str,
+    log_scale: torch.Tensor,
+    k: int,
+    chunk: int = 500,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both test bounds on log p(x) from the same k importance samples z_i ~ q(z | x), per image (B,), in nats,
+    drawn ``chunk`` at a time so k = 5000 (the IWAE paper's evaluation) fits in memory:
+
+    * ELBO ~ (1/k) sum_i log w_i (a k-sample Monte Carlo estimate of the ELBO),
+    * IWAE_k = log (1/k) sum_i w_i, with w_i = p(x | z_i) p(z_i) / q(z_i | x) (a running log-sum-exp).
+
+    With ``chunk >= k`` the draws are :func:`iwae_bound`'s (one ``randn`` of (k, B, D)).
+    """
+    total_lse = torch.full((len(x),), -math.inf, device=x.device)
+    total_mean = torch.zeros(len(x), device=x.device)
+    std = (0.5 * logvar).exp()
+    for start in range(0, k, chunk):
+        c = min(chunk, k - start)
+        eps = torch.randn(c, *mu.shape, generator=generator).to(mu)  # (c, B, D)
+        z = mu + std * eps
+        out = decode(z.flatten(0, 1)).unflatten(0, (c, len(x)))  # (c, B, C, H, W)
+        log_px = torch.stack([log_likelihood(x, out[i], likelihood, log_scale) for i in range(c)])  # (c, B)
+        log_w = log_px + _log_normal(z, torch.zeros_like(mu), torch.zeros_like(logvar)) - _log_normal(z, mu, logvar)
+        total_lse = torch.logaddexp(total_lse, torch.logsumexp(log_w, dim=0))
+        total_mean += log_w.sum(dim=0)
+    return total_mean / k, total_lse - math.log(k)
 
 
 class _Encoder(nn.Module):
@@ -194,6 +229,27 @@ class VAE(GenerativeModule):
                                      "bernoulli" else self.decoder(mu[:8])])  # fmt: skip
         if stage == "val" and self.hparams.latent_dim == 2:
             self._latents.append((mu.cpu(), y.cpu()))
+
+    @torch.no_grad()
+    def test_bounds(
+        self, x01: torch.Tensor, k: int, batch_size: int = 100, chunk: int = 500, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ELBO and IWAE_k (:func:`importance_bounds`) of each image of ``x01`` (N, C, H, W), already in the
+        modelled pixels (binarised for the Bernoulli likelihood: :meth:`pixels`), in nats per image, (N,) each;
+        the importance samples come from their own generator seeded with ``seed``."""
+        was_training = self.training
+        self.eval()
+        gen = torch.Generator().manual_seed(seed)
+        elbos, iwaes = [], []
+        for xb in x01.split(batch_size):
+            xb = xb.to(self.device)
+            mu, logvar = self.encoder(xb * 2 - 1)
+            elbo, iwae = importance_bounds(xb, mu, logvar, self.decoder, self.hparams.likelihood, self.log_scale, k,
+                                           chunk=chunk, generator=gen)  # fmt: skip
+            elbos.append(elbo.cpu())
+            iwaes.append(iwae.cpu())
+        self.train(was_training)
+        return torch.cat(elbos), torch.cat(iwaes)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

@@ -353,6 +353,16 @@ def test_our_samplers_equal_diffusers_ddpm_and_ddim_schedulers():
                 theirs = ddim.step(eps, times[i], x, eta=eta, variance_noise=noise).prev_sample
                 torch.testing.assert_close(ours.ddim_step(x, times[i], t_prev, eps, eta, noise), theirs,
                                            atol=1e-5, rtol=1e-5)  # fmt: skip
+    clipped = NoiseSchedule(clipped_eps=True)  # the eps implied by the clipped x0: diffusers' use_clipped_model_output
+    x = x * 3  # far outside [-1, 1]: x0_hat is clipped at every step below
+    ddim.set_timesteps(10)
+    times = ddim_timesteps(1000, 10)
+    for i in (0, 1, 8, 9):
+        t_prev = times[i + 1] if i + 1 < 10 else -1
+        theirs = ddim.step(eps, times[i], x, eta=0.0, use_clipped_model_output=True).prev_sample
+        torch.testing.assert_close(clipped.ddim_step(x, times[i], t_prev, eps, 0.0, None), theirs, atol=1e-4, rtol=1e-4)
+        differs = not torch.allclose(ours.ddim_step(x, times[i], t_prev, eps, 0.0, None), theirs, atol=1e-3)
+        assert differs or t_prev == -1  # the last step returns x0_hat itself either way
 
 
 def test_the_unet_predicts_noise_of_the_images_shape_and_uses_its_labels():
