@@ -38,7 +38,6 @@ from datamodules.sources import (
 
 __all__ = ["FlatImageFolderSource", "GenerationDataModule", "HFImageSource", "to_unit_range"]
 
-DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # one data file -> the datasets builder that reads it
 UNLABELLED = "__generation_label__"  # the constant label column added to an unlabelled dataset
 
 
@@ -100,19 +99,7 @@ class HFImageSource(HFDatasetSource):
     def _load_dict(self):
         import datasets
 
-        path = Path(self.name_or_path).expanduser()
-        builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
-        if path.is_file() and builder is not None:
-            loaded = datasets.DatasetDict(
-                {"train": datasets.load_dataset(builder, data_files=str(path), split="train")}
-            )
-        elif path.is_file():
-            raise SettingError(
-                f"{self.setting('name_or_path')} = {path}: a single file must be {' or '.join(DATA_FILE_BUILDERS)}; "
-                "for other formats give the folder holding the data files"
-            )
-        else:
-            loaded = super()._load_dict()
+        loaded = super()._load_dict()  # one .parquet / .arrow file, a saved dataset, a folder or a hub name
         if self.unlabelled:
             loaded = datasets.DatasetDict({k: ds.add_column(UNLABELLED, [0] * len(ds)) for k, ds in loaded.items()})
         return loaded

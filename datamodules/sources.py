@@ -29,6 +29,8 @@ import torch
 from datamodules.errors import DataFileError, DataPathError, SettingError
 from datamodules.paths import require_file, require_folder
 
+HF_DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}  # one data file -> the datasets builder
+
 __all__ = [
     "DigitsSource",
     "HFDatasetSource",
@@ -368,8 +370,16 @@ class HFDatasetSource(ImageSource):
     def _load_dict(self):
         import datasets
 
-        path = Path(self.name_or_path)
-        if path.is_dir() and (
+        path = Path(self.name_or_path).expanduser()
+        if path.is_file():  # one data file: read by the datasets builder of its format
+            builder = HF_DATA_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise SettingError(
+                    f"{self.setting('name_or_path')} = {path}: a single file must be "
+                    f"{' or '.join(HF_DATA_FILE_BUILDERS)}; for other formats give the folder holding the data files"
+                )
+            loaded = datasets.load_dataset(builder, data_files=str(path), split="train")
+        elif path.is_dir() and (
             (path / "dataset_dict.json").is_file()
             or ((path / "dataset_info.json").is_file() and (path / "state.json").is_file())
         ):

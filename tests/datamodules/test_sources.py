@@ -143,6 +143,15 @@ def test_hf_dataset_from_data_folder_and_column_errors(tmp_path):
         HFDatasetSource(str(tmp_path / "nowhere")).load()
 
 
+def test_hf_dataset_from_one_data_file_and_other_single_files_in_one_line(tmp_path):
+    _hf_dataset().to_parquet(str(tmp_path / "train.parquet"))
+    loaded = HFDatasetSource(str(tmp_path / "train.parquet")).load()
+    assert loaded.splits["train"][1].tolist() == [0, 1, 2, 0, 1, 2] and loaded.splits["train"][0].shape == (6, 1, 4, 4)
+    (tmp_path / "notes.txt").write_text("not data")
+    with pytest.raises(ValueError, match=r"name_or_path = .*notes.txt: a single file must be .parquet or .arrow"):
+        HFDatasetSource(str(tmp_path / "notes.txt")).load()
+
+
 def test_digits_default_is_real_and_offline():
     loaded = DigitsSource().load()
     x, y = loaded.splits["train"]
