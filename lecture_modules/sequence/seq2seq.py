@@ -172,6 +172,7 @@ class Seq2Seq(LectureModule):
 
     def on_predict_epoch_start(self) -> None:
         self._predictions: list[tuple[int, str]] = []
+        self.predictions_path: Path | None = None
 
     def predict_step(self, batch, batch_idx: int) -> None:
         """Translate with the test beam; the rows and texts are collected and written once the epoch ends."""
@@ -192,6 +193,7 @@ class Seq2Seq(LectureModule):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{free_name(folder, 'translations', ('.txt',))}.txt"
             path.write_text("".join(f"{text}\n" for _, text in sorted(rows)), encoding="utf-8")
+            self.predictions_path = path  # back-translation's tool reads it
             rank_zero_info(f"{len(rows)} translations written to {path}")
 
     def on_validation_epoch_end(self) -> None:
