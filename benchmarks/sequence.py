@@ -143,61 +143,95 @@ def _decode_speed(model, src, reps: int, steps: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ translation
-def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: int, vocab: int, limit: int | None,
-                minutes: float, test_sentences: int) -> dict:  # fmt: skip
-    """One model of TRANSLATION_MODELS on the TSV, trained for ``epochs`` or ``minutes`` of wall clock, whichever
-    ends first; test BLEU/chrF with beam 5 and greedy on the first ``test_sentences`` of the test split."""
+def _translation_data(args, **kw):
+    """The one split of every translation piece: 5% val, 5% test (``--split-seed``), the rest parallel training
+    pairs and, ``--mono-fraction`` of it, monolingual zh-TW (English dropped)."""
     from datamodules.translation import TranslationDataModule
+
+    return TranslationDataModule(tsv_file=args.tsv, columns=["en", "zh_tw"], vocab_size=args.vocab,
+                                 limit_pairs=args.limit, max_tokens=48, seed=args.split_seed,
+                                 monolingual_fraction=args.mono_fraction, **{"bleu_tokenize": "zh", **kw})  # fmt: skip
+
+
+def _fit(dm, model_name: str, seed: int, args, root: Path):
+    """``--steps`` optimiser steps of TRANSLATION_MODELS[model_name] through a Lightning Trainer."""
     from lecture_modules.sequence.core import InverseSqrtLR
     from lecture_modules.sequence.seq2seq import Seq2Seq
 
     net, lr, warmup = TRANSLATION_MODELS[model_name]
     L.seed_everything(seed, verbose=False)
-    dm = TranslationDataModule(tsv_file=tsv, columns=["en", "zh_tw"], vocab_size=vocab, limit_pairs=limit,
-                               bleu_tokenize="zh", max_tokens=48, seed=split_seed)  # fmt: skip
     model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96}, samples=0)
     model.configure_optimizers = lambda: _optim(model, lr, warmup, InverseSqrtLR)
     trainer = L.Trainer(
-        max_epochs=epochs,
-        max_time={"minutes": minutes},
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        num_sanity_val_steps=0,
-        limit_test_batches=-(-test_sentences // dm.eval_batch_size),
-        callbacks=[Progress()],
-        default_root_dir=f"runs/bench/sequence/{model_name}-seed{seed}",
-    )
+        max_steps=args.steps, max_epochs=-1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
+        limit_test_batches=-(-args.test_sentences // dm.eval_batch_size), default_root_dir=str(root),
+    )  # fmt: skip
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    row = {
-        "train minutes": (time.perf_counter() - start) / 60,
-        "epochs done": float(trainer.current_epoch),
-        "optimiser steps": float(trainer.global_step),
-        "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
-        "val BLEU (greedy, last validation)": float(trainer.callback_metrics.get("val/bleu", float("nan"))),
-    }
+    seconds = time.perf_counter() - start
+    row = {"optimiser steps": float(trainer.global_step), "epochs (over the training pairs)": trainer.global_step *
+           dm.batch_size / len(dm.pairs["train"]), "train minutes": seconds / 60, "seconds per step": seconds /
+           max(1, trainer.global_step), "params (M)": sum(p.numel() for p in model.parameters()) / 1e6}  # fmt: skip
+    return model, trainer, row
+
+
+def _scores(model, trainer, dm, prefix: str = "") -> dict:
+    """Greedy validation BLEU on the whole validation split; test BLEU/chrF with beam 1 and 5."""
+    trainer.limit_val_batches = 1.0
+    row = {f"{prefix}val BLEU (greedy)": trainer.validate(model, datamodule=dm, verbose=False)[0]["val/bleu"]}
     for beam in (1, 5):
         model.hparams.beam = beam
         [result] = trainer.test(model, datamodule=dm, verbose=False)
-        row[f"test BLEU, beam {beam}"] = result["test/bleu"]
-        row[f"test chrF, beam {beam}"] = result["test/chrf"]
-    row["pairs train/val/test"] = "/".join(str(len(dm.pairs[s])) for s in ("train", "val", "test"))
+        row[f"{prefix}test BLEU, beam {beam}"] = result["test/bleu"]
+        row[f"{prefix}test chrF, beam {beam}"] = result["test/chrf"]
+    row[f"{prefix}pairs train/mono/val/test"] = "/".join(str(len(dm.pairs[s])) for s in
+                                                         ("train", "monolingual", "val", "test"))  # fmt: skip
     return row
 
 
-class Progress(L.Callback):
-    """Prints each validation's BLEU with the elapsed time, so a long run shows where it is."""
+def translation(model_name: str, seed: int, args) -> dict:
+    """One piece: ``rnn`` or ``transformer`` on the parallel pairs; ``reverse`` (zh -> en on the parallel pairs,
+    then its translations of the monolingual zh into ``reverse-seed<S>.synthetic.tsv``); ``bt`` (the Transformer
+    on the parallel plus those synthetic pairs, tagged; runs ``reverse`` first when its files are missing)."""
+    root = args.out_dir / f"{model_name}-seed{seed}"
+    if model_name == "reverse":
+        return reverse_piece(seed, args, root)
+    extra = {}
+    if model_name == "bt":
+        synthetic = args.out_dir / f"reverse-seed{seed}.synthetic.tsv"
+        if not synthetic.exists():
+            _write_piece(
+                args, "translation", "reverse", seed, reverse_piece(seed, args, root.with_name(f"reverse-seed{seed}"))
+            )
+        reverse = json.loads((args.out_dir / f"translation-reverse-seed{seed}.json").read_text())["row"]
+        extra = {f"reverse model: {k}": v for k, v in reverse.items() if "BLEU" in k or "chrF" in k or "synthetic" in k}
+        dm = _translation_data(args, synthetic_pairs=str(synthetic), synthetic_tag=True)
+    else:
+        dm = _translation_data(args)
+    model, trainer, row = _fit(dm, "transformer" if model_name == "bt" else model_name, seed, args, root)
+    return {**row, **_scores(model, trainer, dm), **extra}
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        bleu = float(trainer.callback_metrics.get("val/bleu", float("nan")))
-        print(f"epoch {trainer.current_epoch} step {trainer.global_step} val/bleu {bleu:.2f} "
-              f"{(time.perf_counter() - self.start) / 60:.1f} min", flush=True)  # fmt: skip
+def reverse_piece(seed: int, args, root: Path) -> dict:
+    """Train zh -> en on the parallel pairs, score it (BLEU 13a on English), translate the monolingual zh."""
+    from lecture_modules.sequence.backtranslation import write_synthetic
+
+    dm = _translation_data(args, reverse=True, bleu_tokenize="13a")
+    model, trainer, row = _fit(dm, "transformer", seed, args, root)
+    row.update(_scores(model, trainer, dm))
+    mono = root / "monolingual.zh"
+    mono.write_text("".join(f"{zh}\n" for _, zh in _translation_data(args).pairs["monolingual"]), encoding="utf-8")
+    dm.hparams.predict_file = str(mono)
+    model.hparams.beam = args.bt_beam
+    start = time.perf_counter()
+    trainer.predict(model, datamodule=dm)
+    row["synthetic translation minutes"] = (time.perf_counter() - start) / 60
+    synthetic = write_synthetic(Path(model.predictions_path), mono, root)
+    target = args.out_dir / f"reverse-seed{seed}.synthetic.tsv"
+    target.write_bytes(synthetic.read_bytes())
+    row["synthetic pairs"] = float(len(synthetic.read_text(encoding="utf-8").splitlines()))
+    return row
 
 
 def _optim(model, lr: float, warmup: int, schedule):
@@ -270,13 +304,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["translation", "classification", "speed"], nargs="+", default=["speed"])
     parser.add_argument("--tsv", help="translation pairs (columns en, zh_tw)")
-    parser.add_argument("--models", nargs="+", choices=list(TRANSLATION_MODELS), default=list(TRANSLATION_MODELS))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=["rnn", "transformer", "reverse", "bt"],
+        default=["rnn", "transformer", "bt"],
+        help="translation pieces (bt runs reverse if missing)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--split-seed", type=int, default=0, help="translation: the random split's seed")
-    parser.add_argument("--epochs", type=int, default=4, help="translation epochs per model")
+    parser.add_argument("--steps", type=int, default=1000, help="translation: optimiser steps per model")
+    parser.add_argument(
+        "--mono-fraction",
+        type=float,
+        default=0.5,
+        help="translation: share of the training pairs whose English is dropped (monolingual zh)",
+    )
+    parser.add_argument("--bt-beam", type=int, default=1, help="beam of the reverse model's synthetic translations")
     parser.add_argument("--vocab", type=int, default=4000, help="SentencePiece vocabulary per side")
     parser.add_argument("--limit", type=int, help="translation: use this many pairs (default: all)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="translation: wall-clock training cap per model")
     parser.add_argument("--test-sentences", type=int, default=100000, help="translation: test on the first N")
     parser.add_argument("--cls-epochs", type=int, default=8, help="classification epochs per model")
     parser.add_argument("--reps", type=int, default=5, help="speed: timed repetitions")
@@ -294,21 +340,23 @@ def main() -> None:
     for seed in args.seeds:
         for part in args.part:
             for name in args.models if part == "translation" else [None]:
-                row = run_part(part, name, seed, args)
-                settings = {k: str(v) for k, v in vars(args).items()}
-                piece = {"part": part if name is None else f"{part}: {name}", "seed": seed, "machine": cpu_name(),
-                         "threads": args.threads, "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
-                path = args.out_dir / f"{part}{'' if name is None else '-' + name}-seed{seed}.json"
-                path.write_text(json.dumps(piece, indent=1))
-                print(f"wrote {path}", flush=True)
+                _write_piece(args, part, name, seed, run_part(part, name, seed, args))
+
+
+def _write_piece(args, part: str, name: str | None, seed: int, row: dict) -> None:
+    settings = {k: str(v) for k, v in vars(args).items()}
+    piece = {"part": part if name is None else f"{part}: {name}", "seed": seed, "machine": cpu_name(),
+             "threads": args.threads, "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
+    path = args.out_dir / f"{part}{'' if name is None else '-' + name}-seed{seed}.json"
+    path.write_text(json.dumps(piece, indent=1))
+    print(f"wrote {path}", flush=True)
 
 
 def run_part(part: str, name: str | None, seed: int, args) -> dict:
     if part == "speed":
         return speed(args.reps)
     if part == "translation":
-        return translation(args.tsv, name, seed, args.split_seed, args.epochs, args.vocab, args.limit, args.minutes,
-                           args.test_sentences)  # fmt: skip
+        return translation(name, seed, args)
     return classification(seed, args.cls_epochs)
 
 
