@@ -240,18 +240,24 @@ def _optim(model, lr: float, warmup: int, schedule):
 
 
 # ------------------------------------------------------------------------------------------------ classification
-def classification(seed: int, epochs: int) -> dict:
-    """Test accuracy on the embedded ordered-motif task: encoders x poolings, a plain loop on the lecture's parts."""
+CLS_ENCODERS = (("lstm", "none", 2), ("transformer", "rope", 2), ("conformer", "rope", 1))  # kind, positions, layers
+
+
+def classification(task: str, seed: int, args) -> dict:
+    """Test accuracy on ``task`` ('motifs': the embedded ordered-motif task; 'langid': the language of a word,
+    :mod:`datamodules.sequences`): encoders x poolings, a plain loop on the lecture's parts, the split seed 0."""
     from datamodules.sequences import SequenceDataModule
     from lecture_modules.sequence.classification import SequenceClassifier
 
-    dm, row = SequenceDataModule(seed=0), {}
-    for kind, positional, layers in (("lstm", "none", 2), ("transformer", "rope", 2), ("transformer", "sinusoidal", 2),
-                                     ("conformer", "rope", 1)):  # fmt: skip
+    dm = SequenceDataModule(task=task, seed=0, words_per_language=args.cls_words, batch_size=args.cls_batch)
+    epochs, row = args.cls_epochs, {}
+    for kind, positional, layers in CLS_ENCODERS:
         for pooling in ("mean", "attention"):
             torch.manual_seed(seed)
-            model = SequenceClassifier(net={"kind": kind, "positional": positional, "layers": layers}, pooling=pooling)
+            model = SequenceClassifier(num_classes=dm.num_classes, input_shape=dm.input_shape, pooling=pooling,
+                                       net={"kind": kind, "positional": positional, "layers": layers})  # fmt: skip
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            start = time.perf_counter()
             for epoch in range(epochs):
                 model.train()
                 loader = dm.train_dataloader()
@@ -264,7 +270,10 @@ def classification(seed: int, epochs: int) -> dict:
             model.eval()
             with torch.no_grad():
                 hits = [(model(b["x"], b["mask"]).argmax(1) == b["y"]).float() for b in dm.test_dataloader()]
-            row[f"{kind} ({positional} positions), {pooling} pooling: test acc %"] = 100 * torch.cat(hits).mean().item()
+            name = f"{kind} ({positional} positions), {pooling} pooling"
+            row[f"{name}: test acc %"] = 100 * torch.cat(hits).mean().item()
+            row[f"{name}: train seconds"] = time.perf_counter() - start
+    row["sequences train/val/test"] = "/".join(str(len(dm.splits[s][1])) for s in ("train", "val", "test"))
     return row
 
 
@@ -325,6 +334,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="translation: use this many pairs (default: all)")
     parser.add_argument("--test-sentences", type=int, default=100000, help="translation: test on the first N")
     parser.add_argument("--cls-epochs", type=int, default=8, help="classification epochs per model")
+    parser.add_argument("--cls-tasks", nargs="+", choices=["motifs", "langid"], default=["motifs", "langid"])
+    parser.add_argument("--cls-words", type=int, default=3000, help="langid: most frequent words per language")
+    parser.add_argument("--cls-batch", type=int, default=32, help="classification batch size")
     parser.add_argument("--reps", type=int, default=5, help="speed: timed repetitions")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("runs/bench/sequence"), help="one JSON per piece")
@@ -339,7 +351,8 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for part in args.part:
-            for name in args.models if part == "translation" else [None]:
+            names = {"translation": args.models, "classification": args.cls_tasks}.get(part, [None])
+            for name in names:
                 _write_piece(args, part, name, seed, run_part(part, name, seed, args))
 
 
@@ -357,7 +370,7 @@ def run_part(part: str, name: str | None, seed: int, args) -> dict:
         return speed(args.reps)
     if part == "translation":
         return translation(name, seed, args)
-    return classification(seed, args.cls_epochs)
+    return classification(name, seed, args)
 
 
 if __name__ == "__main__":

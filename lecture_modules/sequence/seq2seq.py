@@ -35,6 +35,7 @@ from lecture_modules.base import LectureModule, bad_setting, free_name
 from lecture_modules.sequence.core import (
     CorpusScore,
     beam_search,
+    gather_rows,
     greedy_decode,
     label_smoothed_nll,
     scheduled_sampling_inputs,
@@ -183,11 +184,7 @@ class Seq2Seq(LectureModule):
     def on_predict_epoch_end(self) -> None:
         """Write ``translations.txt`` in the run folder, one line per source line in file order (HW5's hand-in);
         under DDP the ranks' rows are gathered first. Never overwrites."""
-        rows = self._predictions
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+        rows = gather_rows(self._predictions)
         if self.trainer.is_global_zero:
             folder = Path(self.trainer.default_root_dir)
             folder.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import torch
 
 from datamodules.translation_sources import cmudict_pairs
 from lecture_modules.sequence import backtranslation
-from tests.helpers import CONFIGS, CPU, QUICK
+from tests.helpers import CONFIGS, CPU, QUICK, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,3 +57,46 @@ def test_back_translation_pieces_run_separately_and_name_what_they_miss(tmp_path
     assert backtranslation.main([*TINY, "--step", "forward", "--synthetic", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bad.tsv line 1: 1 column(s)" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------ HW4's submission
+SPEAKER, LANGID = str(CONFIGS / "speaker_transformer.yaml"), str(CONFIGS / "langid_transformer.yaml")
+
+
+def test_hw4_predict_writes_the_submission_csv_with_speaker_names_and_never_overwrites(tmp_path):
+    import csv
+    import json
+
+    from tests.datamodules.test_sequences import _hw4
+
+    hw4 = _hw4(tmp_path / "hw4")
+    names = [f"uttr-test-{i}.pt" for i in range(5)]
+    for i, name in enumerate(names):
+        torch.save(torch.randn(15 + 7 * i, 40), hw4 / name)
+    utterances = [{"feature_path": n, "mel_len": 15 + 7 * i} for i, n in enumerate(names)]
+    (hw4 / "testdata.json").write_text(json.dumps({"n_mels": 40, "utterances": utterances}))
+    args = ["predict", "--config", SPEAKER, "--config", CPU, "--trainer.logger", "false", *QUICK,
+            "--data.init_args.data_dir", str(hw4), "--data.init_args.segment_len", "25",
+            "--data.init_args.eval_batch_size", "2", "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    run_cli(*args)
+    run_cli(*args)
+    first, second = (tmp_path / "run" / name for name in ("predictions.csv", "predictions-1.csv"))
+    rows = list(csv.reader(first.open(encoding="utf-8")))
+    assert rows[0] == ["Id", "Category"] and [r[0] for r in rows[1:]] == names
+    assert {r[1] for r in rows[1:]} <= {"id10000", "id10001", "id10002"} and second.exists()
+
+
+def test_predict_without_hw4_test_data_names_the_setting(capsys):
+    from cli import main
+
+    assert main(["predict", "--config", SPEAKER, "--config", CPU, "--trainer.logger", "false", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "error: predict needs data.init_args.data_dir (HW4's folder with testdata.json)" in err, err[-2000:]
+
+
+def test_the_language_identification_config_runs(tmp_path):
+    from tests.helpers import SMOKE
+
+    cli = run_cli("fit", "--config", LANGID, "--config", SMOKE, "--data.init_args.words_per_language", "200",
+                  "--trainer.default_root_dir", str(tmp_path))  # fmt: skip
+    assert cli.datamodule.num_classes == 7 and "train/loss" in cli.trainer.callback_metrics
