@@ -3,13 +3,20 @@
 Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` prints the markdown tables):
 
 * ``translation``: English -> zh-TW on a TSV of pairs (``--tsv``; the benchmark corpus is
-  ``../shared/data/gettext_en_zh_tw/en_zh_tw.tsv``, columns ``en`` and ``zh_tw``), split at random with
-  ``--split-seed`` (default 0: 5% validation, 5% test), SentencePiece (unigram, ``--vocab`` per side) trained on
-  the training split. RNN with Bahdanau attention and the Transformer, the lecture's own classes through a
-  Lightning ``Trainer``, ``--epochs`` epochs each, then test BLEU (sacrebleu, ``tokenize='zh'``) and chrF with
-  beam 5 (length penalty 1.0), and greedy, on the test split.
-* ``classification``: the embedded ordered-motif task (:mod:`datamodules.sequences`): encoders with mean and
-  attention pooling, ``--cls-epochs`` epochs, test accuracy.
+  ``../shared/data/gettext_en_zh_tw/en_zh_tw.tsv``, columns ``en`` and ``zh_tw``). One split for every model: 5%
+  validation, 5% test (random, ``--split-seed`` 0), and of the remaining 90% a share ``--mono-fraction`` (default
+  0.5) is "monolingual": its English is dropped, its zh-TW is back-translation's monolingual text; the rest is the
+  parallel training set. SentencePiece (unigram, ``--vocab`` per side) on the training pairs. Every model trains
+  for ``--steps`` optimiser steps (batch 64; not a wall-clock cap), then greedy validation BLEU and test BLEU
+  (sacrebleu, ``tokenize='zh'``) and chrF with beam 1 and 5 (length penalty 1.0). Pieces (``--models``), one JSON
+  per (model, seed): ``rnn`` (GRU + Bahdanau attention) and ``transformer`` on the parallel set; ``reverse`` (the
+  Transformer zh -> en on the parallel set, its BLEU with ``tokenize='13a'``, then its ``--bt-beam`` translations
+  of the monolingual zh into ``reverse-seed<S>.synthetic.tsv``); ``bt`` (the Transformer on the parallel set plus
+  those synthetic pairs, sources tagged; runs ``reverse`` first when its files are missing, and records the reverse
+  model's scores).
+* ``classification``: ``--cls-tasks``: the embedded ordered-motif task and language identification of single
+  words (``wordfreq``, ``--cls-words`` per language) (:mod:`datamodules.sequences`): LSTM, Transformer and Conformer
+  encoders with mean and attention pooling, ``--cls-epochs`` epochs, test accuracy.
 * ``speed``: (1) training tokens per second of our Transformer encoder-decoder against ``torch.nn.Transformer``
   with the same sizes (embeddings, pre-LN, output layer, AdamW), alternating the two in each repetition; (2)
   greedy decoding of the same batch with the key/value cache against recomputing the prefix at every step (and a
@@ -17,8 +24,8 @@ Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` print
 
     .venv/bin/python benchmarks/sequence.py --part speed --threads 1
     .venv/bin/python benchmarks/sequence.py --part translation --tsv ../shared/data/gettext_en_zh_tw/en_zh_tw.tsv \\
-        --seeds 0 --threads 1
-    .venv/bin/python benchmarks/sequence.py --part classification --seeds 0 1 2
+        --models rnn --seeds 0 --steps 1000 --threads 1          # one piece; likewise transformer, reverse, bt
+    .venv/bin/python benchmarks/sequence.py --part classification --seeds 0 1 2 --cls-epochs 3 --cls-words 1000
     .venv/bin/python benchmarks/sequence.py --merge runs/bench/sequence
 """
 
@@ -215,7 +222,7 @@ def translation(model_name: str, seed: int, args) -> dict:
 
 def reverse_piece(seed: int, args, root: Path) -> dict:
     """Train zh -> en on the parallel pairs, score it (BLEU 13a on English), translate the monolingual zh."""
-    from lecture_modules.sequence.backtranslation import write_synthetic
+    from tools.backtranslation import write_synthetic
 
     dm = _translation_data(args, reverse=True, bleu_tokenize="13a")
     model, trainer, row = _fit(dm, "transformer", seed, args, root)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from datamodules.translation_sources import cmudict_pairs
-from lecture_modules.sequence import backtranslation
 from tests.helpers import CONFIGS, CPU, QUICK, run_cli
+from tools import backtranslation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ Three runs of our CLI, each in its own folder under ``--out``:
 argument goes to ``cli.py`` unchanged, for all three runs; ``--reverse-args`` adds arguments to the reverse runs
 only (e.g. its BLEU tokeniser, since its targets are in the source language)::
 
-    python -m lecture_modules.sequence.backtranslation --config configs/seq2seq_transformer.yaml \\
+    python tools/backtranslation.py --config configs/seq2seq_transformer.yaml \\
         --monolingual mono.zh --out runs/bt --data.init_args.tsv_file pairs.tsv \\
         --data.init_args.columns '[en, zh_tw]' --data.init_args.bleu_tokenize zh \\
         --reverse-args '--data.init_args.bleu_tokenize 13a'
@@ -33,6 +33,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root (cli.py), so it runs from anywhere
+
 __all__ = ["forward_step", "main", "reverse_step", "translate_step", "write_synthetic"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,6 @@ log = logging.getLogger(__name__)
 
 def reverse_step(cli_args: list[str], out: Path) -> Path:
     """Fit the reverse model into ``out/reverse``; return its checkpoint (averaged, else best, else last)."""
-    from callbacks.checkpoint_averaging import CheckpointAveraging
     from cli import run
     from datamodules.errors import SettingError
 
@@ -48,7 +49,7 @@ def reverse_step(cli_args: list[str], out: Path) -> Path:
         ["fit", *cli_args, "--data.init_args.reverse", "true", "--trainer.default_root_dir", str(out / "reverse")]
     )
     trainer = cli.trainer
-    averaged = [cb.written for cb in trainer.callbacks if isinstance(cb, CheckpointAveraging) and cb.written]
+    averaged = [cb.written for cb in trainer.callbacks if getattr(cb, "written", None)]  # CheckpointAveraging's
     saved = trainer.checkpoint_callback
     paths = [*averaged, *((saved.best_model_path, saved.last_model_path) if saved is not None else ())]
     found = next((Path(p) for p in paths if p), None)
@@ -97,7 +98,7 @@ def forward_step(cli_args: list[str], synthetic: Path, out: Path, tag: bool) -> 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lecture_modules.sequence.backtranslation", description=__doc__,
+        prog="python tools/backtranslation.py", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="Other arguments go to cli.py.",
         allow_abbrev=False,
     )  # fmt: skip
