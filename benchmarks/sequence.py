@@ -3,13 +3,20 @@
 Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` prints the markdown tables):
 
 * ``translation``: English -> zh-TW on a TSV of pairs (``--tsv``; the benchmark corpus is
-  ``../shared/data/gettext_en_zh_tw/en_zh_tw.tsv``, columns ``en`` and ``zh_tw``), split at random with
-  ``--split-seed`` (default 0: 5% validation, 5% test), SentencePiece (unigram, ``--vocab`` per side) trained on
-  the training split. RNN with Bahdanau attention and the Transformer, the lecture's own classes through a
-  Lightning ``Trainer``, ``--epochs`` epochs each, then test BLEU (sacrebleu, ``tokenize='zh'``) and chrF with
-  beam 5 (length penalty 1.0), and greedy, on the test split.
-* ``classification``: the embedded ordered-motif task (:mod:`datamodules.sequences`): encoders with mean and
-  attention pooling, ``--cls-epochs`` epochs, test accuracy.
+  ``../shared/data/gettext_en_zh_tw/en_zh_tw.tsv``, columns ``en`` and ``zh_tw``). One split for every model: 5%
+  validation, 5% test (random, ``--split-seed`` 0), and of the remaining 90% a share ``--mono-fraction`` (default
+  0.5) is "monolingual": its English is dropped, its zh-TW is back-translation's monolingual text; the rest is the
+  parallel training set. SentencePiece (unigram, ``--vocab`` per side) on the training pairs. Every model trains
+  for ``--steps`` optimiser steps (batch 64; not a wall-clock cap), then greedy validation BLEU and test BLEU
+  (sacrebleu, ``tokenize='zh'``) and chrF with beam 1 and 5 (length penalty 1.0). Pieces (``--models``), one JSON
+  per (model, seed): ``rnn`` (GRU + Bahdanau attention) and ``transformer`` on the parallel set; ``reverse`` (the
+  Transformer zh -> en on the parallel set, its BLEU with ``tokenize='13a'``, then its ``--bt-beam`` translations
+  of the monolingual zh into ``reverse-seed<S>.synthetic.tsv``); ``bt`` (the Transformer on the parallel set plus
+  those synthetic pairs, sources tagged; runs ``reverse`` first when its files are missing, and records the reverse
+  model's scores).
+* ``classification``: ``--cls-tasks``: the embedded ordered-motif task and language identification of single
+  words (``wordfreq``, ``--cls-words`` per language) (:mod:`datamodules.sequences`): LSTM, Transformer and Conformer
+  encoders with mean and attention pooling, ``--cls-epochs`` epochs, test accuracy.
 * ``speed``: (1) training tokens per second of our Transformer encoder-decoder against ``torch.nn.Transformer``
   with the same sizes (embeddings, pre-LN, output layer, AdamW), alternating the two in each repetition; (2)
   greedy decoding of the same batch with the key/value cache against recomputing the prefix at every step (and a
@@ -17,8 +24,8 @@ Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` print
 
     .venv/bin/python benchmarks/sequence.py --part speed --threads 1
     .venv/bin/python benchmarks/sequence.py --part translation --tsv ../shared/data/gettext_en_zh_tw/en_zh_tw.tsv \\
-        --seeds 0 --threads 1
-    .venv/bin/python benchmarks/sequence.py --part classification --seeds 0 1 2
+        --models rnn --seeds 0 --steps 1000 --threads 1          # one piece; likewise transformer, reverse, bt
+    .venv/bin/python benchmarks/sequence.py --part classification --seeds 0 1 2 --cls-epochs 3 --cls-words 1000
     .venv/bin/python benchmarks/sequence.py --merge runs/bench/sequence
 """
 
@@ -143,61 +150,95 @@ def _decode_speed(model, src, reps: int, steps: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ translation
-def translation(tsv: str, model_name: str, seed: int, split_seed: int, epochs: int, vocab: int, limit: int | None,
-                minutes: float, test_sentences: int) -> dict:  # fmt: skip
-    """One model of TRANSLATION_MODELS on the TSV, trained for ``epochs`` or ``minutes`` of wall clock, whichever
-    ends first; test BLEU/chrF with beam 5 and greedy on the first ``test_sentences`` of the test split."""
+def _translation_data(args, **kw):
+    """The one split of every translation piece: 5% val, 5% test (``--split-seed``), the rest parallel training
+    pairs and, ``--mono-fraction`` of it, monolingual zh-TW (English dropped)."""
     from datamodules.translation import TranslationDataModule
+
+    return TranslationDataModule(tsv_file=args.tsv, columns=["en", "zh_tw"], vocab_size=args.vocab,
+                                 limit_pairs=args.limit, max_tokens=48, seed=args.split_seed,
+                                 monolingual_fraction=args.mono_fraction, **{"bleu_tokenize": "zh", **kw})  # fmt: skip
+
+
+def _fit(dm, model_name: str, seed: int, args, root: Path):
+    """``--steps`` optimiser steps of TRANSLATION_MODELS[model_name] through a Lightning Trainer."""
     from lecture_modules.sequence.core import InverseSqrtLR
     from lecture_modules.sequence.seq2seq import Seq2Seq
 
     net, lr, warmup = TRANSLATION_MODELS[model_name]
     L.seed_everything(seed, verbose=False)
-    dm = TranslationDataModule(tsv_file=tsv, columns=["en", "zh_tw"], vocab_size=vocab, limit_pairs=limit,
-                               bleu_tokenize="zh", max_tokens=48, seed=split_seed)  # fmt: skip
     model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96}, samples=0)
     model.configure_optimizers = lambda: _optim(model, lr, warmup, InverseSqrtLR)
     trainer = L.Trainer(
-        max_epochs=epochs,
-        max_time={"minutes": minutes},
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=1.0,
-        num_sanity_val_steps=0,
-        limit_test_batches=-(-test_sentences // dm.eval_batch_size),
-        callbacks=[Progress()],
-        default_root_dir=f"runs/bench/sequence/{model_name}-seed{seed}",
-    )
+        max_steps=args.steps, max_epochs=-1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
+        limit_test_batches=-(-args.test_sentences // dm.eval_batch_size), default_root_dir=str(root),
+    )  # fmt: skip
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
-    row = {
-        "train minutes": (time.perf_counter() - start) / 60,
-        "epochs done": float(trainer.current_epoch),
-        "optimiser steps": float(trainer.global_step),
-        "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
-        "val BLEU (greedy, last validation)": float(trainer.callback_metrics.get("val/bleu", float("nan"))),
-    }
+    seconds = time.perf_counter() - start
+    row = {"optimiser steps": float(trainer.global_step), "epochs (over the training pairs)": trainer.global_step *
+           dm.batch_size / len(dm.pairs["train"]), "train minutes": seconds / 60, "seconds per step": seconds /
+           max(1, trainer.global_step), "params (M)": sum(p.numel() for p in model.parameters()) / 1e6}  # fmt: skip
+    return model, trainer, row
+
+
+def _scores(model, trainer, dm, prefix: str = "") -> dict:
+    """Greedy validation BLEU on the whole validation split; test BLEU/chrF with beam 1 and 5."""
+    trainer.limit_val_batches = 1.0
+    row = {f"{prefix}val BLEU (greedy)": trainer.validate(model, datamodule=dm, verbose=False)[0]["val/bleu"]}
     for beam in (1, 5):
         model.hparams.beam = beam
         [result] = trainer.test(model, datamodule=dm, verbose=False)
-        row[f"test BLEU, beam {beam}"] = result["test/bleu"]
-        row[f"test chrF, beam {beam}"] = result["test/chrf"]
-    row["pairs train/val/test"] = "/".join(str(len(dm.pairs[s])) for s in ("train", "val", "test"))
+        row[f"{prefix}test BLEU, beam {beam}"] = result["test/bleu"]
+        row[f"{prefix}test chrF, beam {beam}"] = result["test/chrf"]
+    row[f"{prefix}pairs train/mono/val/test"] = "/".join(str(len(dm.pairs[s])) for s in
+                                                         ("train", "monolingual", "val", "test"))  # fmt: skip
     return row
 
 
-class Progress(L.Callback):
-    """Prints each validation's BLEU with the elapsed time, so a long run shows where it is."""
+def translation(model_name: str, seed: int, args) -> dict:
+    """One piece: ``rnn`` or ``transformer`` on the parallel pairs; ``reverse`` (zh -> en on the parallel pairs,
+    then its translations of the monolingual zh into ``reverse-seed<S>.synthetic.tsv``); ``bt`` (the Transformer
+    on the parallel plus those synthetic pairs, tagged; runs ``reverse`` first when its files are missing)."""
+    root = args.out_dir / f"{model_name}-seed{seed}"
+    if model_name == "reverse":
+        return reverse_piece(seed, args, root)
+    extra = {}
+    if model_name == "bt":
+        synthetic = args.out_dir / f"reverse-seed{seed}.synthetic.tsv"
+        if not synthetic.exists():
+            _write_piece(
+                args, "translation", "reverse", seed, reverse_piece(seed, args, root.with_name(f"reverse-seed{seed}"))
+            )
+        reverse = json.loads((args.out_dir / f"translation-reverse-seed{seed}.json").read_text())["row"]
+        extra = {f"reverse model: {k}": v for k, v in reverse.items() if "BLEU" in k or "chrF" in k or "synthetic" in k}
+        dm = _translation_data(args, synthetic_pairs=str(synthetic), synthetic_tag=True)
+    else:
+        dm = _translation_data(args)
+    model, trainer, row = _fit(dm, "transformer" if model_name == "bt" else model_name, seed, args, root)
+    return {**row, **_scores(model, trainer, dm), **extra}
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        bleu = float(trainer.callback_metrics.get("val/bleu", float("nan")))
-        print(f"epoch {trainer.current_epoch} step {trainer.global_step} val/bleu {bleu:.2f} "
-              f"{(time.perf_counter() - self.start) / 60:.1f} min", flush=True)  # fmt: skip
+def reverse_piece(seed: int, args, root: Path) -> dict:
+    """Train zh -> en on the parallel pairs, score it (BLEU 13a on English), translate the monolingual zh."""
+    from tools.backtranslation import write_synthetic
+
+    dm = _translation_data(args, reverse=True, bleu_tokenize="13a")
+    model, trainer, row = _fit(dm, "transformer", seed, args, root)
+    row.update(_scores(model, trainer, dm))
+    mono = root / "monolingual.zh"
+    mono.write_text("".join(f"{zh}\n" for _, zh in _translation_data(args).pairs["monolingual"]), encoding="utf-8")
+    dm.hparams.predict_file = str(mono)
+    model.hparams.beam = args.bt_beam
+    start = time.perf_counter()
+    trainer.predict(model, datamodule=dm)
+    row["synthetic translation minutes"] = (time.perf_counter() - start) / 60
+    synthetic = write_synthetic(Path(model.predictions_path), mono, root)
+    target = args.out_dir / f"reverse-seed{seed}.synthetic.tsv"
+    target.write_bytes(synthetic.read_bytes())
+    row["synthetic pairs"] = float(len(synthetic.read_text(encoding="utf-8").splitlines()))
+    return row
 
 
 def _optim(model, lr: float, warmup: int, schedule):
@@ -206,18 +247,24 @@ def _optim(model, lr: float, warmup: int, schedule):
 
 
 # ------------------------------------------------------------------------------------------------ classification
-def classification(seed: int, epochs: int) -> dict:
-    """Test accuracy on the embedded ordered-motif task: encoders x poolings, a plain loop on the lecture's parts."""
+CLS_ENCODERS = (("lstm", "none", 2), ("transformer", "rope", 2), ("conformer", "rope", 1))  # kind, positions, layers
+
+
+def classification(task: str, seed: int, args) -> dict:
+    """Test accuracy on ``task`` ('motifs': the embedded ordered-motif task; 'langid': the language of a word,
+    :mod:`datamodules.sequences`): encoders x poolings, a plain loop on the lecture's parts, the split seed 0."""
     from datamodules.sequences import SequenceDataModule
     from lecture_modules.sequence.classification import SequenceClassifier
 
-    dm, row = SequenceDataModule(seed=0), {}
-    for kind, positional, layers in (("lstm", "none", 2), ("transformer", "rope", 2), ("transformer", "sinusoidal", 2),
-                                     ("conformer", "rope", 1)):  # fmt: skip
+    dm = SequenceDataModule(task=task, seed=0, words_per_language=args.cls_words, batch_size=args.cls_batch)
+    epochs, row = args.cls_epochs, {}
+    for kind, positional, layers in CLS_ENCODERS:
         for pooling in ("mean", "attention"):
             torch.manual_seed(seed)
-            model = SequenceClassifier(net={"kind": kind, "positional": positional, "layers": layers}, pooling=pooling)
+            model = SequenceClassifier(num_classes=dm.num_classes, input_shape=dm.input_shape, pooling=pooling,
+                                       net={"kind": kind, "positional": positional, "layers": layers})  # fmt: skip
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            start = time.perf_counter()
             for epoch in range(epochs):
                 model.train()
                 loader = dm.train_dataloader()
@@ -230,7 +277,10 @@ def classification(seed: int, epochs: int) -> dict:
             model.eval()
             with torch.no_grad():
                 hits = [(model(b["x"], b["mask"]).argmax(1) == b["y"]).float() for b in dm.test_dataloader()]
-            row[f"{kind} ({positional} positions), {pooling} pooling: test acc %"] = 100 * torch.cat(hits).mean().item()
+            name = f"{kind} ({positional} positions), {pooling} pooling"
+            row[f"{name}: test acc %"] = 100 * torch.cat(hits).mean().item()
+            row[f"{name}: train seconds"] = time.perf_counter() - start
+    row["sequences train/val/test"] = "/".join(str(len(dm.splits[s][1])) for s in ("train", "val", "test"))
     return row
 
 
@@ -270,15 +320,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["translation", "classification", "speed"], nargs="+", default=["speed"])
     parser.add_argument("--tsv", help="translation pairs (columns en, zh_tw)")
-    parser.add_argument("--models", nargs="+", choices=list(TRANSLATION_MODELS), default=list(TRANSLATION_MODELS))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=["rnn", "transformer", "reverse", "bt"],
+        default=["rnn", "transformer", "bt"],
+        help="translation pieces (bt runs reverse if missing)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--split-seed", type=int, default=0, help="translation: the random split's seed")
-    parser.add_argument("--epochs", type=int, default=4, help="translation epochs per model")
+    parser.add_argument("--steps", type=int, default=1000, help="translation: optimiser steps per model")
+    parser.add_argument(
+        "--mono-fraction",
+        type=float,
+        default=0.5,
+        help="translation: share of the training pairs whose English is dropped (monolingual zh)",
+    )
+    parser.add_argument("--bt-beam", type=int, default=1, help="beam of the reverse model's synthetic translations")
     parser.add_argument("--vocab", type=int, default=4000, help="SentencePiece vocabulary per side")
     parser.add_argument("--limit", type=int, help="translation: use this many pairs (default: all)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="translation: wall-clock training cap per model")
     parser.add_argument("--test-sentences", type=int, default=100000, help="translation: test on the first N")
     parser.add_argument("--cls-epochs", type=int, default=8, help="classification epochs per model")
+    parser.add_argument("--cls-tasks", nargs="+", choices=["motifs", "langid"], default=["motifs", "langid"])
+    parser.add_argument("--cls-words", type=int, default=3000, help="langid: most frequent words per language")
+    parser.add_argument("--cls-batch", type=int, default=32, help="classification batch size")
     parser.add_argument("--reps", type=int, default=5, help="speed: timed repetitions")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("runs/bench/sequence"), help="one JSON per piece")
@@ -293,23 +358,26 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for part in args.part:
-            for name in args.models if part == "translation" else [None]:
-                row = run_part(part, name, seed, args)
-                settings = {k: str(v) for k, v in vars(args).items()}
-                piece = {"part": part if name is None else f"{part}: {name}", "seed": seed, "machine": cpu_name(),
-                         "threads": args.threads, "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
-                path = args.out_dir / f"{part}{'' if name is None else '-' + name}-seed{seed}.json"
-                path.write_text(json.dumps(piece, indent=1))
-                print(f"wrote {path}", flush=True)
+            names = {"translation": args.models, "classification": args.cls_tasks}.get(part, [None])
+            for name in names:
+                _write_piece(args, part, name, seed, run_part(part, name, seed, args))
+
+
+def _write_piece(args, part: str, name: str | None, seed: int, row: dict) -> None:
+    settings = {k: str(v) for k, v in vars(args).items()}
+    piece = {"part": part if name is None else f"{part}: {name}", "seed": seed, "machine": cpu_name(),
+             "threads": args.threads, "torch": torch.__version__, "args": settings, "row": row}  # fmt: skip
+    path = args.out_dir / f"{part}{'' if name is None else '-' + name}-seed{seed}.json"
+    path.write_text(json.dumps(piece, indent=1))
+    print(f"wrote {path}", flush=True)
 
 
 def run_part(part: str, name: str | None, seed: int, args) -> dict:
     if part == "speed":
         return speed(args.reps)
     if part == "translation":
-        return translation(args.tsv, name, seed, args.split_seed, args.epochs, args.vocab, args.limit, args.minutes,
-                           args.test_sentences)  # fmt: skip
-    return classification(seed, args.cls_epochs)
+        return translation(name, seed, args)
+    return classification(name, seed, args)
 
 
 if __name__ == "__main__":

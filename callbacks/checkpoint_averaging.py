@@ -56,6 +56,7 @@ class CheckpointAveraging(Callback):
         if last < 1:
             raise SettingError(f"trainer.callbacks CheckpointAveraging.last must be >= 1, got {last}")
         self.last, self.write = last, write
+        self.written: Path | None = None  # the averaged checkpoint this run wrote
         self.snapshots: list[dict[str, torch.Tensor]] = []
         self.snapshot_step = -1
 
@@ -77,7 +78,8 @@ class CheckpointAveraging(Callback):
             return
         pl_module.load_state_dict(average_state_dicts(self.snapshots))
         if self.write and not trainer.fast_dev_run:
-            trainer.save_checkpoint(self._path(trainer))
+            self.written = self._path(trainer)
+            trainer.save_checkpoint(self.written)
 
     @staticmethod
     def _path(trainer: L.Trainer) -> Path:

@@ -46,7 +46,7 @@ from datamodules.translation_sources import (
     read_tsv,
 )
 
-__all__ = ["TranslationDataModule", "collate_pairs"]
+__all__ = ["TranslationDataModule", "collate_pairs", "read_synthetic"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -66,6 +66,24 @@ def collate_pairs(items: list[tuple[list[int], list[int], int]]) -> dict[str, to
     return {"src": src, "src_mask": src != PAD, "tgt_in": tgt_in, "tgt_out": tgt_out, "index": index}
 
 
+def _default_bleu_tokenize(embedded: bool, ted2020: bool, reverse: bool) -> str:
+    """Phoneme tokens as they are, characters for the reversed embedded task (words), 'zh' for Chinese targets."""
+    if embedded:
+        return "char" if reverse else "none"
+    return "zh" if ted2020 and not reverse else "13a"
+
+
+def read_synthetic(path: str, setting: str) -> list[tuple[str, str]]:
+    """Synthetic pairs from a TSV file (source tab target, no header) or from every ``*.tsv`` of a folder."""
+    folder = Path(path)
+    if folder.is_dir():
+        files = sorted(folder.glob("*.tsv"))
+        if not files:
+            raise DataFileError(f"{folder}: no *.tsv files of synthetic pairs ({setting})")
+        return [pair for file in files for pair in read_tsv(file, None, setting)]
+    return read_tsv(path, None, setting)
+
+
 class TranslationDataModule(L.LightningDataModule):
     """Sentence pairs from HW5's TED2020 files, aligned text files, a TSV, or the embedded word -> phonemes task."""
 
@@ -78,7 +96,10 @@ class TranslationDataModule(L.LightningDataModule):
         hf_dataset: str | None = None,
         hf_config: str | None = None,
         columns: list[str] | None = None,
-        extra_train_tsv: str | None = None,
+        reverse: bool = False,
+        monolingual_fraction: float = 0.0,
+        synthetic_pairs: str | None = None,
+        synthetic_tag: bool = False,
         source_tokenizer: Tokenizer | None = None,
         target_tokenizer: Tokenizer | None = None,
         vocab_size: int = 8000,
@@ -104,8 +125,14 @@ class TranslationDataModule(L.LightningDataModule):
             hf_config: the Hugging Face dataset's configuration (e.g. ``de-en``).
             columns: source and target: the TSV header's column names (null: first two columns, no header), or the
                 Hugging Face dataset's languages in its ``translation`` field or its column names (required).
-            extra_train_tsv: more training pairs (source tab target, no header), added to the training split only
-                (back-translation's synthetic pairs); validation and test stay as split.
+            reverse: swap the two sides of every pair after reading (back-translation's reverse model, target ->
+                source); the split is the same as without it.
+            monolingual_fraction: share of the training split held out as monolingual target text (its sources
+                dropped, ``pairs["monolingual"]``), for back-translation experiments; 0: none.
+            synthetic_pairs: back-translation's synthetic pairs (source tab target, no header), a TSV file or a
+                folder of ``*.tsv``; added to the training split only, validation and test stay as split.
+            synthetic_tag: mark the synthetic pairs' sources with one extra source token (tagged back-translation,
+                Caswell et al. 2019, arXiv 1906.06442), so the model can tell them from real sources.
             source_tokenizer: 'char', 'space' or 'sentencepiece' (null: 'char' embedded, else 'sentencepiece').
             target_tokenizer: as ``source_tokenizer`` (null: 'space' embedded, i.e. phonemes, else 'sentencepiece').
             vocab_size: SentencePiece vocabulary size per side (fairseq's HW5 recipe: 8000).
@@ -125,21 +152,28 @@ class TranslationDataModule(L.LightningDataModule):
         """
         super().__init__()
         self._check(val_fraction, test_fraction, vocab_size, max_tokens, limit_pairs, source_file, target_file)
+        if not 0.0 <= monolingual_fraction < 1.0:
+            raise SettingError(f"data.init_args.monolingual_fraction must be in [0, 1), got {monolingual_fraction}")
         self.save_hyperparameters()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed, self.max_tokens = num_workers, seed, max_tokens
         embedded = not (ted2020_dir or source_file or tsv_file or hf_dataset)
-        self.bleu_tokenize = bleu_tokenize or ("none" if embedded else "zh" if ted2020_dir else "13a")
-        self.pairs = self._split(self._read(), val_fraction, test_fraction, limit_pairs)
-        if extra_train_tsv:
-            self.pairs["train"] += read_tsv(extra_train_tsv, None, "data.init_args.extra_train_tsv")
+        self.bleu_tokenize = bleu_tokenize or _default_bleu_tokenize(embedded, bool(ted2020_dir), reverse)
+        pairs = self._read()
+        self.pairs = self._split([(t, s) for s, t in pairs] if reverse else pairs, val_fraction, test_fraction,
+                                 limit_pairs, monolingual_fraction)  # fmt: skip
+        self.real_train = len(self.pairs["train"])  # rows from here on are synthetic
+        if synthetic_pairs:
+            self.pairs["train"] += read_synthetic(synthetic_pairs, "data.init_args.synthetic_pairs")
         train_src, train_tgt = zip(*self.pairs["train"], strict=True)
-        self.source_tok = make_tokenizer(source_tokenizer or ("char" if embedded else "sentencepiece"),
+        kinds = ("space", "char") if reverse else ("char", "space")  # embedded: characters <-> phonemes
+        self.source_tok = make_tokenizer(source_tokenizer or (kinds[0] if embedded else "sentencepiece"),
                                          list(train_src), vocab_size)  # fmt: skip
-        self.target_tok = make_tokenizer(target_tokenizer or ("space" if embedded else "sentencepiece"),
+        self.target_tok = make_tokenizer(target_tokenizer or (kinds[1] if embedded else "sentencepiece"),
                                          list(train_tgt), vocab_size)  # fmt: skip
+        self.tag = self.source_tok.size if synthetic_tag else None  # one id past the source vocabulary
         self.num_classes = self.target_tok.size  # linked into the lecture: the decoder's output classes
-        self.input_shape = (self.source_tok.size,)  # linked: the source vocabulary
+        self.input_shape = (self.source_tok.size + int(synthetic_tag),)  # linked: the source vocabulary (+ tag)
         self._encoded: dict[str, list] | None = None
 
     @staticmethod
@@ -176,12 +210,16 @@ class TranslationDataModule(L.LightningDataModule):
             raise DataFileError(f"{where}: {len(pairs)} non-empty pair(s); need at least 20 to split train/val/test")
         return pairs
 
-    def _split(self, pairs, val_fraction, test_fraction, limit) -> dict[str, list[tuple[str, str]]]:
+    def _split(self, pairs, val_fraction, test_fraction, limit, mono_fraction) -> dict[str, list[tuple[str, str]]]:
+        """Shuffle with ``seed``; val, test, then the rest, of which the first ``mono_fraction`` is monolingual."""
         order = list(range(len(pairs)))
         random.Random(self.seed).shuffle(order)  # the stated split: seed ``data.init_args.seed``
         order = order[:limit] if limit is not None else order
         n_val, n_test = max(1, round(len(order) * val_fraction)), max(1, round(len(order) * test_fraction))
-        parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+        rest = order[n_val + n_test :]
+        n_mono = round(len(rest) * mono_fraction)
+        parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "monolingual": rest[:n_mono],
+                 "train": rest[n_mono:]}  # fmt: skip
         return {k: [pairs[i] for i in v] for k, v in parts.items()}
 
     # ------------------------------------------------------------------ setup
@@ -198,6 +236,8 @@ class TranslationDataModule(L.LightningDataModule):
         items, dropped = [], 0
         for row, (s, t) in enumerate(self.pairs[split]):
             src, tgt = self.source_tok.encode(s), self.target_tok.encode(t)
+            if split == "train" and self.tag is not None and row >= self.real_train:
+                src = [self.tag, *src]  # tagged back-translation: the synthetic source's first token
             if split == "train" and (len(src) > self.max_tokens or len(tgt) >= self.max_tokens):
                 dropped += 1
                 continue

@@ -10,20 +10,27 @@ For a batch of frame sequences x (B, T, F) with a real-frame mask, :meth:`Sequen
 
 The DataModule trains on random fixed-length segments (HW4's 128 frames) and evaluates whole sequences, padded and
 masked. Metrics ``train|val|test/loss`` and ``/acc``; a validation confusion matrix is plotted when fitting ends.
+``predict`` on HW4's ``testdata.json`` writes the homework's submission CSV (``Id,Category``: feature path, speaker
+name) as ``predictions.csv`` in the run folder, never over an earlier one.
 
 Run: ``python cli.py fit --config configs/speaker_transformer.yaml`` (``configs/speaker_conformer.yaml``)
 """
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lecture_modules.base import LectureModule, bad_setting
+from lecture_modules.base import LectureModule, bad_setting, free_name
 from lecture_modules.figures import ValidationConfusion
+from lecture_modules.sequence.core import gather_rows
 from lecture_modules.sequence.encoders import AMSoftmaxHead, AttentionPooling, EncoderSpec, SequenceEncoder, masked_mean
 
 __all__ = ["SequenceClassifier"]
@@ -104,3 +111,30 @@ class SequenceClassifier(ValidationConfusion, LectureModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    # ------------------------------------------------------------------ HW4's submission
+    def on_predict_epoch_start(self) -> None:
+        self._predictions: list[tuple[int, int]] = []
+        self.predictions_path: Path | None = None
+
+    def predict_step(self, batch, batch_idx: int) -> None:
+        """Whole utterances, no margin; (row, class) pairs are written once the epoch ends."""
+        classes = self(batch["x"], batch["mask"]).argmax(1)
+        self._predictions += [(int(r), int(c)) for r, c in zip(batch["index"], classes, strict=True)]
+
+    def on_predict_epoch_end(self) -> None:
+        """``predictions.csv`` (``Id,Category``) in the run folder, rows in ``testdata.json`` order."""
+        rows = sorted(gather_rows(self._predictions))
+        dm = self.trainer.datamodule
+        if not self.trainer.is_global_zero or dm is None:
+            return
+        names = getattr(dm, "class_names", None) or [str(i) for i in range(self.hparams.num_classes)]
+        folder = Path(self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{free_name(folder, 'predictions', ('.csv',))}.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["Id", "Category"])
+            writer.writerows([dm.predict_ids[row], names[c]] for row, c in rows)
+        self.predictions_path = path
+        rank_zero_info(f"{len(rows)} predictions written to {path}")

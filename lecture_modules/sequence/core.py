@@ -30,6 +30,7 @@ __all__ = [
     "beam_search",
     "bleu",
     "chrf",
+    "gather_rows",
     "greedy_decode",
     "label_smoothed_nll",
     "length_penalty",
@@ -224,3 +225,12 @@ class CorpusScore(Metric):
     def compute(self) -> torch.Tensor:
         stats = [int(v) if float(v).is_integer() else float(v) for v in self.stats.tolist()]
         return torch.tensor(self.scorer._compute_score_from_stats(stats).score, dtype=torch.float32)
+
+
+def gather_rows(rows: list) -> list:
+    """Every rank's ``rows`` in one list (rank order) under DDP; ``rows`` itself in one process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return rows
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, rows)
+    return [r for part in gathered for r in part]

@@ -173,25 +173,30 @@ class RNNSeq2Seq(nn.Module):
         return {"keys": keys, "proj": self.attention.u(keys), "mask": src_mask, "s": s}
 
     def _step(self, emb, state):
-        """One decoder step from embedded inputs (B, H): logits (B, V), weights (B, S), new state."""
+        """One decoder step from embedded inputs (B, H): GRU output (B, H), context (B, 2H), weights (B, S), state."""
         context, weights = self.attention(state["s"][-1], state["keys"], state["proj"], state["mask"])
         out, s = self.cell(torch.cat([emb, context], -1)[:, None], state["s"])  # (B, 1, H)
-        logits = self.output(self.drop(torch.cat([out[:, 0], context, emb], -1)))
-        return logits, weights, {**state, "s": s}
+        return out[:, 0], context, weights, {**state, "s": s}
+
+    def _logits(self, out, context, emb):
+        """The output layer on [s_t; c_t; y_{t-1}]: (..., H), (..., 2H), (..., H) -> (..., V)."""
+        return self.output(self.drop(torch.cat([out, context, emb], -1)))
 
     def forward(self, src, src_mask, tgt_in, need_weights: bool = False):
         state = self.start(src, src_mask)
         emb = self.drop(self.tgt_embed(tgt_in))  # (B, T, H)
-        logits, maps = [], []
-        for t in range(tgt_in.shape[1]):
-            step_logits, weights, state = self._step(emb[:, t], state)
-            logits.append(step_logits), maps.append(weights)
+        outs, contexts, maps = [], [], []
+        for t in range(tgt_in.shape[1]):  # the recurrence; the output layer runs once over all steps below
+            out, context, weights, state = self._step(emb[:, t], state)
+            outs.append(out), contexts.append(context), maps.append(weights)
+        logits = self._logits(torch.stack(outs, 1), torch.stack(contexts, 1), emb)  # (B, T, V)
         cross = torch.stack(maps, 1)[:, None] if need_weights else None  # (B, 1, T, S): one "head"
-        return torch.stack(logits, 1), {"encoder": [], "self": [], "cross": [cross]}
+        return logits, {"encoder": [], "self": [], "cross": [cross]}
 
     def step(self, tokens, state):
-        logits, _, state = self._step(self.drop(self.tgt_embed(tokens)), state)
-        return logits.log_softmax(dim=-1), state
+        emb = self.drop(self.tgt_embed(tokens))
+        out, context, _, state = self._step(emb, state)
+        return self._logits(out, context, emb).log_softmax(dim=-1), state
 
     def reorder(self, state, index):
         return {k: v.index_select(1 if k == "s" else 0, index) for k, v in state.items()}

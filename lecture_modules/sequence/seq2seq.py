@@ -35,6 +35,7 @@ from lecture_modules.base import LectureModule, bad_setting, free_name
 from lecture_modules.sequence.core import (
     CorpusScore,
     beam_search,
+    gather_rows,
     greedy_decode,
     label_smoothed_nll,
     scheduled_sampling_inputs,
@@ -172,6 +173,7 @@ class Seq2Seq(LectureModule):
 
     def on_predict_epoch_start(self) -> None:
         self._predictions: list[tuple[int, str]] = []
+        self.predictions_path: Path | None = None
 
     def predict_step(self, batch, batch_idx: int) -> None:
         """Translate with the test beam; the rows and texts are collected and written once the epoch ends."""
@@ -182,16 +184,13 @@ class Seq2Seq(LectureModule):
     def on_predict_epoch_end(self) -> None:
         """Write ``translations.txt`` in the run folder, one line per source line in file order (HW5's hand-in);
         under DDP the ranks' rows are gathered first. Never overwrites."""
-        rows = self._predictions
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+        rows = gather_rows(self._predictions)
         if self.trainer.is_global_zero:
             folder = Path(self.trainer.default_root_dir)
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{free_name(folder, 'translations', ('.txt',))}.txt"
             path.write_text("".join(f"{text}\n" for _, text in sorted(rows)), encoding="utf-8")
+            self.predictions_path = path  # back-translation's tool reads it
             rank_zero_info(f"{len(rows)} translations written to {path}")
 
     def on_validation_epoch_end(self) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from datamodules.errors import DataFileError, DataPathError
+from datamodules.errors import DataFileError, DataPathError, SettingError
 from datamodules.sequences import SequenceDataModule, ordered_motifs
 
 
@@ -73,3 +73,28 @@ def test_bad_hw4_data_names_the_file(tmp_path):
     (folder / "mapping.json").write_text(json.dumps({"speaker2id": {"id10000": 0}}))
     with pytest.raises(DataFileError, match=r"speaker 'id10001' of metadata\.json has no id"):
         SequenceDataModule(data_dir=str(folder))
+
+
+def test_language_identification_words_are_one_hot_characters_with_one_language_each():
+    from datamodules.sequences import language_words
+
+    dm = SequenceDataModule(task="langid", languages=["en", "de", "nl"], words_per_language=300, seed=1)
+    words, labels = language_words(["en", "de", "nl"], 300)
+    assert len(set(words)) == len(words) and set(labels) == {0, 1, 2} and all(len(w) >= 3 for w in words)
+    assert dm.num_classes == 3 and sum(len(dm.words[s]) for s in ("train", "val", "test")) == len(words)
+    x, y = dm.splits["val"][0][0], dm.splits["val"][1][0]
+    word = dm.words["val"][0]
+    assert x.shape == (len(word), dm.input_shape[0]) and torch.equal(x.sum(1), torch.ones(len(word)))
+    assert labels[words.index(word)] == y
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape[-1] == dm.input_shape[0] and batch["mask"].any(1).all()
+
+
+def test_language_identification_names_a_bad_language_and_the_missing_package(monkeypatch):
+    with pytest.raises(SettingError, match=r"data\.init_args\.languages must be >= 2 of wordfreq's languages"):
+        SequenceDataModule(task="langid", languages=["en", "xx"])
+    with pytest.raises(SettingError, match=r"data\.init_args\.task must be 'motifs' or 'langid', got 'words'"):
+        SequenceDataModule(task="words")
+    monkeypatch.setitem(__import__("sys").modules, "wordfreq", None)
+    with pytest.raises(SettingError, match=r"needs the wordfreq package: pip install 'ml-lectures\[bench\]'"):
+        SequenceDataModule(task="langid")

@@ -116,13 +116,43 @@ def test_a_saved_hugging_face_translation_dataset_is_read_by_languages(tmp_path)
         TranslationDataModule(hf_dataset=str(tmp_path / "hf"), columns=["en", "de"], **common)
 
 
-def test_extra_training_pairs_go_to_the_training_split_only(tmp_path):
+def test_synthetic_pairs_go_to_the_training_split_only(tmp_path):
     (tmp_path / "a.en").write_text("\n".join(EN), encoding="utf-8")
     (tmp_path / "a.zh").write_text("\n".join(ZH), encoding="utf-8")
     (tmp_path / "bt.tsv").write_text("a synthetic source\t合成的\nanother one\t另一個\n", encoding="utf-8")
     common = dict(source_file=str(tmp_path / "a.en"), target_file=str(tmp_path / "a.zh"), source_tokenizer="space",
                   target_tokenizer="char")  # fmt: skip
     plain = TranslationDataModule(**common)
-    more = TranslationDataModule(extra_train_tsv=str(tmp_path / "bt.tsv"), **common)
+    more = TranslationDataModule(synthetic_pairs=str(tmp_path / "bt.tsv"), **common)
     assert more.pairs["train"] == [*plain.pairs["train"], ("a synthetic source", "合成的"), ("another one", "另一個")]
     assert more.pairs["val"] == plain.pairs["val"] and more.pairs["test"] == plain.pairs["test"]
+    tagged = TranslationDataModule(synthetic_pairs=str(tmp_path), synthetic_tag=True, **common)  # a folder of *.tsv
+    assert tagged.pairs["train"] == more.pairs["train"] and tagged.input_shape == (tagged.source_tok.size + 1,)
+    tagged.setup()
+    real = {row: src for src, _, row in tagged._encoded["train"]}
+    n = tagged.real_train
+    assert all(src[0] == tagged.tag for row, src in real.items() if row >= n) and len(real) - n == 2
+    assert all(tagged.tag not in src for row, src in real.items() if row < n)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFileError, match=r"no \*\.tsv files"):
+        TranslationDataModule(synthetic_pairs=str(tmp_path / "empty"), **common)
+
+
+def test_reverse_swaps_the_sides_and_keeps_the_split():
+    forward, reverse = TranslationDataModule(limit_pairs=200), TranslationDataModule(limit_pairs=200, reverse=True)
+    for split in ("train", "val", "test"):
+        assert reverse.pairs[split] == [(t, s) for s, t in forward.pairs[split]]
+    assert reverse.bleu_tokenize == "char" and forward.bleu_tokenize == "none"
+    assert reverse.num_classes == forward.input_shape[0] and reverse.input_shape == (forward.num_classes,)
+
+
+def test_a_monolingual_share_of_the_training_split_is_held_out_from_training():
+    full, held = (
+        TranslationDataModule(limit_pairs=400),
+        TranslationDataModule(limit_pairs=400, monolingual_fraction=0.5),
+    )
+    assert held.pairs["val"] == full.pairs["val"] and held.pairs["test"] == full.pairs["test"]
+    assert len(held.pairs["monolingual"]) == len(held.pairs["train"]) == 180
+    assert held.pairs["monolingual"] + held.pairs["train"] == full.pairs["train"]
+    with pytest.raises(SettingError, match=r"data\.init_args\.monolingual_fraction must be in \[0, 1\), got 1\.0"):
+        TranslationDataModule(limit_pairs=400, monolingual_fraction=1.0)
