@@ -40,7 +40,7 @@ class NoiseSchedule:
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         clip_sample: bool = True,
-        clipped_eps: bool = False,
+        clipped_eps: bool = True,
     ) -> None:
         """
         Args:
@@ -49,7 +49,8 @@ class NoiseSchedule:
             beta_end: beta_T (DDPM: 0.02).
             clip_sample: clip the predicted x0 to [-1, 1] in the reverse steps (DDPM's released code, diffusers).
             clipped_eps: DDIM's direction term uses the eps implied by the clipped x0 (diffusers'
-                ``use_clipped_model_output=True``, GLIDE) instead of the network's eps (diffusers' default).
+                ``use_clipped_model_output=True``, GLIDE): the step stays on one deterministic trajectory;
+                false keeps the network's eps (diffusers' default).
         """
         self.num_steps, self.clip_sample, self.clipped_eps = num_steps, clip_sample, clipped_eps
         self.betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
@@ -91,8 +92,8 @@ class NoiseSchedule:
         """x_{t_prev} = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z (t_prev = -1: the
         last step, to x_0)."""
         abar, abar_prev = float(self.alpha_bars[t]), float(self.alpha_bars[t_prev]) if t_prev >= 0 else 1.0
-        x0 = self.predict_x0(x_t, t, eps)  # the direction keeps the network's eps (diffusers' default) ...
-        if self.clipped_eps:  # ... or the eps consistent with the clipped x0 (x_t = sqrt(abar) x0 + sqrt(1-abar) eps)
+        x0 = self.predict_x0(x_t, t, eps)  # the direction takes the eps consistent with the clipped x0 ...
+        if self.clipped_eps:  # (x_t = sqrt(abar) x0 + sqrt(1 - abar) eps), or the network's eps (diffusers' default)
             eps = (x_t - abar**0.5 * x0) / (1 - abar) ** 0.5
         sigma = eta * ((1 - abar_prev) / (1 - abar)) ** 0.5 * (1 - abar / abar_prev) ** 0.5
         x_prev = abar_prev**0.5 * x0 + max(1 - abar_prev - sigma**2, 0.0) ** 0.5 * eps

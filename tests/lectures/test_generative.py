@@ -331,7 +331,7 @@ def test_our_samplers_equal_diffusers_ddpm_and_ddim_schedulers():
     diffusers = pytest.importorskip("diffusers")
     from lecture_modules.generative.noising import NoiseSchedule, ddim_timesteps
 
-    ours = NoiseSchedule()
+    ours = NoiseSchedule(clipped_eps=False)  # diffusers' default: the network's eps in DDIM's direction term
     torch.manual_seed(0)
     x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     ddpm = diffusers.DDPMScheduler(num_train_timesteps=1000)
@@ -353,7 +353,7 @@ def test_our_samplers_equal_diffusers_ddpm_and_ddim_schedulers():
                 theirs = ddim.step(eps, times[i], x, eta=eta, variance_noise=noise).prev_sample
                 torch.testing.assert_close(ours.ddim_step(x, times[i], t_prev, eps, eta, noise), theirs,
                                            atol=1e-5, rtol=1e-5)  # fmt: skip
-    clipped = NoiseSchedule(clipped_eps=True)  # the eps implied by the clipped x0: diffusers' use_clipped_model_output
+    clipped = NoiseSchedule()  # the default: the eps implied by the clipped x0, diffusers' use_clipped_model_output
     x = x * 3  # far outside [-1, 1]: x0_hat is clipped at every step below
     ddim.set_timesteps(10)
     times = ddim_timesteps(1000, 10)
