@@ -142,6 +142,50 @@ def profile_ours(setting: str, top: int = 25) -> str:
     return out.getvalue()
 
 
+def sb3_a2c_piece(seed: int, steps: int = 200_000) -> dict:
+    """Stable-Baselines3's own A2C with RL Baselines3 Zoo's LunarLander-v2 settings, on LunarLander-v3 (8
+    environments x 5 steps, gamma 0.995, entropy 1e-5, lr 8.3e-4 falling linearly to 0; SB3's defaults otherwise:
+    RMSprop alpha 0.99 eps 1e-5, GAE lambda 1, value 0.5 x MSE, gradient norm 0.5, orthogonal init), then our
+    protocols on it: HW12 greedy and sampled, and the greedy validation episodes (seeds 10000-10004)."""
+    import torch
+    from stable_baselines3 import A2C as SB3A2C
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from datamodules.rollouts import make_env, run_episodes
+
+    vec = make_vec_env("LunarLander-v3", n_envs=8, seed=seed)
+    model = SB3A2C(
+        "MlpPolicy", vec, n_steps=5, gamma=0.995, ent_coef=1e-5, learning_rate=lambda remaining: 8.3e-4 * remaining,
+        seed=seed, device="cpu", verbose=0,
+    )  # fmt: skip
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    seconds = time.perf_counter() - start
+    vec.close()
+
+    def play(seeds: list[int | None], deterministic: bool) -> float:
+        def policy(obs: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(model.predict(obs.numpy(), deterministic=deterministic)[0])
+
+        env = make_env("LunarLander-v3")
+        try:
+            return statistics.mean(total for total, _ in run_episodes(env, policy, seeds))
+        finally:
+            env.close()
+
+    hw12 = [543, None, None, None, None]
+    greedy, sampled = play(hw12, True), play(hw12, False)
+    val = play([10_000 + i for i in range(5)], True)
+    return {
+        "method": "sb3_a2c_lunarlander", "seed": seed, "config": "stable-baselines3 A2C, zoo settings",
+        "overrides": [], "env_id": "LunarLander-v3", "env_steps": steps, "seconds": round(seconds, 1),
+        "curve": [(steps, val)], "final_val_return": val, "last_epoch_rollout_return": float("nan"),
+        "solved_at": steps if val >= SOLVED["LunarLander-v3"] else None,
+        "hw12_mean": greedy, "hw12_bracket": hw12_bracket(greedy),
+        "hw12": {"final_greedy": greedy, "final_sampled": sampled},
+    }  # fmt: skip
+
+
 class Curve(L.Callback):
     """Environment steps (all ranks) and ``val/return`` at every validation after the sanity check."""
 
@@ -231,6 +275,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each library (speed)")
     parser.add_argument("--profile", action="store_true", help="also cProfile one of our runs (speed)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--sb3-a2c", action="store_true", help="only SB3's own A2C on LunarLander-v3 (--seeds)")
     args = parser.parse_args()
     import torch
 
@@ -243,6 +288,14 @@ def main() -> None:
             print(profile_ours(args.speed))
         if args.out:
             args.out.write_text(json.dumps(result, indent=1))
+        return
+    if args.sb3_a2c:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            piece = sb3_a2c_piece(seed)
+            (args.out_dir / f"sb3_a2c_lunarlander-seed{seed}.json").write_text(json.dumps(piece, indent=1))
+            print(f"sb3 a2c seed {seed}: {piece['hw12']} val {piece['final_val_return']:.1f} ({piece['seconds']} s)",
+                  flush=True)  # fmt: skip
         return
     if not args.merge:
         args.out_dir.mkdir(parents=True, exist_ok=True)
