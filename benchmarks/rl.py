@@ -282,6 +282,7 @@ def run_piece(method: str, seed: int, root: Path) -> dict:
 
 
 def _mean_std(values: list[float], fmt: str = "{:.1f}") -> str:
+    values = [v for v in values if v == v]  # NaN: not recorded (SB3's pieces have no training-episode mean)
     if not values:
         return "-"
     if len(values) == 1:
