@@ -18,7 +18,10 @@ DataModule (:meth:`RolloutDataModule.attach_policy`, called from the lecture's `
 The lecture must read batches with ``training_step(self, dataloader_iter)``: Lightning's default fetcher collects
 the next batch before the current step updates the weights, which would collect each rollout with the previous
 policy. Validation and test run greedy episodes (:class:`EvalEpisodes`) at fixed seeds; the test default is HW12's
-protocol: seed 543, 5 episodes in one environment seeded once.
+protocol: seed 543, 5 episodes in one environment seeded once. HW12's notebook *samples* its test actions
+(``agent.sample(state)`` after ``fix(env, 543)``, which also seeds torch); ``hw12_sample_actions: true`` does that:
+the test episodes sample from the lecture's policy with a generator seeded with ``test_seed`` afresh at every test,
+so a sampled test is reproducible too.
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.errors import SettingError
 
-__all__ = ["EvalEpisodes", "Policy", "RolloutDataModule", "RolloutDataset", "make_env", "run_episodes"]
+__all__ = [
+    "EvalEpisodes", "Policy", "RolloutDataModule", "RolloutDataset", "SeededPolicy", "make_env", "run_episodes",
+]  # fmt: skip
 
 Policy = Callable[[torch.Tensor], torch.Tensor]
 """obs (N, *obs_shape) float32 -> actions (N,) int64, without gradients."""
+SeededPolicy = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""(obs (N, *obs_shape), a CPU generator) -> actions (N,): a sampling policy that draws from the generator only."""
 
 DATA_ARGS = "data.init_args"
 
@@ -173,24 +180,29 @@ def collect(
 
 
 class EvalEpisodes(IterableDataset):
-    """Greedy evaluation episodes: yields one ``{"return", "length", "actions"}`` per episode (``actions``: (L,)
-    int64, the homework's action list), every rank the same ones."""
+    """Evaluation episodes, greedy or sampled: yields one ``{"return", "length", "actions"}`` per episode
+    (``actions``: (L,) int64, the homework's action list), every rank the same ones."""
 
-    def __init__(self, owner: RolloutDataModule, seed: int, episodes: int, seed_each: bool) -> None:
+    def __init__(
+        self, owner: RolloutDataModule, seed: int, episodes: int, seed_each: bool, sampled: bool = False
+    ) -> None:
         """
         Args:
-            owner: the DataModule that names the environment and holds the greedy policy.
-            seed: seed of the first episode.
+            owner: the DataModule that names the environment and holds the policies.
+            seed: seed of the first episode (and, with ``sampled``, of the actions' generator).
             episodes: episodes to run.
             seed_each: reset episode i with seed + i; otherwise seed the first reset only (HW12's notebook).
+            sampled: sample the actions with a generator seeded with ``seed`` (HW12's notebook) instead of greedy.
         """
         self.owner, self.seed, self.episodes, self.seed_each = owner, seed, episodes, seed_each
+        self.sampled = sampled
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         seeds = [self.seed + i if self.seed_each else (self.seed if i == 0 else None) for i in range(self.episodes)]
+        policy = self.owner.seeded_policy(self.seed) if self.sampled else self.owner.policy(greedy=True)
         env = make_env(self.owner.env_id, self.owner.max_episode_steps)
         try:
-            results = run_episodes(env, self.owner.policy(greedy=True), seeds)
+            results = run_episodes(env, policy, seeds)
         finally:
             env.close()
         for total, actions in results:
@@ -216,6 +228,7 @@ class RolloutDataModule(L.LightningDataModule):
         val_seed: int = 10_000,
         test_episodes: int = 5,
         test_seed: int = 543,
+        hw12_sample_actions: bool = False,
     ) -> None:
         """
         Args:
@@ -229,6 +242,8 @@ class RolloutDataModule(L.LightningDataModule):
             val_seed: seed of the first validation episode.
             test_episodes: greedy test episodes in one environment seeded once with test_seed (HW12: 5).
             test_seed: seed of the test environment (HW12: 543).
+            hw12_sample_actions: the test episodes sample their actions from the policy (HW12's notebook) with a
+                generator seeded with ``test_seed`` at every test, instead of taking the greedy action.
         """
         super().__init__()
         for name, value in (("num_envs", num_envs), ("rollout_steps", rollout_steps)):
@@ -251,15 +266,29 @@ class RolloutDataModule(L.LightningDataModule):
         self.val_episodes, self.val_seed, self.test_episodes, self.test_seed = (
             val_episodes, val_seed, test_episodes, test_seed,
         )  # fmt: skip
+        self.hw12_sample_actions = hw12_sample_actions
         self.epoch, self.env_steps, self.episodes = 0, 0, 0  # counters of this rank, saved in checkpoints
         self.envs: Any = None
         self.episode_tracker = EpisodeTracker(num_envs)
         self._policies: dict[bool, Policy] = {}
+        self._seeded: SeededPolicy | None = None
 
     # ------------------------------------------------------------------ the lecture's policy
-    def attach_policy(self, sample: Policy, greedy: Policy) -> None:
-        """Called by the lecture at ``setup``: ``sample`` collects the rollouts, ``greedy`` plays evaluation."""
+    def attach_policy(self, sample: Policy, greedy: Policy, seeded: SeededPolicy | None = None) -> None:
+        """Called by the lecture at ``setup``: ``sample`` collects the rollouts, ``greedy`` plays evaluation,
+        ``seeded`` (optional) samples the test actions from a given generator (``hw12_sample_actions``)."""
         self._policies = {False: sample, True: greedy}
+        self._seeded = seeded
+
+    def seeded_policy(self, seed: int) -> Policy:
+        """The attached sampling policy drawing from a CPU generator seeded with ``seed`` now (reproducible)."""
+        if self._seeded is None:
+            raise SettingError(
+                f"{DATA_ARGS}.hw12_sample_actions needs a lecture that samples with a given generator; the attached "
+                "one does not (set it to false)"
+            )
+        generator, seeded = torch.Generator().manual_seed(seed), self._seeded
+        return lambda obs: seeded(obs, generator)
 
     def policy(self, greedy: bool = False) -> Policy:
         if not self._policies:
@@ -311,7 +340,8 @@ class RolloutDataModule(L.LightningDataModule):
         return DataLoader(episodes, batch_size=None, num_workers=0)
 
     def test_dataloader(self) -> DataLoader:
-        episodes = EvalEpisodes(self, self.test_seed, self.test_episodes, seed_each=False)
+        episodes = EvalEpisodes(self, self.test_seed, self.test_episodes, seed_each=False,
+                                sampled=self.hw12_sample_actions)  # fmt: skip
         return DataLoader(episodes, batch_size=None, num_workers=0)
 
     # ------------------------------------------------------------------ resume

@@ -189,6 +189,12 @@ class RLLecture(LectureModule):
         """argmax_a pi(a | s): the deterministic policy of evaluation."""
         return self.agent.actor(self.observe(obs.to(self.device))).argmax(dim=-1)
 
+    @torch.no_grad()
+    def seeded_actions(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """a ~ pi(. | s) drawn from ``generator`` (a CPU generator) only: HW12's sampled test actions."""
+        probs = self.agent.dist(self.observe(obs.to(self.device))).probs.cpu()  # (N, A)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "attach_policy"):
@@ -196,7 +202,7 @@ class RLLecture(LectureModule):
                 f"data.class_path must be datamodules.rollouts.RolloutDataModule for {type(self).__name__} (it "
                 f"collects the rollouts with the lecture's policy), got {type(datamodule).__name__}"
             )
-        datamodule.attach_policy(sample=self.sample_actions, greedy=self.greedy_actions)
+        datamodule.attach_policy(sample=self.sample_actions, greedy=self.greedy_actions, seeded=self.seeded_actions)
 
     # ------------------------------------------------------------------ one rollout per step
     def next_rollout(self, dataloader_iter: Iterator) -> dict[str, torch.Tensor]:

@@ -170,6 +170,15 @@ class DQN(RLLecture):
         """argmax_a Q(s, a): the deterministic policy of evaluation."""
         return self.q(self.observe(obs.to(self.device))).argmax(dim=-1)
 
+    @torch.no_grad()
+    def seeded_actions(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """DQN's sampled test actions: epsilon-greedy at ``epsilon_end`` (its policy at the end of exploration), the
+        random draws from ``generator`` (a CPU generator) only."""
+        greedy = self.greedy_actions(obs).cpu()  # (N,)
+        explore = torch.rand(obs.shape[0], generator=generator) < self.hparams.epsilon_end  # (N,)
+        random = torch.randint(0, self.hparams.num_classes, (obs.shape[0],), generator=generator)  # (N,)
+        return torch.where(explore, random, greedy)
+
     # ------------------------------------------------------------------ resume: the buffer and the counters
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -20,7 +20,7 @@ from lecture_modules.rl.ppo import PPO
 from tests.helpers import CONFIGS, QUICK, SMOKE, run_cli, run_cli_subprocess, state_dict_equal
 
 RL_CONFIGS = ["policy_gradient", "a2c", "ppo", "dqn"]
-LUNAR_CONFIGS = ["policy_gradient_lunarlander", "a2c_lunarlander", "ppo_lunarlander"]
+LUNAR_CONFIGS = ["policy_gradient_lunarlander", "a2c_lunarlander", "ppo_lunarlander", "dqn_lunarlander"]
 NO_VIDEO = ["--model.init_args.video_episodes", "0"]
 
 
@@ -292,6 +292,60 @@ def test_the_test_episodes_follow_hw12s_protocol_one_environment_seeded_once_wit
             total, done = total + reward, terminated or truncated
         expected.append(total)
     assert [r for r, _ in ours] == expected and len(set(expected)) > 1
+
+
+def _sampled_test(dm: RolloutDataModule) -> list[tuple[float, list[int]]]:
+    dm.hw12_sample_actions = True
+    return [(float(e["return"]), e["actions"].tolist()) for e in dm.test_dataloader()]
+
+
+def test_sampled_test_actions_come_from_a_generator_seeded_with_the_test_seed_and_repeat():
+    import gymnasium as gym
+
+    probs = torch.tensor([0.5, 0.5])
+    greedy = lambda obs: torch.zeros(obs.shape[0], dtype=torch.long)  # noqa: E731
+    seeded = lambda obs, g: torch.multinomial(probs.expand(obs.shape[0], 2), 1, generator=g).squeeze(-1)  # noqa: E731
+    dm = RolloutDataModule()
+    dm.attach_policy(sample=greedy, greedy=greedy, seeded=seeded)
+    first, again = _sampled_test(dm), _sampled_test(dm)
+    assert first == again  # a fresh generator at every test: reproducible
+    assert {a for _, actions in first for a in actions} == {0, 1}  # sampled, not the greedy 0s
+    generator, env, expected = torch.Generator().manual_seed(543), gym.make("CartPole-v1"), []
+    for i in range(5):  # HW12's notebook: fix(env, 543) seeds the environment once and torch, then samples
+        obs, _ = env.reset(seed=543 if i == 0 else None)
+        actions, done = [], False
+        while not done:
+            actions.append(int(seeded(torch.as_tensor(obs)[None], generator)[0]))
+            obs, _, terminated, truncated, _ = env.step(actions[-1])
+            done = terminated or truncated
+        expected.append(actions)
+    assert [actions for _, actions in first] == expected
+    dm.hw12_sample_actions = False
+    assert {a for e in dm.test_dataloader() for a in e["actions"].tolist()} == {0}  # the default: greedy
+
+
+def test_sampled_test_without_a_seeded_policy_names_the_setting():
+    dm = RolloutDataModule(hw12_sample_actions=True)
+    policy = lambda obs: torch.zeros(obs.shape[0], dtype=torch.long)  # noqa: E731
+    dm.attach_policy(sample=policy, greedy=policy)
+    with pytest.raises(SettingError, match=r"data\.init_args\.hw12_sample_actions needs a lecture that samples"):
+        list(dm.test_dataloader())
+
+
+def test_the_lectures_seeded_actions_sample_pi_and_dqns_act_epsilon_greedily_at_epsilon_end():
+    torch.manual_seed(0)
+    obs = torch.randn(4000, 4)
+    pg = PolicyGradient(agent={"orthogonal_init": False})  # larger logits than the 0.01-gain output layer
+    actions = pg.seeded_actions(obs, torch.Generator().manual_seed(1))
+    again = pg.seeded_actions(obs, torch.Generator().manual_seed(1))
+    probs = pg.agent.dist(obs).probs.detach()
+    assert torch.equal(actions, again) and not torch.equal(actions, probs.argmax(-1))
+    frequency = (actions == 1).float().mean()  # sampled from pi: the frequency of action 1 is its mean probability
+    assert frequency.item() == pytest.approx(probs[:, 1].mean().item(), abs=0.03)
+    greedy_q, random_q = DQN(epsilon_end=0.0), DQN(epsilon_end=1.0)
+    assert torch.equal(greedy_q.seeded_actions(obs, torch.Generator()), greedy_q.greedy_actions(obs))
+    uniform = random_q.seeded_actions(obs, torch.Generator().manual_seed(2))
+    assert (uniform == 1).float().mean().item() == pytest.approx(0.5, abs=0.03)
 
 
 def test_test_reports_hw12s_mean_and_bracket_and_exports_each_episodes_actions_without_overwriting(tmp_path, caplog):
