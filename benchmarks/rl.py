@@ -57,6 +57,10 @@ METHODS = {  # name -> (config, overrides)
         for version in ("cumulative", "discounted", "baseline", "mc_critic")
     },
     "pg_td_critic": ("policy_gradient.yaml", ["--model.init_args.advantage", "td_critic", *RAW, *SHORT_ROLLOUTS]),
+    "pg_td_critic_256k": (  # the same at twice the budget: does the seed that had not solved at 128k solve?
+        "policy_gradient.yaml",
+        ["--model.init_args.advantage", "td_critic", *RAW, *SHORT_ROLLOUTS, "--trainer.max_epochs", "16"],
+    ),
     "pg_shipped": ("policy_gradient.yaml", []),  # the config as shipped: version 3, advantages standardised
     "a2c": ("a2c.yaml", []),
     "ppo": ("ppo.yaml", []),
