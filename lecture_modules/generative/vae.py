@@ -58,10 +58,15 @@ def iwae_bound(
     """The importance-weighted bound log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x), z_i ~ q(z | x), per sample (B,)
     (k = 1 is one-sample ELBO)."""
     z = mu + (0.5 * logvar).exp() * torch.randn(k, *mu.shape, device=mu.device)  # (k, B, D)
+    return torch.logsumexp(_log_weights(x, z, mu, logvar, decode, likelihood, log_scale), dim=0) - math.log(k)
+
+
+def _log_weights(x, z, mu, logvar, decode, likelihood: str, log_scale: torch.Tensor) -> torch.Tensor:
+    """log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x) for draws z (k, B, D): (k, B)."""
+    k = len(z)
     out = decode(z.flatten(0, 1)).unflatten(0, (k, len(x)))  # (k, B, C, H, W)
     log_px = torch.stack([log_likelihood(x, out[i], likelihood, log_scale) for i in range(k)])  # (k, B)
-    log_w = log_px + _log_normal(z, torch.zeros_like(mu), torch.zeros_like(logvar)) - _log_normal(z, mu, logvar)
-    return torch.logsumexp(log_w, dim=0) - math.log(k)
+    return log_px + _log_normal(z, torch.zeros_like(mu), torch.zeros_like(logvar)) - _log_normal(z, mu, logvar)
 
 
 @torch.no_grad()
@@ -90,10 +95,7 @@ def importance_bounds(
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
         eps = torch.randn(c, *mu.shape, generator=generator).to(mu)  # (c, B, D)
-        z = mu + std * eps
-        out = decode(z.flatten(0, 1)).unflatten(0, (c, len(x)))  # (c, B, C, H, W)
-        log_px = torch.stack([log_likelihood(x, out[i], likelihood, log_scale) for i in range(c)])  # (c, B)
-        log_w = log_px + _log_normal(z, torch.zeros_like(mu), torch.zeros_like(logvar)) - _log_normal(z, mu, logvar)
+        log_w = _log_weights(x, mu + std * eps, mu, logvar, decode, likelihood, log_scale)  # (c, B)
         total_lse = torch.logaddexp(total_lse, torch.logsumexp(log_w, dim=0))
         total_mean += log_w.sum(dim=0)
     return total_mean / k, total_lse - math.log(k)
