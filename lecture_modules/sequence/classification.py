@@ -132,7 +132,7 @@ class SequenceClassifier(ValidationConfusion, LectureModule):
         folder = Path(self.trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{free_name(folder, 'predictions', ('.csv',))}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
+        with path.open("x", newline="", encoding="utf-8") as f:  # exclusive: never overwrite
             writer = csv.writer(f)
             writer.writerow(["Id", "Category"])
             writer.writerows([dm.predict_ids[row], names[c]] for row, c in rows)
