@@ -54,6 +54,12 @@ REFERENCE = (
     "(Transformer), strong 29.32 (Transformer-base + back-translation). This corpus (software messages) differs: "
     "compare the ordering, not the numbers."
 )
+TRANSLATION_ORDER = {  # piece name: its label in the summary table, in table order
+    "rnn": "RNN (GRU) + Bahdanau attention",
+    "transformer": "Transformer",
+    "reverse": "reverse Transformer zh -> en (BLEU 13a on English)",
+    "bt": "Transformer + back-translation (tagged)",
+}
 TRANSLATION_MODELS = {  # name: net, peak lr, warm-up steps (the two configs' settings, the Transformer at d 256)
     "rnn": ({"kind": "rnn", "d_model": 256, "layers": 1}, 2e-3, 200),
     "transformer": ({"kind": "transformer", "d_model": 256, "d_ff": 512}, 1e-3, 500),
@@ -313,7 +319,46 @@ def merge(folder: Path) -> str:
         lines += ["| measurement | value (mean ± std over seeds) |", "|---|---:|"]
         lines += [f"| {key} | {fmt([r['row'][key] for r in runs])} |" for key in runs[0]["row"]]
         lines.append("")
-    return "\n".join([*lines, "Reference: " + REFERENCE, ""])
+    translation = {part.split(": ", 1)[1]: runs for part, runs in pieces.items() if part.startswith("translation: ")}
+    if translation:
+        lines += [*translation_summary(translation), "", "Reference: " + REFERENCE, ""]
+    return "\n".join(lines)
+
+
+SUMMARY_COLUMNS = (  # (heading, row key): the translation summary's columns
+    ("BLEU greedy", "test BLEU, beam 1"),
+    ("BLEU beam 5", "test BLEU, beam 5"),
+    ("chrF greedy", "test chrF, beam 1"),
+    ("chrF beam 5", "test chrF, beam 5"),
+    ("val BLEU", "val BLEU (greedy)"),
+    ("train min", "train minutes"),
+)
+
+
+def translation_summary(models: dict[str, list[dict]]) -> list[str]:
+    """One row per translation model: mean ± std over seeds of the test scores, then each seed's greedy / beam-5
+    test BLEU (the results file's table)."""
+
+    def cell(values: list[float]) -> str:
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    lines = [
+        "## translation: summary",
+        "",
+        "| model | seeds | " + " | ".join(h for h, _ in SUMMARY_COLUMNS) + " | per seed: test BLEU greedy / beam 5 |",
+        "|---|---|" + "---:|" * len(SUMMARY_COLUMNS) + "---|",
+    ]
+    for name in sorted(models, key=lambda n: (list(TRANSLATION_ORDER).index(n) if n in TRANSLATION_ORDER else 99, n)):
+        runs = sorted(models[name], key=lambda r: r["seed"])
+        per_seed = "; ".join(
+            f"{r['seed']}: {r['row']['test BLEU, beam 1']:.1f} / {r['row']['test BLEU, beam 5']:.1f}" for r in runs
+        )
+        cells = " | ".join(cell([r["row"][key] for r in runs]) for _, key in SUMMARY_COLUMNS)
+        label = TRANSLATION_ORDER.get(name, name)
+        lines.append(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | {cells} | {per_seed} |")
+    return lines
 
 
 def main() -> None:
