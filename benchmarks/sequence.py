@@ -16,7 +16,8 @@ Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` print
   model's scores).
 * ``classification``: ``--cls-tasks``: the embedded ordered-motif task and language identification of single
   words (``wordfreq``, ``--cls-words`` per language) (:mod:`datamodules.sequences`): LSTM, Transformer and Conformer
-  encoders with mean and attention pooling, ``--cls-epochs`` epochs, test accuracy.
+  encoders with mean and attention pooling, ``--cls-epochs`` epochs, test accuracy of the epoch with the best
+  validation accuracy (HW4's sample keeps that model) and after the last epoch, and the validation curve.
 * ``speed``: (1) training tokens per second of our Transformer encoder-decoder against ``torch.nn.Transformer``
   with the same sizes (embeddings, pre-LN, output layer, AdamW), alternating the two in each repetition; (2)
   greedy decoding of the same batch with the key/value cache against recomputing the prefix at every step (and a
@@ -32,6 +33,7 @@ Pieces, each written as one JSON file under ``--out-dir`` (``--merge DIR`` print
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -270,7 +272,7 @@ def classification(task: str, seed: int, args) -> dict:
             model = SequenceClassifier(num_classes=dm.num_classes, input_shape=dm.input_shape, pooling=pooling,
                                        net={"kind": kind, "positional": positional, "layers": layers})  # fmt: skip
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            start = time.perf_counter()
+            start, curve, best = time.perf_counter(), [], None
             for epoch in range(epochs):
                 model.train()
                 loader = dm.train_dataloader()
@@ -280,20 +282,33 @@ def classification(task: str, seed: int, args) -> dict:
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
-            model.eval()
-            with torch.no_grad():
-                hits = [(model(b["x"], b["mask"]).argmax(1) == b["y"]).float() for b in dm.test_dataloader()]
+                curve.append(_accuracy(model, dm.val_dataloader()))
+                if best is None or curve[-1] > curve[best[0]]:  # HW4's sample keeps the best model on validation
+                    best = (epoch, copy.deepcopy(model.state_dict()))
+            last_test = _accuracy(model, dm.test_dataloader())
+            model.load_state_dict(best[1])
             name = f"{kind} ({positional} positions), {pooling} pooling"
-            row[f"{name}: test acc %"] = 100 * torch.cat(hits).mean().item()
+            row[f"{name}: test acc %"] = _accuracy(model, dm.test_dataloader())
+            row[f"{name}: test acc % after the last epoch"] = last_test
+            row[f"{name}: best validation epoch"] = float(best[0] + 1)
+            row[f"{name}: val acc % per epoch"] = " ".join(f"{a:.1f}" for a in curve)
             row[f"{name}: train seconds"] = time.perf_counter() - start
     row["sequences train/val/test"] = "/".join(str(len(dm.splits[s][1])) for s in ("train", "val", "test"))
     return row
 
 
+def _accuracy(model, loader) -> float:
+    """Accuracy in % of ``model`` over ``loader``'s whole sequences (eval mode; leaves the model in eval mode)."""
+    model.eval()
+    with torch.no_grad():
+        hits = [(model(b["x"], b["mask"]).argmax(1) == b["y"]).float() for b in loader]
+    return 100 * torch.cat(hits).mean().item()
+
+
 # ------------------------------------------------------------------------------------------------ tables
 def fmt(values: list) -> str:
-    if isinstance(values[0], str):
-        return values[0]
+    if isinstance(values[0], str):  # the same text for every seed, or each seed's in seed order
+        return values[0] if len(set(values)) == 1 else " / ".join(values)
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
@@ -319,6 +334,9 @@ def merge(folder: Path) -> str:
         lines += ["| measurement | value (mean ± std over seeds) |", "|---|---:|"]
         lines += [f"| {key} | {fmt([r['row'][key] for r in runs])} |" for key in runs[0]["row"]]
         lines.append("")
+    tasks = {part.split(": ", 1)[1]: runs for part, runs in pieces.items() if part.startswith("classification: ")}
+    if tasks:
+        lines += [*classification_summary(tasks), ""]
     translation = {part.split(": ", 1)[1]: runs for part, runs in pieces.items() if part.startswith("translation: ")}
     if translation:
         lines += [*translation_summary(translation), "", "Reference: " + REFERENCE, ""]
@@ -333,6 +351,33 @@ SUMMARY_COLUMNS = (  # (heading, row key): the translation summary's columns
     ("val BLEU", "val BLEU (greedy)"),
     ("train min", "train minutes"),
 )
+
+
+def classification_summary(tasks: dict[str, list[dict]]) -> list[str]:
+    """Test accuracy % (mean ± std over seeds) per encoder, a column per (task, pooling); then the mean best
+    validation epoch of each cell (the pieces written before best-epoch selection have no such row)."""
+    names = [
+        key.removesuffix(": test acc %") for key in next(iter(tasks.values()))[0]["row"] if key.endswith(": test acc %")
+    ]
+    encoders = list(dict.fromkeys(name.split(", ")[0] for name in names))
+    columns = [(task, pooling) for task in tasks for pooling in ("mean", "attention")]
+    lines = [
+        "## classification: summary (test accuracy %, mean ± std over seeds; best validation epoch, mean)",
+        "",
+        "| encoder | " + " | ".join(f"{task}, {pooling} pooling" for task, pooling in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for encoder in encoders:
+        cells = []
+        for task, pooling in columns:
+            runs = tasks[task]
+            key = f"{encoder}, {pooling} pooling"
+            cell = fmt([r["row"][f"{key}: test acc %"] for r in runs])
+            if f"{key}: best validation epoch" in runs[0]["row"]:
+                cell += f" (epoch {statistics.mean(r['row'][f'{key}: best validation epoch'] for r in runs):.1f})"
+            cells.append(cell)
+        lines.append(f"| {encoder} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def translation_summary(models: dict[str, list[dict]]) -> list[str]:
