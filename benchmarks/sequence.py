@@ -306,12 +306,12 @@ def _accuracy(model, loader) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def fmt(values: list) -> str:
+def fmt(values: list, digits: int = 2) -> str:
     if isinstance(values[0], str):  # the same text for every seed, or each seed's in seed order
         return values[0] if len(set(values)) == 1 else " / ".join(values)
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def merge(folder: Path) -> str:
@@ -384,23 +384,19 @@ def translation_summary(models: dict[str, list[dict]]) -> list[str]:
     """One row per translation model: mean ± std over seeds of the test scores, then each seed's greedy / beam-5
     test BLEU (the results file's table)."""
 
-    def cell(values: list[float]) -> str:
-        if len(values) == 1:
-            return f"{values[0]:.1f}"
-        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
     lines = [
         "## translation: summary",
         "",
         "| model | seeds | " + " | ".join(h for h, _ in SUMMARY_COLUMNS) + " | per seed: test BLEU greedy / beam 5 |",
         "|---|---|" + "---:|" * len(SUMMARY_COLUMNS) + "---|",
     ]
-    for name in sorted(models, key=lambda n: (list(TRANSLATION_ORDER).index(n) if n in TRANSLATION_ORDER else 99, n)):
+    order = {name: i for i, name in enumerate(TRANSLATION_ORDER)}
+    for name in sorted(models, key=lambda n: (order.get(n, len(order)), n)):
         runs = sorted(models[name], key=lambda r: r["seed"])
         per_seed = "; ".join(
             f"{r['seed']}: {r['row']['test BLEU, beam 1']:.1f} / {r['row']['test BLEU, beam 5']:.1f}" for r in runs
         )
-        cells = " | ".join(cell([r["row"][key] for r in runs]) for _, key in SUMMARY_COLUMNS)
+        cells = " | ".join(fmt([r["row"][key] for r in runs], digits=1) for _, key in SUMMARY_COLUMNS)
         label = TRANSLATION_ORDER.get(name, name)
         lines.append(f"| {label} | {', '.join(str(r['seed']) for r in runs)} | {cells} | {per_seed} |")
     return lines
