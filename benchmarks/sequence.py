@@ -174,6 +174,7 @@ def _fit(dm, model_name: str, seed: int, args, root: Path):
     from lecture_modules.sequence.seq2seq import Seq2Seq
 
     net, lr, warmup = TRANSLATION_MODELS[model_name]
+    warmup = warmup if args.warmup is None else args.warmup
     L.seed_everything(seed, verbose=False)
     model = Seq2Seq(num_classes=dm.num_classes, input_shape=dm.input_shape, net={**net, "max_len": 96}, samples=0)
     model.configure_optimizers = lambda: _optim(model, lr, warmup, InverseSqrtLR)
@@ -416,6 +417,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--split-seed", type=int, default=0, help="translation: the random split's seed")
     parser.add_argument("--steps", type=int, default=1000, help="translation: optimiser steps per model")
+    parser.add_argument(
+        "--warmup", type=int, help="translation: warm-up steps for every model (default: TRANSLATION_MODELS' own)"
+    )
     parser.add_argument(
         "--mono-fraction",
         type=float,
